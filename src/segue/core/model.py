@@ -1,0 +1,120 @@
+"""Value types shared by every layer: identifiers, log records, profiles, changesets."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgspec
+
+__all__ = [
+    "Changeset",
+    "Identifier",
+    "LogRecord",
+    "NewRecord",
+    "Profile",
+    "QuarantineEntry",
+    "TraitValue",
+]
+
+
+class Identifier(NamedTuple):
+    """A typed value that points at a person, written ``type:value`` (``user_id:42``)."""
+
+    type: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Identifier:
+        """Split ``type:value`` at the first colon; raise ValueError when either side is empty."""
+        kind, sep, value = text.partition(":")
+        if not sep or not kind or not value:
+            raise ValueError(f"identifier must look like type:value, got {text!r}")
+        return cls(kind, value)
+
+
+class NewRecord(msgspec.Struct, frozen=True):
+    """A validated message on its way into the event log.
+
+    Attributes:
+        source: name of the source that sent it (dedupe is per source).
+        message_id: the sender's messageId; the log keeps one record per (source, message_id).
+        received_at: epoch seconds (UTC) when segue accepted the request.
+        key: the partition key (the first identifier of the message).
+        body: the message as received and normalised, JSON bytes.
+    """
+
+    source: str
+    message_id: str
+    received_at: float
+    key: str
+    body: bytes
+
+
+class LogRecord(msgspec.Struct, frozen=True):
+    """A record read back from the event log; ``offset`` grows by one per accepted record."""
+
+    offset: int
+    source: str
+    message_id: str
+    received_at: float
+    key: str
+    body: bytes
+
+
+class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A message segue kept aside instead of dropping: why, from whom, and the message itself."""
+
+    id: int
+    source: str
+    received_at: float
+    reason: str
+    field: str | None
+    body: bytes
+
+
+class TraitValue(msgspec.Struct, frozen=True, kw_only=True):
+    """One trait value with its lineage: where and when it came from, on which legal basis."""
+
+    value: Any
+    source: str
+    message_id: str
+    at: float
+    legal_basis: str | None = None
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    """One person's read model. Mutable on purpose: the processor folds events into it."""
+
+    profile_id: str
+    created_at: float
+    updated_at: float
+    first_seen: float
+    last_seen: float
+    event_count: int = 0
+    identities: list[Identifier] = []
+    traits: dict[str, TraitValue] = {}
+    merged_from: list[str] = []
+
+
+class Changeset(msgspec.Struct, kw_only=True):
+    """Everything one processor batch changes, committed atomically with its checkpoint.
+
+    Attributes:
+        profiles: upserted profiles, whole.
+        links: identifier → profile id, upserted.
+        timeline: (profile_id, log offset, event time in epoch seconds) rows to add.
+        redirects: merged-away profile id → survivor; the store re-points the timeline and
+            keeps the redirect so the old id still resolves.
+        new_profiles: profiles created minus profiles merged away (a count delta).
+        new_identities: identifiers linked for the first time (a count delta).
+    """
+
+    profiles: dict[str, Profile] = {}
+    links: dict[Identifier, str] = {}
+    timeline: list[tuple[str, int, float]] = []
+    redirects: dict[str, str] = {}
+    new_profiles: int = 0
+    new_identities: int = 0

@@ -1,0 +1,133 @@
+"""Ports: the small async Protocols the domain needs from storage and the event log.
+
+Adapters satisfy them structurally (no inheritance); ``tests/contracts`` proves each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from segue.core.model import (
+    Changeset,
+    Identifier,
+    LogRecord,
+    NewRecord,
+    Profile,
+    QuarantineEntry,
+)
+
+__all__ = ["Clock", "EventLog", "ProfileStore", "Quarantine"]
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Return the current time as epoch seconds (UTC)."""
+        ...
+
+
+class EventLog(Protocol):
+    """The append-only, ordered, durable record of accepted events (the write side)."""
+
+    async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
+        """Make records durable, de-duplicated per (source, message_id).
+
+        Returns only once the records are durable (survive a kill -9 of the process).
+        Idempotent: a record whose (source, message_id) is already in the log is not stored
+        again.
+
+        Returns:
+            for each record, in order, its new offset, or None when it was a duplicate.
+
+        Raises:
+            BackendUnavailable: the log could not make the records durable; nothing is acked.
+        """
+        ...
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        """Return up to ``limit`` records with offset > ``after``, in offset order."""
+        ...
+
+    async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
+        """Return the records at these offsets (missing ones are skipped), in the given order."""
+        ...
+
+    async def last_offset(self) -> int:
+        """Return the highest offset in the log (0 when empty)."""
+        ...
+
+    async def wait(self, after: int, timeout: float) -> None:
+        """Return when a record past ``after`` exists, or after ``timeout`` seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush pending appends and release resources."""
+        ...
+
+
+class ProfileStore(Protocol):
+    """Profiles, the identity graph, timelines and processor checkpoints (the read model)."""
+
+    async def checkpoint(self, consumer: str) -> int:
+        """Return the last log offset ``consumer`` committed (0 if never)."""
+        ...
+
+    async def lookup(self, identifiers: Iterable[Identifier]) -> dict[Identifier, str]:
+        """Map each known identifier to its (current, surviving) profile id."""
+        ...
+
+    async def profiles(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
+        """Return the profiles with these ids; merged-away or unknown ids are absent."""
+        ...
+
+    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+        """Apply ``changes`` and move ``consumer``'s checkpoint to ``offset``, atomically.
+
+        Either both happen or neither, so a processor that crashes re-reads exactly the
+        records it had not committed.
+        """
+        ...
+
+    async def identities(self, profile_id: str) -> list[Identifier]:
+        """Return every identifier linked to the profile, sorted."""
+        ...
+
+    async def resolve(self, profile_id: str) -> str | None:
+        """Follow merge redirects; return the surviving id or None when unknown."""
+        ...
+
+    async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
+        """Return up to ``limit`` log offsets of the profile's events after offset ``after``."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Return ``{"profiles": n, "identities": m}``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+class Quarantine(Protocol):
+    """Messages kept aside with the reason, so nothing a client sends is silently lost."""
+
+    async def add(self, entries: Sequence[QuarantineEntry]) -> list[int]:
+        """Store entries durably (their ``id`` is ignored); return the assigned ids."""
+        ...
+
+    async def list(self, source: str | None, after: int, limit: int) -> list[QuarantineEntry]:
+        """Return up to ``limit`` entries with id > ``after``, optionally for one source."""
+        ...
+
+    async def get(self, entry_id: int) -> QuarantineEntry | None:
+        """Return one entry or None."""
+        ...
+
+    async def remove(self, entry_id: int) -> bool:
+        """Delete an entry (after a successful replay); return whether it existed."""
+        ...
+
+    async def count(self) -> int:
+        """Return how many entries are held."""
+        ...

@@ -1,0 +1,211 @@
+"""Bytes of a collection request → validated messages ready for the event log.
+
+Decoding happens once per edge with typed msgspec decoders; each message of a batch is
+validated on its own so one bad message never sinks the others. Everything here is pure:
+the caller passes the receive time and the id generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from segue.core.events import EVENT_TYPES, Event, to_event
+from segue.core.model import NewRecord
+from segue.errors import InvalidEvent, InvalidInput, PayloadTooLarge, SegueError
+
+__all__ = [
+    "Accepted",
+    "Limits",
+    "ParsedRequest",
+    "Rejected",
+    "parse_request",
+    "prepare_message",
+]
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Size limits, in bytes, after gzip decompression."""
+
+    max_message_bytes: int = 32 * 1024
+    max_request_bytes: int = 500 * 1024
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    index: int
+    event: Event
+    message: dict[str, Any]
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    index: int
+    code: str
+    message: str
+    field: str | None
+    body: bytes
+
+
+class ParsedRequest(msgspec.Struct, frozen=True):
+    """A decoded request: the write key found in the body (if any) and its raw messages."""
+
+    write_key: str | None
+    messages: list[tuple[int, bytes]]
+    context: dict[str, Any] | None
+    integrations: dict[str, Any] | None
+    sent_at: str | None
+    kind: str | None
+
+
+class _Batch(msgspec.Struct, rename="camel"):
+    batch: list[msgspec.Raw]
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    write_key: str | None = None
+    sent_at: str | None = None
+
+
+class _Single(msgspec.Struct, rename="camel"):
+    write_key: str | None = None
+
+
+_batch_decoder = msgspec.json.Decoder(_Batch)
+_single_decoder = msgspec.json.Decoder(_Single)
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _field_of(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    text = str(exc)
+    if " - at `" in text:
+        text, _, path = text.rpartition(" - at `")
+        return text, path.rstrip("`")
+    return text, None
+
+
+def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
+    """Decode a collection request body.
+
+    Args:
+        body: the (already decompressed) request body.
+        kind: the message type for single-message endpoints, or None for ``/v1/batch``.
+
+    Raises:
+        InvalidInput: the body is not JSON, not an object, or ``batch`` is not a list.
+    """
+    try:
+        if kind is None:
+            batch = _batch_decoder.decode(body)
+            return ParsedRequest(
+                write_key=batch.write_key,
+                messages=[(i, bytes(raw)) for i, raw in enumerate(batch.batch)],
+                context=batch.context,
+                integrations=batch.integrations,
+                sent_at=batch.sent_at,
+                kind=None,
+            )
+        single = _single_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            text, field = _field_of(exc)
+            raise InvalidInput(text, field=field or "$", code="invalid_request") from None
+        raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    return ParsedRequest(
+        write_key=single.write_key,
+        messages=[(0, body)],
+        context=None,
+        integrations=None,
+        sent_at=None,
+        kind=kind,
+    )
+
+
+def prepare_message(
+    raw: bytes,
+    parsed: ParsedRequest,
+    *,
+    limits: Limits,
+    received_at: datetime,
+    new_id: Callable[[], str],
+) -> tuple[dict[str, Any], Event]:
+    """Normalise and validate one message.
+
+    Normalising merges the batch's ``context``/``integrations`` (the message's own keys
+    win), sets ``type`` for single endpoints, assigns a ``messageId`` when the sender gave
+    none and stamps ``receivedAt``.
+
+    Raises:
+        PayloadTooLarge: the message is over ``limits.max_message_bytes``.
+        InvalidEvent: the message breaks the Segment spec; ``field`` says where.
+    """
+    if len(raw) > limits.max_message_bytes:
+        raise PayloadTooLarge(
+            f"message is {len(raw)} bytes, over the limit of {limits.max_message_bytes}"
+        )
+    try:
+        message = _object_decoder.decode(raw)
+    except msgspec.ValidationError:
+        raise InvalidEvent("message must be a JSON object", field="$") from None
+    except msgspec.DecodeError:
+        raise InvalidEvent("message is not valid JSON", field="$") from None
+    message.pop("writeKey", None)
+    if parsed.kind is not None:
+        message["type"] = parsed.kind
+    else:
+        kind = message.get("type")
+        if not isinstance(kind, str) or kind not in EVENT_TYPES:
+            raise InvalidEvent(
+                f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}",
+                field="$.type",
+            )
+    if parsed.context:
+        own = message.get("context")
+        message["context"] = {**parsed.context, **own} if isinstance(own, dict) else own or dict(
+            parsed.context
+        )
+    if parsed.integrations:
+        own = message.get("integrations")
+        message["integrations"] = (
+            {**parsed.integrations, **own} if isinstance(own, dict) else own or dict(
+                parsed.integrations)
+        )
+    if parsed.sent_at and "sentAt" not in message:
+        message["sentAt"] = parsed.sent_at
+    message_id = message.get("messageId")
+    if message_id is None or message_id == "":
+        message["messageId"] = new_id()
+    elif isinstance(message_id, int | float) and not isinstance(message_id, bool):
+        message["messageId"] = str(message_id)
+    elif not isinstance(message_id, str):
+        raise InvalidEvent("messageId must be a string", field="$.messageId")
+    elif len(message_id) > 256:
+        raise InvalidEvent("messageId is longer than 256 characters", field="$.messageId")
+    message["receivedAt"] = received_at.astimezone(UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+    return message, to_event(message)
+
+
+def partition_key(event: Event) -> str:
+    """The identifier the log partitions by: user id if known, else anonymous id."""
+    uid = event.uid
+    if uid is not None:
+        return f"user_id:{uid}"
+    return f"anonymous_id:{event.aid}"
+
+
+def to_record(source: str, message: dict[str, Any], event: Event, received_at: float) -> NewRecord:
+    """Serialise a validated message for the event log."""
+    return NewRecord(
+        source=source,
+        message_id=event.message_id,
+        received_at=received_at,
+        key=partition_key(event),
+        body=msgspec.json.encode(message),
+    )
+
+
+def reject(index: int, raw: bytes, error: SegueError) -> Rejected:
+    """Describe a rejected message for the response and the quarantine."""
+    return Rejected(index=index, code=error.code, message=error.message, field=error.field, body=raw)

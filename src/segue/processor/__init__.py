@@ -1,0 +1,1 @@
+"""The processor: folds the event log into the read model (identity graph, profiles, timelines)."""

@@ -1,0 +1,164 @@
+"""The composition root: settings → adapters → services, and their start/stop.
+
+The only module that constructs adapters (through the registries in ``segue.storage``).
+The API, the CLI and the tests reach every service through a :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from segue.core.ports import EventLog, ProfileStore, Quarantine
+from segue.errors import ConfigError
+from segue.ingest.pipeline import IngestService
+from segue.ingest.plans import TrackingPlan
+from segue.ingest.validate import Limits
+from segue.keys import KeyRing, Keys, resolve_keys
+from segue.processor.service import Processor
+from segue.settings import Settings
+from segue.storage import LOGS, STORES
+
+__all__ = ["Runtime", "SystemClock"]
+
+_log = structlog.get_logger("segue.runtime")
+
+
+class SystemClock:
+    """The wall clock, as epoch seconds."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+def _load(registry: dict[str, str], url: str, what: str) -> Any:
+    scheme = url.split(":", 1)[0]
+    target = registry.get(scheme)
+    if target is None:
+        raise ConfigError([f"unknown {what} backend {url!r}; known: {', '.join(sorted(registry))}"])
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Runtime:
+    """Every service of one segue process, wired from settings.
+
+    Args:
+        settings: parsed configuration.
+        clock: injected wall clock (tests freeze it).
+    """
+
+    def __init__(self, settings: Settings, clock: SystemClock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.data = Path(settings.data)
+        self.keys: Keys
+        self.keyring: KeyRing
+        self.generated_keys: list[str] = []
+        self.log: EventLog
+        self.store: ProfileStore
+        self.quarantine: Quarantine
+        self.ingest: IngestService
+        self.processor: Processor
+        self.started_at = self.clock.now()
+        self.ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, run_processor: bool = True) -> None:
+        """Open the backends and start the processor in the background."""
+        s = self.settings
+        write = {src.name: src.write_key for src in s.sources}
+        write.setdefault("default", None)
+        self.keys, self.generated_keys = resolve_keys(self.data, s.admin_key, s.publishable_key, write)
+        self.keyring = KeyRing(self.keys)
+        log_cls = _load(LOGS, s.log, "log")
+        store_cls = _load(STORES, s.store, "store")
+        if s.log.startswith("memory") or s.store.startswith("memory"):
+            from segue.storage.memory import MemoryQuarantine
+
+            self.log = log_cls() if s.log.startswith("memory") else log_cls(self.data)
+            self.store = store_cls() if s.store.startswith("memory") else store_cls(self.data)
+            self.quarantine = MemoryQuarantine()
+        else:
+            from segue.storage.sqlite import SqliteQuarantine
+
+            self.log = log_cls(self.data)
+            self.store = store_cls(self.data)
+            self.quarantine = SqliteQuarantine(self.data)
+        for backend in (self.log, self.store, self.quarantine):
+            await backend.open()  # type: ignore[attr-defined]
+        plans = {
+            src.name: TrackingPlan(src.tracking_plan.mode, src.tracking_plan.events)
+            for src in s.sources
+            if src.tracking_plan is not None
+        }
+        self.ingest = IngestService(
+            self.log,
+            self.quarantine,
+            self.clock,
+            Limits(max_message_bytes=s.max_message_bytes, max_request_bytes=s.max_request_bytes),
+            plans,
+        )
+        self.processor = Processor(
+            self.log, self.store, self.clock, self.keys.secret.encode(),
+            batch_size=s.processor_batch, limits=s.identity_limits,
+        )
+        await self.processor.start()
+        if run_processor:
+            self._tasks.append(asyncio.create_task(self._run_processor(), name="processor"))
+        self.ready = True
+
+    async def _run_processor(self) -> None:
+        while True:
+            try:
+                await self.processor.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the processor must outlive any one bad batch
+                _log.exception("processor_failed_retrying")
+                await asyncio.sleep(1.0)
+                await self.processor.start()
+
+    async def stats(self) -> dict[str, Any]:
+        """The numbers of ``GET /v1/stats``."""
+        head = await self.log.last_offset()
+        lag_events, lag_ms = await self.processor.lag()
+        counts = await self.store.counts()
+        c = self.ingest.counters
+        return {
+            "events_received": head,
+            "events_processed": self.processor.position,
+            "lag_events": lag_events,
+            "lag_ms": round(lag_ms, 3),
+            "profiles": counts["profiles"],
+            "identities": counts["identities"],
+            "messages_received": c.received,
+            "events_rejected": c.rejected,
+            "events_duplicate": c.duplicates,
+            "quarantined": await self.quarantine.count(),
+            "uptime_s": round(self.clock.now() - self.started_at, 3),
+        }
+
+    async def aclose(self) -> None:
+        """Stop the processor after its current batch, flush the log, close the stores."""
+        self.ready = False
+        if hasattr(self, "processor"):
+            self.processor.stop()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for name in ("log", "store", "quarantine"):
+            backend = getattr(self, name, None)
+            if backend is not None:
+                await backend.aclose()

@@ -1,0 +1,115 @@
+"""Configuration: ``segue.yaml`` plus environment overrides, parsed once into frozen Structs.
+
+Read by the composition root (``runtime``) and passed down; nothing else reads the
+environment. Every problem in a file is reported at once (``ConfigError.problems``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from segue.errors import ConfigError
+
+__all__ = ["PlanSettings", "Settings", "SourceSettings", "load_settings"]
+
+
+class PlanSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tracking plan: ``mode`` for the unplanned, JSON Schema per event name."""
+
+    mode: str = "accept"
+    events: dict[str, dict[str, Any]] = {}
+
+
+class SourceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A sender of events with its own write key."""
+
+    name: str
+    write_key: str | None = None
+    tracking_plan: PlanSettings | None = None
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything segue can be configured with; defaults make ``segue serve`` useful alone."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: str = "./segue-data"
+    store: str = "sqlite"
+    log: str = "sqlite"
+    admin_key: str | None = None
+    publishable_key: str | None = None
+    sources: list[SourceSettings] = []
+    max_message_bytes: int = 32 * 1024
+    max_request_bytes: int = 500 * 1024
+    processor_batch: int = 1000
+    log_level: str = "info"
+    identity_limits: dict[str, int] = msgspec.field(default_factory=lambda: {"user_id": 1})
+
+
+_ENV = {
+    "SEGUE_HOST": "host",
+    "SEGUE_PORT": "port",
+    "SEGUE_DATA": "data",
+    "SEGUE_STORE": "store",
+    "SEGUE_LOG": "log",
+    "SEGUE_ADMIN_KEY": "admin_key",
+    "SEGUE_PUBLISHABLE_KEY": "publishable_key",
+    "SEGUE_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "SEGUE_MAX_REQUEST_BYTES": "max_request_bytes",
+    "SEGUE_LOG_LEVEL": "log_level",
+}
+
+
+def load_settings(
+    config: Path | None, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Merge, in rising precedence: defaults, the YAML file, the environment, ``overrides``.
+
+    ``SEGUE_WRITE_KEY`` sets the write key of the source ``default`` (created if absent).
+
+    Raises:
+        ConfigError: the file is unreadable or any value has the wrong type or name.
+    """
+    raw: dict[str, Any] = {}
+    problems: list[str] = []
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"cannot read {config}: {exc}"]) from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{config}: top level must be a mapping"])
+        raw.update(loaded)
+    for name, key in _ENV.items():
+        if name in env and env[name] != "":
+            raw[key] = env[name]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = value
+    write_key = env.get("SEGUE_WRITE_KEY")
+    if write_key:
+        sources = [dict(s) for s in raw.get("sources", []) if isinstance(s, dict)]
+        for source in sources:
+            if source.get("name") == "default":
+                source["write_key"] = write_key
+                break
+        else:
+            sources.append({"name": "default", "write_key": write_key})
+        raw["sources"] = sources
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([str(exc)]) from None
+    names = [s.name for s in settings.sources]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.append(f"source {name!r} is defined more than once")
+    if settings.max_message_bytes > settings.max_request_bytes:
+        problems.append("max_message_bytes must not exceed max_request_bytes")
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -1,0 +1,20 @@
+"""Storage and event-log adapters, chosen by URL scheme and imported lazily.
+
+The registry maps a scheme to ``"module:Class"`` so a missing optional driver only fails when
+that backend is asked for, with the extra to install in the message.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LOGS", "STORES"]
+
+#: scheme → factory path for the event log
+LOGS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite:SqliteEventLog",
+    "memory": "segue.storage.memory:MemoryEventLog",
+}
+#: scheme → factory path for the state (profile) store
+STORES: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite:SqliteProfileStore",
+    "memory": "segue.storage.memory:MemoryProfileStore",
+}

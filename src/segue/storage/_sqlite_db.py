@@ -1,0 +1,102 @@
+"""One SQLite file used from asyncio: a single writer thread and a pool of reader threads.
+
+SQLite allows one writer at a time; funnelling every write through one thread makes that
+explicit and lets callers batch many logical writes into one transaction (group commit).
+Readers get their own connections (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from segue.errors import BackendUnavailable
+
+T = TypeVar("T")
+
+
+class SqliteFile:
+    """Connections and threads for one database file.
+
+    Args:
+        path: the database file; its folder is created.
+        synchronous: ``FULL`` makes every commit survive power loss (fsync of the WAL);
+            ``NORMAL`` survives a process crash but not power loss.
+        schema: SQL run once by the writer at open.
+    """
+
+    def __init__(self, path: Path, schema: str, *, synchronous: str = "FULL", readers: int = 2) -> None:
+        self.path = path
+        self._schema = schema
+        self._synchronous = synchronous
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{path.stem}")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{path.stem}")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def init() -> None:
+            self._conn().executescript(self._schema)
+
+        await self.write(lambda _conn: init())
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer thread; it owns the transaction (BEGIN/COMMIT)."""
+        return await self._run(self._writer, fn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a reader thread."""
+        return await self._run(self._readers, fn)
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, lambda: fn(self._conn()))
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"sqlite {self.path.name}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` inside BEGIN IMMEDIATE … COMMIT, rolling back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

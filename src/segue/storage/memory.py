@@ -1,0 +1,184 @@
+"""In-memory reference adapters for every port: fast, hermetic, and the contract's yardstick.
+
+Nothing here survives the process; use them in tests and for throwaway instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import copy
+from collections.abc import Iterable, Sequence
+
+from segue.core.model import (
+    Changeset,
+    Identifier,
+    LogRecord,
+    NewRecord,
+    Profile,
+    QuarantineEntry,
+)
+
+__all__ = ["MemoryEventLog", "MemoryProfileStore", "MemoryQuarantine"]
+
+
+class MemoryEventLog:
+    """The event log as a Python list; offsets start at 1."""
+
+    def __init__(self) -> None:
+        self._records: list[LogRecord] = []
+        self._seen: dict[tuple[str, str], int] = {}
+        self._changed = asyncio.Condition()
+
+    async def open(self) -> None:
+        return None
+
+    async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
+        out: list[int | None] = []
+        for r in records:
+            key = (r.source, r.message_id)
+            if key in self._seen:
+                out.append(None)
+                continue
+            offset = len(self._records) + 1
+            self._records.append(
+                LogRecord(offset, r.source, r.message_id, r.received_at, r.key, r.body)
+            )
+            self._seen[key] = offset
+            out.append(offset)
+        if any(o is not None for o in out):
+            async with self._changed:
+                self._changed.notify_all()
+        return out
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        start = max(after, 0)
+        return self._records[start : start + limit]
+
+    async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
+        return [self._records[o - 1] for o in offsets if 0 < o <= len(self._records)]
+
+    async def last_offset(self) -> int:
+        return len(self._records)
+
+    async def wait(self, after: int, timeout: float) -> None:
+        if len(self._records) > after:
+            return
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self._records) > after), timeout
+                )
+            except TimeoutError:
+                pass
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MemoryProfileStore:
+    """The read model in dicts; commits copy profiles so callers cannot alias stored state."""
+
+    def __init__(self) -> None:
+        self._checkpoints: dict[str, int] = {}
+        self._links: dict[Identifier, str] = {}
+        self._profiles: dict[str, Profile] = {}
+        self._redirects: dict[str, str] = {}
+        self._timeline: dict[str, list[int]] = {}
+        self._counts = {"profiles": 0, "identities": 0}
+
+    async def open(self) -> None:
+        return None
+
+    async def checkpoint(self, consumer: str) -> int:
+        return self._checkpoints.get(consumer, 0)
+
+    async def lookup(self, identifiers: Iterable[Identifier]) -> dict[Identifier, str]:
+        return {i: self._links[i] for i in identifiers if i in self._links}
+
+    async def profiles(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
+        return {p: copy.deepcopy(self._profiles[p]) for p in profile_ids if p in self._profiles}
+
+    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+        for pid, off, _at in changes.timeline:
+            rows = self._timeline.setdefault(pid, [])
+            at = bisect.bisect_left(rows, off)
+            if at == len(rows) or rows[at] != off:
+                rows.insert(at, off)
+        for old, new in changes.redirects.items():
+            moved = self._timeline.pop(old, [])
+            if moved:
+                self._timeline[new] = sorted({*self._timeline.get(new, []), *moved})
+            for k, v in self._redirects.items():
+                if v == old:
+                    self._redirects[k] = new
+            self._redirects[old] = new
+            self._profiles.pop(old, None)
+        self._links.update(changes.links)
+        for pid, profile in changes.profiles.items():
+            self._profiles[pid] = copy.deepcopy(profile)
+        self._counts["profiles"] += changes.new_profiles
+        self._counts["identities"] += changes.new_identities
+        self._checkpoints[consumer] = offset
+
+    async def identities(self, profile_id: str) -> list[Identifier]:
+        profile = self._profiles.get(profile_id)
+        return sorted(profile.identities) if profile else []
+
+    async def resolve(self, profile_id: str) -> str | None:
+        if profile_id in self._profiles:
+            return profile_id
+        return self._redirects.get(profile_id)
+
+    async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
+        rows = self._timeline.get(profile_id, [])
+        start = bisect.bisect_right(rows, after)
+        return rows[start : start + limit]
+
+    async def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MemoryQuarantine:
+    """The quarantine as a dict keyed by id."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, QuarantineEntry] = {}
+        self._next = 1
+
+    async def open(self) -> None:
+        return None
+
+    async def add(self, entries: Sequence[QuarantineEntry]) -> list[int]:
+        ids: list[int] = []
+        for e in entries:
+            entry = QuarantineEntry(
+                id=self._next, source=e.source, received_at=e.received_at, reason=e.reason,
+                field=e.field, body=e.body,
+            )
+            self._entries[self._next] = entry
+            ids.append(self._next)
+            self._next += 1
+        return ids
+
+    async def list(self, source: str | None, after: int, limit: int) -> list[QuarantineEntry]:
+        found = [
+            e for i, e in sorted(self._entries.items())
+            if i > after and (source is None or e.source == source)
+        ]
+        return found[:limit]
+
+    async def get(self, entry_id: int) -> QuarantineEntry | None:
+        return self._entries.get(entry_id)
+
+    async def remove(self, entry_id: int) -> bool:
+        return self._entries.pop(entry_id, None) is not None
+
+    async def count(self) -> int:
+        return len(self._entries)
+
+    async def aclose(self) -> None:
+        return None
