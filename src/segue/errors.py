@@ -94,7 +94,9 @@ class MissingDependencyError(SegueError):
     code = "missing_dependency"
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(f"{package} is not installed; install it with: pip install 'segue[{extra}]'")
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'segue[{extra}]'"
+        )
         self.package = package
         self.extra = extra
 

@@ -59,7 +59,10 @@ def resolve_keys(
         secret=pick("secret", None, stored.get("secret")),
     )
     changed = bool(generated) or any(
-        (admin and stored.get("admin") != admin, publishable and stored.get("publishable") != publishable)
+        (
+            admin and stored.get("admin") != admin,
+            publishable and stored.get("publishable") != publishable,
+        )
     )
     data.mkdir(parents=True, exist_ok=True)
     if changed or not path.exists():

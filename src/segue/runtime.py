@@ -75,7 +75,9 @@ class Runtime:
         s = self.settings
         write = {src.name: src.write_key for src in s.sources}
         write.setdefault("default", None)
-        self.keys, self.generated_keys = resolve_keys(self.data, s.admin_key, s.publishable_key, write)
+        self.keys, self.generated_keys = resolve_keys(
+            self.data, s.admin_key, s.publishable_key, write
+        )
         self.keyring = KeyRing(self.keys)
         log_cls = _load(LOGS, s.log, "log")
         store_cls = _load(STORES, s.store, "store")
@@ -91,8 +93,9 @@ class Runtime:
             self.log = log_cls(self.data)
             self.store = store_cls(self.data)
             self.quarantine = SqliteQuarantine(self.data)
-        for backend in (self.log, self.store, self.quarantine):
-            await backend.open()  # type: ignore[attr-defined]
+        await self.log.open()
+        await self.store.open()
+        await self.quarantine.open()
         plans = {
             src.name: TrackingPlan(src.tracking_plan.mode, src.tracking_plan.events)
             for src in s.sources
@@ -106,8 +109,12 @@ class Runtime:
             plans,
         )
         self.processor = Processor(
-            self.log, self.store, self.clock, self.keys.secret.encode(),
-            batch_size=s.processor_batch, limits=s.identity_limits,
+            self.log,
+            self.store,
+            self.clock,
+            self.keys.secret.encode(),
+            batch_size=s.processor_batch,
+            limits=s.identity_limits,
         )
         await self.processor.start()
         if run_processor:
@@ -121,7 +128,7 @@ class Runtime:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the processor must outlive any one bad batch
+            except Exception:
                 _log.exception("processor_failed_retrying")
                 await asyncio.sleep(1.0)
                 await self.processor.start()

@@ -24,7 +24,14 @@ import pytest
 
 from tests.e2e.server import ADMIN_KEY, WRITE_KEY, SegueServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # tests/e2e/server.py leaves its log file object to the garbage collector (reported)
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <_io.FileIO name='[^']*-server\.log'"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 SINGLE = {
     "/v1/track": "track",

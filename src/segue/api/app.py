@@ -28,15 +28,21 @@ __all__ = ["create_app"]
 _log = structlog.get_logger("segue.api")
 _SUCCESS = b'{"success":true}'
 _COLLECT = {
-    "/v1/batch": None, "/v1/import": None, "/v1/track": "track", "/v1/identify": "identify",
-    "/v1/page": "page", "/v1/screen": "screen", "/v1/group": "group", "/v1/alias": "alias",
+    "/v1/batch": None,
+    "/v1/import": None,
+    "/v1/track": "track",
+    "/v1/identify": "identify",
+    "/v1/page": "page",
+    "/v1/screen": "screen",
+    "/v1/group": "group",
+    "/v1/alias": "alias",
 }
 _replay_decoder = msgspec.json.Decoder(schemas.ReplayRequest)
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -63,23 +69,30 @@ class _StatsCollector:
         s = self.snapshot
         if not s:
             return
-        events = CounterMetricFamily("segue_events", "Collected messages by outcome",
-                                     labels=["outcome"])
+        events = CounterMetricFamily(
+            "segue_events", "Collected messages by outcome", labels=["outcome"]
+        )
         stored = s["events_received"]
         events.add_metric(["accepted"], stored)
         events.add_metric(["rejected"], s["events_rejected"])
         events.add_metric(["duplicate"], s["events_duplicate"])
         yield events
-        yield CounterMetricFamily("segue_events_processed", "Events folded into state",
-                                  value=s["events_processed"])
-        yield GaugeMetricFamily("segue_processor_lag_events", "Events not yet processed",
-                                value=s["lag_events"])
-        yield GaugeMetricFamily("segue_processor_lag_seconds", "Age of the oldest unprocessed event",
-                                value=s["lag_ms"] / 1000.0)
+        yield CounterMetricFamily(
+            "segue_events_processed", "Events folded into state", value=s["events_processed"]
+        )
+        yield GaugeMetricFamily(
+            "segue_processor_lag_events", "Events not yet processed", value=s["lag_events"]
+        )
+        yield GaugeMetricFamily(
+            "segue_processor_lag_seconds",
+            "Age of the oldest unprocessed event",
+            value=s["lag_ms"] / 1000.0,
+        )
         yield GaugeMetricFamily("segue_profiles", "Profiles", value=s["profiles"])
         yield GaugeMetricFamily("segue_identities", "Linked identifiers", value=s["identities"])
-        yield GaugeMetricFamily("segue_quarantined", "Messages in quarantine",
-                                value=s["quarantined"])
+        yield GaugeMetricFamily(
+            "segue_quarantined", "Messages in quarantine", value=s["quarantined"]
+        )
 
 
 class SegueApp:
@@ -92,8 +105,10 @@ class SegueApp:
         self._on_started = on_started
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
-            "segue_http_request_duration_seconds", "Request latency by route",
-            ["method", "route", "status"], registry=self.registry,
+            "segue_http_request_duration_seconds",
+            "Request latency by route",
+            ["method", "route", "status"],
+            registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.stats_collector = _StatsCollector()
@@ -108,48 +123,132 @@ class SegueApp:
     def _routes(self) -> list[Route]:
         write_errors = (400, 401, 413, 415, 503)
         routes = [
-            Route(method="POST", path=path, handler=self.collect, tag="collection", auth="write",
-                  request=schemas.BatchRequest if kind is None else schemas.SegmentMessage,
-                  response=schemas.CollectResponse, errors=write_errors,
-                  summary=f"Segment-compatible {kind or 'batch'} collection")
+            Route(
+                method="POST",
+                path=path,
+                handler=self.collect,
+                tag="collection",
+                auth="write",
+                request=schemas.BatchRequest if kind is None else schemas.SegmentMessage,
+                response=schemas.CollectResponse,
+                errors=write_errors,
+                summary=f"Segment-compatible {kind or 'batch'} collection",
+            )
             for path, kind in _COLLECT.items()
         ]
         routes += [
-            Route(method="GET", path="/v1/profiles/{ref}", handler=self.get_profile, tag="profiles",
-                  auth="admin", response=schemas.ProfileResponse, errors=(400, 401, 404),
-                  summary="A profile by any identifier, e.g. user_id:42"),
-            Route(method="GET", path="/v1/profiles/{ref}/events", handler=self.get_events,
-                  tag="profiles", auth="admin", response=schemas.EventsResponse,
-                  errors=(400, 401, 404), summary="The person's event timeline, oldest first",
-                  query={"limit": "page size, 1–1000 (default 100)",
-                         "cursor": "next_cursor of the previous page"}),
-            Route(method="GET", path="/v1/stats", handler=self.get_stats, tag="operations",
-                  auth="admin", response=schemas.StatsResponse, errors=(401,),
-                  summary="Received, processed, lag, profiles, identities"),
-            Route(method="GET", path="/v1/admin/log", handler=self.get_log, tag="operations",
-                  auth="admin", response=schemas.LogResponse, errors=(400, 401),
-                  summary="Read the event log from any offset (replay)",
-                  query={"after": "offset to start after (default 0)",
-                         "limit": "records, 1–5000 (default 500)"}),
-            Route(method="GET", path="/v1/admin/quarantine", handler=self.get_quarantine,
-                  tag="operations", auth="admin", response=schemas.QuarantineResponse,
-                  errors=(400, 401), summary="Messages kept aside, with the reason",
-                  query={"source": "only this source", "after": "id to start after",
-                         "limit": "entries, 1–1000 (default 100)"}),
-            Route(method="POST", path="/v1/admin/quarantine/{entry_id}/replay",
-                  handler=self.replay, tag="operations", auth="admin",
-                  request=schemas.ReplayRequest, response=schemas.ReplayResponse,
-                  errors=(400, 401, 404, 413), summary="Re-submit a quarantined message"),
-            Route(method="GET", path="/healthz", handler=self.healthz, tag="operations",
-                  summary="Liveness"),
-            Route(method="GET", path="/readyz", handler=self.readyz, tag="operations",
-                  errors=(503,), summary="Readiness: backends open"),
-            Route(method="GET", path="/metrics", handler=self.metrics, tag="operations",
-                  content_type="text/plain", summary="Prometheus metrics"),
-            Route(method="GET", path="/openapi.json", handler=self.openapi, tag="operations",
-                  summary="This document"),
-            Route(method="GET", path="/docs", handler=self.docs, tag="operations",
-                  content_type="text/html", summary="Interactive API documentation"),
+            Route(
+                method="GET",
+                path="/v1/profiles/{ref}",
+                handler=self.get_profile,
+                tag="profiles",
+                auth="admin",
+                response=schemas.ProfileResponse,
+                errors=(400, 401, 404),
+                summary="A profile by any identifier, e.g. user_id:42",
+            ),
+            Route(
+                method="GET",
+                path="/v1/profiles/{ref}/events",
+                handler=self.get_events,
+                tag="profiles",
+                auth="admin",
+                response=schemas.EventsResponse,
+                errors=(400, 401, 404),
+                summary="The person's event timeline, oldest first",
+                query={
+                    "limit": "page size, 1–1000 (default 100)",
+                    "cursor": "next_cursor of the previous page",
+                },
+            ),
+            Route(
+                method="GET",
+                path="/v1/stats",
+                handler=self.get_stats,
+                tag="operations",
+                auth="admin",
+                response=schemas.StatsResponse,
+                errors=(401,),
+                summary="Received, processed, lag, profiles, identities",
+            ),
+            Route(
+                method="GET",
+                path="/v1/admin/log",
+                handler=self.get_log,
+                tag="operations",
+                auth="admin",
+                response=schemas.LogResponse,
+                errors=(400, 401),
+                summary="Read the event log from any offset (replay)",
+                query={
+                    "after": "offset to start after (default 0)",
+                    "limit": "records, 1–5000 (default 500)",
+                },
+            ),
+            Route(
+                method="GET",
+                path="/v1/admin/quarantine",
+                handler=self.get_quarantine,
+                tag="operations",
+                auth="admin",
+                response=schemas.QuarantineResponse,
+                errors=(400, 401),
+                summary="Messages kept aside, with the reason",
+                query={
+                    "source": "only this source",
+                    "after": "id to start after",
+                    "limit": "entries, 1–1000 (default 100)",
+                },
+            ),
+            Route(
+                method="POST",
+                path="/v1/admin/quarantine/{entry_id}/replay",
+                handler=self.replay,
+                tag="operations",
+                auth="admin",
+                request=schemas.ReplayRequest,
+                response=schemas.ReplayResponse,
+                errors=(400, 401, 404, 413),
+                summary="Re-submit a quarantined message",
+            ),
+            Route(
+                method="GET",
+                path="/healthz",
+                handler=self.healthz,
+                tag="operations",
+                summary="Liveness",
+            ),
+            Route(
+                method="GET",
+                path="/readyz",
+                handler=self.readyz,
+                tag="operations",
+                errors=(503,),
+                summary="Readiness: backends open",
+            ),
+            Route(
+                method="GET",
+                path="/metrics",
+                handler=self.metrics,
+                tag="operations",
+                content_type="text/plain",
+                summary="Prometheus metrics",
+            ),
+            Route(
+                method="GET",
+                path="/openapi.json",
+                handler=self.openapi,
+                tag="operations",
+                summary="This document",
+            ),
+            Route(
+                method="GET",
+                path="/docs",
+                handler=self.docs,
+                tag="operations",
+                content_type="text/html",
+                summary="Interactive API documentation",
+            ),
         ]
         return routes
 
@@ -192,7 +291,7 @@ class SegueApp:
                 response = await route.handler(request)
         except SegueError as exc:
             response = problem(exc)
-        except Exception:  # noqa: BLE001 - last line of defence: answer 500, never drop the socket
+        except Exception:
             _log.exception("unhandled_error", path=request.path, method=request.method)
             response = json_response(
                 {"code": "internal_error", "message": "internal error; it was logged"}, 500
@@ -273,8 +372,12 @@ class SegueApp:
             "identities": [{"type": i.type, "value": i.value} for i in sorted(profile.identities)],
             "traits": {k: v.value for k, v in profile.traits.items()},
             "lineage": {
-                k: {"source": v.source, "message_id": v.message_id, "timestamp": _iso(v.at),
-                    "legal_basis": v.legal_basis}
+                k: {
+                    "source": v.source,
+                    "message_id": v.message_id,
+                    "timestamp": _iso(v.at),
+                    "legal_basis": v.legal_basis,
+                }
                 for k, v in profile.traits.items()
             },
             "features": {},
@@ -310,8 +413,13 @@ class SegueApp:
         limit = _int_param(request, "limit", 500, 1, 5000)
         records = await self.runtime.log.read(after, limit)
         out = [
-            {"offset": r.offset, "source": r.source, "message_id": r.message_id,
-             "received_at": r.received_at, "message": msgspec.Raw(r.body)}
+            {
+                "offset": r.offset,
+                "source": r.source,
+                "message_id": r.message_id,
+                "received_at": r.received_at,
+                "message": msgspec.Raw(r.body),
+            }
             for r in records
         ]
         nxt = records[-1].offset if len(records) == limit else None
@@ -328,8 +436,16 @@ class SegueApp:
                 message: Any = msgspec.json.decode(e.body)
             except msgspec.DecodeError:
                 message = e.body.decode("utf-8", "replace")
-            out.append({"id": e.id, "source": e.source, "received_at": e.received_at,
-                        "reason": e.reason, "field": e.field, "message": message})
+            out.append(
+                {
+                    "id": e.id,
+                    "source": e.source,
+                    "received_at": e.received_at,
+                    "reason": e.reason,
+                    "field": e.field,
+                    "message": message,
+                }
+            )
         nxt = entries[-1].id if len(entries) == limit else None
         return json_response({"entries": out, "next": nxt})
 
@@ -376,8 +492,9 @@ class SegueApp:
         if name not in allowed:
             raise SegueError(f"no asset {name}", code="not_found")
         path = Path(swagger_ui_bundle.swagger_ui_path) / name
-        return Response(200, path.read_bytes(), allowed[name],
-                        [(b"cache-control", b"public, max-age=86400")])
+        return Response(
+            200, path.read_bytes(), allowed[name], [(b"cache-control", b"public, max-age=86400")]
+        )
 
 
 _DOCS_HTML = b"""<!doctype html>
@@ -388,8 +505,6 @@ _DOCS_HTML = b"""<!doctype html>
 </body></html>"""
 
 
-def create_app(
-    runtime: Runtime, on_started: Callable[[Runtime], None] | None = None
-) -> SegueApp:
+def create_app(runtime: Runtime, on_started: Callable[[Runtime], None] | None = None) -> SegueApp:
     """Build the ASGI app for a (not yet started) runtime; lifespan starts and stops it."""
     return SegueApp(runtime, on_started)

@@ -105,7 +105,10 @@ class Response:
     __slots__ = ("body", "headers", "status")
 
     def __init__(
-        self, status: int, body: bytes, content_type: str = "application/json",
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.status = status
@@ -113,11 +116,13 @@ class Response:
         self.headers = [(b"content-type", content_type.encode()), *(headers or [])]
 
     async def send(self, send: Send) -> None:
-        await send({
-            "type": "http.response.start",
-            "status": self.status,
-            "headers": [*self.headers, (b"content-length", str(len(self.body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [*self.headers, (b"content-length", str(len(self.body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": self.body})
 
 

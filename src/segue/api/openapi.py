@@ -12,8 +12,12 @@ from segue.api.schemas import Problem
 __all__ = ["build_spec"]
 
 _STATUS_TEXT = {
-    400: "invalid input", 401: "missing or wrong key", 404: "not found",
-    413: "payload too large", 415: "unsupported content encoding", 503: "backend unavailable",
+    400: "invalid input",
+    401: "missing or wrong key",
+    404: "not found",
+    413: "payload too large",
+    415: "unsupported content encoding",
+    503: "backend unavailable",
 }
 
 
@@ -31,7 +35,9 @@ def build_spec(routes: list[Route], version: str) -> dict[str, Any]:
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": [route.tag],
-            "operationId": route.handler.__name__ + "_" + route.method.lower()
+            "operationId": route.handler.__name__
+            + "_"
+            + route.method.lower()
             + route.path.replace("/", "_").replace("{", "").replace("}", ""),
         }
         params = [
@@ -39,8 +45,13 @@ def build_spec(routes: list[Route], version: str) -> dict[str, Any]:
             for name in _path_params(route.path)
         ]
         params += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
-             "description": text}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": text,
+            }
             for name, text in route.query.items()
         ]
         if params:
@@ -78,10 +89,16 @@ def build_spec(routes: list[Route], version: str) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "writeKey": {"type": "http", "scheme": "basic",
-                             "description": "the source's write key as user name, empty password"},
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "admin key (or publishable key where allowed)"},
+                "writeKey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "the source's write key as user name, empty password",
+                },
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "admin key (or publishable key where allowed)",
+                },
             },
         },
     }

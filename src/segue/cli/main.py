@@ -45,7 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(
-            args.config, os.environ,
+            args.config,
+            os.environ,
             {"host": args.host, "port": args.port, "data": args.data},
         )
     except ConfigError as exc:
@@ -54,8 +55,15 @@ def _serve(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     app = create_app(runtime, on_started=_banner)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=10,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
         backlog=4096,
     )
     uvicorn.Server(config).run()

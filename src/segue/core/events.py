@@ -57,33 +57,33 @@ class _Message(
         return _id_text(self.anonymous_id)
 
 
-class Track(_Message, tag="track"):
+class Track(_Message, tag="track", frozen=True, kw_only=True):
     event: str
     properties: dict[str, Any] = {}
 
 
-class Identify(_Message, tag="identify"):
+class Identify(_Message, tag="identify", frozen=True, kw_only=True):
     traits: dict[str, Any] = {}
 
 
-class Page(_Message, tag="page"):
+class Page(_Message, tag="page", frozen=True, kw_only=True):
     name: str | None = None
     category: str | None = None
     properties: dict[str, Any] = {}
 
 
-class Screen(_Message, tag="screen"):
+class Screen(_Message, tag="screen", frozen=True, kw_only=True):
     name: str | None = None
     category: str | None = None
     properties: dict[str, Any] = {}
 
 
-class Group(_Message, tag="group"):
+class Group(_Message, tag="group", frozen=True, kw_only=True):
     group_id: str | int
     traits: dict[str, Any] = {}
 
 
-class Alias(_Message, tag="alias"):
+class Alias(_Message, tag="alias", frozen=True, kw_only=True):
     previous_id: str | int
 
 

@@ -29,6 +29,10 @@ class Clock(Protocol):
 class EventLog(Protocol):
     """The append-only, ordered, durable record of accepted events (the write side)."""
 
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+        ...
+
     async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
         """Make records durable, de-duplicated per (source, message_id).
 
@@ -67,6 +71,10 @@ class EventLog(Protocol):
 
 class ProfileStore(Protocol):
     """Profiles, the identity graph, timelines and processor checkpoints (the read model)."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+        ...
 
     async def checkpoint(self, consumer: str) -> int:
         """Return the last log offset ``consumer`` committed (0 if never)."""
@@ -111,6 +119,10 @@ class ProfileStore(Protocol):
 
 class Quarantine(Protocol):
     """Messages kept aside with the reason, so nothing a client sends is silently lost."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+        ...
 
     async def add(self, entries: Sequence[QuarantineEntry]) -> list[int]:
         """Store entries durably (their ``id`` is ignored); return the assigned ids."""

@@ -107,8 +107,12 @@ class IngestService:
         if rejected:
             entries = [
                 QuarantineEntry(
-                    id=0, source=source, received_at=now, reason=f"{r.code}: {r.message}",
-                    field=r.field, body=r.body,
+                    id=0,
+                    source=source,
+                    received_at=now,
+                    reason=f"{r.code}: {r.message}",
+                    field=r.field,
+                    body=r.body,
                 )
                 for r in rejected
             ]
@@ -125,7 +129,9 @@ class IngestService:
         self.counters.stored += stored
         self.counters.duplicates += duplicates
         self.counters.rejected += len(rejected)
-        return CollectResult(stored=stored, duplicates=duplicates, rejected=rejected, offsets=offsets)
+        return CollectResult(
+            stored=stored, duplicates=duplicates, rejected=rejected, offsets=offsets
+        )
 
     async def replay(self, entry_id: int, replacement: bytes | None) -> int | None:
         """Re-submit a quarantined message, optionally corrected, through the same checks.
@@ -142,12 +148,19 @@ class IngestService:
             raise NotFound(f"no quarantine entry {entry_id}")
         raw = replacement if replacement is not None else entry.body
         parsed = ParsedRequest(
-            write_key=None, messages=[(0, raw)], context=None, integrations=None, sent_at=None,
+            write_key=None,
+            messages=[(0, raw)],
+            context=None,
+            integrations=None,
+            sent_at=None,
             kind=None,
         )
         now = self._clock.now()
         message, event = prepare_message(
-            raw, parsed, limits=self.limits, received_at=datetime.fromtimestamp(now, UTC),
+            raw,
+            parsed,
+            limits=self.limits,
+            received_at=datetime.fromtimestamp(now, UTC),
             new_id=self._new_id,
         )
         plan = self._plans.get(entry.source)
@@ -157,4 +170,3 @@ class IngestService:
         await self._quarantine.remove(entry_id)
         self.counters.stored += sum(1 for o in offsets if o is not None)
         return offsets[0]
-

@@ -83,7 +83,8 @@ class TrackingPlan:
         if rule is None:
             if self.mode == "quarantine" and not name.startswith("$"):
                 raise InvalidEvent(
-                    f"event {name!r} is not in the tracking plan", field="$.event",
+                    f"event {name!r} is not in the tracking plan",
+                    field="$.event",
                     code="unplanned_event",
                 )
             return event, message

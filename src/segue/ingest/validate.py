@@ -161,14 +161,15 @@ def prepare_message(
             )
     if parsed.context:
         own = message.get("context")
-        message["context"] = {**parsed.context, **own} if isinstance(own, dict) else own or dict(
-            parsed.context
+        message["context"] = (
+            {**parsed.context, **own} if isinstance(own, dict) else own or dict(parsed.context)
         )
     if parsed.integrations:
         own = message.get("integrations")
         message["integrations"] = (
-            {**parsed.integrations, **own} if isinstance(own, dict) else own or dict(
-                parsed.integrations)
+            {**parsed.integrations, **own}
+            if isinstance(own, dict)
+            else own or dict(parsed.integrations)
         )
     if parsed.sent_at and "sentAt" not in message:
         message["sentAt"] = parsed.sent_at
@@ -181,8 +182,8 @@ def prepare_message(
         raise InvalidEvent("messageId must be a string", field="$.messageId")
     elif len(message_id) > 256:
         raise InvalidEvent("messageId is longer than 256 characters", field="$.messageId")
-    message["receivedAt"] = received_at.astimezone(UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    message["receivedAt"] = (
+        received_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
     return message, to_event(message)
 
@@ -208,4 +209,6 @@ def to_record(source: str, message: dict[str, Any], event: Event, received_at: f
 
 def reject(index: int, raw: bytes, error: SegueError) -> Rejected:
     """Describe a rejected message for the response and the quarantine."""
-    return Rejected(index=index, code=error.code, message=error.message, field=error.field, body=raw)
+    return Rejected(
+        index=index, code=error.code, message=error.message, field=error.field, body=raw
+    )

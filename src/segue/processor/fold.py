@@ -123,8 +123,15 @@ def _target(
         return ws.profiles[owner]
     profile_id = new_profile_id(first)
     profile = Profile(
-        profile_id=profile_id, created_at=at, updated_at=at, first_seen=at, last_seen=at,
-        event_count=0, identities=[first], traits={}, merged_from=[],
+        profile_id=profile_id,
+        created_at=at,
+        updated_at=at,
+        first_seen=at,
+        last_seen=at,
+        event_count=0,
+        identities=[first],
+        traits={},
+        merged_from=[],
     )
     ws.profiles[profile_id] = profile
     ws.changes.new_profiles += 1
@@ -133,7 +140,9 @@ def _target(
 
 
 def _merge(ws: WorkingSet, a: Profile, b: Profile) -> Profile:
-    survivor, victim = (a, b) if (a.created_at, a.profile_id) <= (b.created_at, b.profile_id) else (b, a)
+    survivor, victim = (
+        (a, b) if (a.created_at, a.profile_id) <= (b.created_at, b.profile_id) else (b, a)
+    )
     for identifier in victim.identities:
         if identifier not in survivor.identities:
             survivor.identities.append(identifier)

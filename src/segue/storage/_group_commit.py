@@ -13,21 +13,21 @@ from typing import Generic, TypeVar
 
 from segue.errors import BackendUnavailable
 
-I = TypeVar("I")
-O = TypeVar("O")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
-class GroupCommitter(Generic[I, O]):
+class GroupCommitter(Generic[In, Out]):
     """Batches calls of ``write(list of groups) -> list of results per group``."""
 
-    def __init__(self, write: Callable[[list[Sequence[I]]], Awaitable[list[list[O]]]]) -> None:
+    def __init__(self, write: Callable[[list[Sequence[In]]], Awaitable[list[list[Out]]]]) -> None:
         self._write = write
-        self._pending: list[tuple[Sequence[I], asyncio.Future[list[O]]]] = []
+        self._pending: list[tuple[Sequence[In], asyncio.Future[list[Out]]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, items: Sequence[I]) -> list[O]:
+    async def submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[O]] = loop.create_future()
+        future: asyncio.Future[list[Out]] = loop.create_future()
         self._pending.append((items, future))
         if self._task is None:
             self._task = loop.create_task(self._drain())

@@ -30,7 +30,9 @@ class SqliteFile:
         schema: SQL run once by the writer at open.
     """
 
-    def __init__(self, path: Path, schema: str, *, synchronous: str = "FULL", readers: int = 2) -> None:
+    def __init__(
+        self, path: Path, schema: str, *, synchronous: str = "FULL", readers: int = 2
+    ) -> None:
         self.path = path
         self._schema = schema
         self._synchronous = synchronous

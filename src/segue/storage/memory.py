@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import copy
 from collections.abc import Iterable, Sequence
 
@@ -65,12 +66,10 @@ class MemoryEventLog:
         if len(self._records) > after:
             return
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: len(self._records) > after), timeout
                 )
-            except TimeoutError:
-                pass
 
     async def aclose(self) -> None:
         return None
@@ -156,8 +155,12 @@ class MemoryQuarantine:
         ids: list[int] = []
         for e in entries:
             entry = QuarantineEntry(
-                id=self._next, source=e.source, received_at=e.received_at, reason=e.reason,
-                field=e.field, body=e.body,
+                id=self._next,
+                source=e.source,
+                received_at=e.received_at,
+                reason=e.reason,
+                field=e.field,
+                body=e.body,
             )
             self._entries[self._next] = entry
             ids.append(self._next)
@@ -166,7 +169,8 @@ class MemoryQuarantine:
 
     async def list(self, source: str | None, after: int, limit: int) -> list[QuarantineEntry]:
         found = [
-            e for i, e in sorted(self._entries.items())
+            e
+            for i, e in sorted(self._entries.items())
             if i > after and (source is None or e.source == source)
         ]
         return found[:limit]

@@ -40,7 +40,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (source, message_id);
 """
 
 _INSERT = (
-    'INSERT INTO events (source, message_id, received_at, key, body) VALUES (?, ?, ?, ?, ?) '
+    "INSERT INTO events (source, message_id, received_at, key, body) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (source, message_id) DO NOTHING"
 )
 _SELECT = 'SELECT "offset", source, message_id, received_at, key, body FROM events'
@@ -89,8 +89,9 @@ class SqliteEventLog:
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
         rows = await self._db.read(
-            lambda c: c.execute(_SELECT + ' WHERE "offset" > ? ORDER BY "offset" LIMIT ?',
-                                (after, limit)).fetchall()
+            lambda c: c.execute(
+                _SELECT + ' WHERE "offset" > ? ORDER BY "offset" LIMIT ?', (after, limit)
+            ).fetchall()
         )
         return [LogRecord(*row) for row in rows]
 
@@ -99,15 +100,15 @@ class SqliteEventLog:
             return []
         wanted = list(offsets)
 
-        def fetch(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
-            found: list[tuple[object, ...]] = []
+        def fetch(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str, bytes]]:
+            found: list[tuple[int, str, str, float, str, bytes]] = []
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 found.extend(conn.execute(_SELECT + f' WHERE "offset" IN ({marks})', chunk))
             return found
 
-        by_offset = {int(row[0]): LogRecord(*row) for row in await self._db.read(fetch)}  # type: ignore[arg-type]
+        by_offset = {row[0]: LogRecord(*row) for row in await self._db.read(fetch)}
         return [by_offset[o] for o in wanted if o in by_offset]
 
     async def last_offset(self) -> int:
@@ -184,7 +185,8 @@ class SqliteProfileStore:
                 chunk = wanted[start : start + 400]
                 marks = ",".join("(?, ?)" for _ in chunk)
                 params = [part for ident in chunk for part in ident]
-                sql = f"SELECT type, value, profile_id FROM identities WHERE (type, value) IN (VALUES {marks})"
+                # only "?" placeholders are interpolated
+                sql = f"SELECT type, value, profile_id FROM identities WHERE (type, value) IN (VALUES {marks})"  # noqa: S608, E501
                 for kind, value, pid in conn.execute(sql, params):
                     found[Identifier(kind, value)] = pid
             return found
@@ -201,7 +203,7 @@ class SqliteProfileStore:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT profile_id, doc FROM profiles WHERE profile_id IN ({marks})"
+                sql = f"SELECT profile_id, doc FROM profiles WHERE profile_id IN ({marks})"  # noqa: S608
                 for pid, doc in conn.execute(sql, chunk):
                     found[pid] = _profile_decoder.decode(doc)
             return found
@@ -254,7 +256,9 @@ class SqliteProfileStore:
 
     async def resolve(self, profile_id: str) -> str | None:
         def fetch(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT 1 FROM profiles WHERE profile_id = ?", (profile_id,)).fetchone()
+            row = conn.execute(
+                "SELECT 1 FROM profiles WHERE profile_id = ?", (profile_id,)
+            ).fetchone()
             if row:
                 return profile_id
             row = conn.execute("SELECT new FROM redirects WHERE old = ?", (profile_id,)).fetchone()
@@ -273,7 +277,9 @@ class SqliteProfileStore:
         return [int(r[0]) for r in rows]
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._db.read(lambda c: c.execute("SELECT name, value FROM counters").fetchall())
+        rows = await self._db.read(
+            lambda c: c.execute("SELECT name, value FROM counters").fetchall()
+        )
         found = {str(name): int(value) for name, value in rows}
         return {"profiles": found.get("profiles", 0), "identities": found.get("identities", 0)}
 
@@ -285,7 +291,9 @@ class SqliteQuarantine:
     """The quarantine in ``<folder>/quarantine.db`` (its own file: never blocks the processor)."""
 
     def __init__(self, folder: Path) -> None:
-        self._db = SqliteFile(folder / "quarantine.db", _STATE_SCHEMA, synchronous="FULL", readers=1)
+        self._db = SqliteFile(
+            folder / "quarantine.db", _STATE_SCHEMA, synchronous="FULL", readers=1
+        )
 
     async def open(self) -> None:
         await self._db.open()
