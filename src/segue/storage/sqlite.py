@@ -29,7 +29,7 @@ __all__ = ["SqliteEventLog", "SqliteProfileStore", "SqliteQuarantine"]
 
 _LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    "offset"    INTEGER PRIMARY KEY AUTOINCREMENT,
+    "offset"    INTEGER PRIMARY KEY,  -- no AUTOINCREMENT: it burns numbers on conflicts
     source      TEXT NOT NULL,
     message_id  TEXT NOT NULL,
     received_at REAL NOT NULL,

@@ -1,0 +1,54 @@
+"""Every adapter of a port runs the same contract suite (memory is the reference)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from segue.storage.memory import MemoryEventLog, MemoryProfileStore, MemoryQuarantine
+from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore, SqliteQuarantine
+
+
+class Sync:
+    """Drives an async adapter from sync tests on one private event loop."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.adapter = adapter
+        self.run(adapter.open())
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.adapter, name)
+        return lambda *a, **kw: self.run(method(*a, **kw))
+
+    def close(self) -> None:
+        self.run(self.adapter.aclose())
+        self.loop.close()
+
+
+def _make(kind: str, memory: type, sqlite: type, tmp_path) -> Iterator[Sync]:
+    adapter = memory() if kind == "memory" else sqlite(tmp_path)
+    sync = Sync(adapter)
+    yield sync
+    sync.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def event_log(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryEventLog, SqliteEventLog, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def profile_store(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryProfileStore, SqliteProfileStore, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def quarantine(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryQuarantine, SqliteQuarantine, tmp_path)

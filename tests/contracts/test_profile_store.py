@@ -1,0 +1,86 @@
+from segue.core.model import Changeset, Identifier, Profile, QuarantineEntry, TraitValue
+
+U1 = Identifier("user_id", "1")
+A1 = Identifier("anonymous_id", "a")
+
+
+def profile(pid, *identities, **traits):
+    return Profile(
+        profile_id=pid, created_at=1.0, updated_at=1.0, first_seen=1.0, last_seen=1.0,
+        event_count=1, identities=list(identities),
+        traits={k: TraitValue(value=v, source="web", message_id="m", at=1.0) for k, v in traits.items()},
+    )
+
+
+def test_commit_is_visible_with_its_checkpoint(profile_store):
+    assert profile_store.checkpoint("profiles") == 0
+    changes = Changeset(
+        profiles={"p1": profile("p1", U1, email="x@y.z")}, links={U1: "p1"},
+        timeline=[("p1", 1, 1.0), ("p1", 2, 2.0)], new_profiles=1, new_identities=1,
+    )
+    profile_store.commit(changes, "profiles", 2)
+    assert profile_store.checkpoint("profiles") == 2
+    assert profile_store.checkpoint("other") == 0
+    assert profile_store.lookup([U1, A1]) == {U1: "p1"}
+    stored = profile_store.profiles(["p1", "nope"])
+    assert list(stored) == ["p1"]
+    assert stored["p1"].traits["email"].value == "x@y.z"
+    assert profile_store.timeline("p1", 0, 10) == [1, 2]
+    assert profile_store.timeline("p1", 1, 10) == [2]
+    assert profile_store.counts() == {"profiles": 1, "identities": 1}
+    assert profile_store.identities("p1") == [U1]
+
+
+def test_redirect_moves_timeline_and_resolves_old_ids(profile_store):
+    profile_store.commit(
+        Changeset(profiles={"p1": profile("p1", U1), "p2": profile("p2", A1)},
+                  links={U1: "p1", A1: "p2"}, timeline=[("p1", 1, 1.0), ("p2", 2, 1.0)],
+                  new_profiles=2, new_identities=2),
+        "profiles", 2,
+    )
+    profile_store.commit(
+        Changeset(profiles={"p1": profile("p1", U1, A1)}, links={A1: "p1"},
+                  timeline=[("p2", 3, 1.0)], redirects={"p2": "p1"}, new_profiles=-1),
+        "profiles", 3,
+    )
+    assert profile_store.timeline("p1", 0, 10) == [1, 2, 3]
+    assert profile_store.timeline("p2", 0, 10) == []
+    assert profile_store.resolve("p2") == "p1"
+    assert profile_store.resolve("p1") == "p1"
+    assert profile_store.resolve("zz") is None
+    assert profile_store.profiles(["p2"]) == {}
+    assert profile_store.lookup([A1]) == {A1: "p1"}
+    assert profile_store.counts() == {"profiles": 1, "identities": 2}
+    # a chain: p1 later merges into p0 and p2 must follow
+    profile_store.commit(
+        Changeset(profiles={"p0": profile("p0", U1, A1)}, redirects={"p1": "p0"}), "profiles", 4
+    )
+    assert profile_store.resolve("p2") == "p0"
+
+
+def test_profiles_read_back_are_copies(profile_store):
+    profile_store.commit(Changeset(profiles={"p1": profile("p1", U1)}), "profiles", 1)
+    first = profile_store.profiles(["p1"])["p1"]
+    first.event_count = 99
+    assert profile_store.profiles(["p1"])["p1"].event_count == 1
+
+
+def entry(source="web", reason="bad"):
+    return QuarantineEntry(id=0, source=source, received_at=1.0, reason=reason, field="$.x",
+                           body=b'{"a":1}')
+
+
+def test_quarantine_add_list_get_remove(quarantine):
+    ids = quarantine.add([entry(), entry(source="app"), entry()])
+    assert len(set(ids)) == 3
+    assert quarantine.count() == 3
+    assert [e.id for e in quarantine.list(None, 0, 10)] == ids
+    assert [e.id for e in quarantine.list("app", 0, 10)] == [ids[1]]
+    assert [e.id for e in quarantine.list(None, ids[0], 1)] == [ids[1]]
+    got = quarantine.get(ids[0])
+    assert got.body == b'{"a":1}'
+    assert got.field == "$.x"
+    assert quarantine.remove(ids[0]) is True
+    assert quarantine.remove(ids[0]) is False
+    assert quarantine.get(ids[0]) is None
+    assert quarantine.count() == 2
