@@ -320,7 +320,7 @@ class Traffic:
                 "previousId": self.anon[u],
                 "context": _context(rng, page),
             }
-        if self.identified[u] and roll < 0.22:
+        if self.identified[u] and roll < 0.08:
             traits = {"plan": rng.choice(PLANS), "lastLogin": _iso(self.now)}
             return {**base, "type": "identify", **self._ids(u), "traits": traits,
                     "context": _context(rng, page)}

@@ -11,7 +11,10 @@ def test_append_assigns_increasing_offsets_and_dedupes_per_source(event_log):
     assert event_log.last_offset() == 0
     assert event_log.append([rec("a"), rec("b")]) == [1, 2]
     assert event_log.append([rec("a"), rec("c"), rec("c"), rec("a", source="app")]) == [
-        None, 3, None, 4
+        None,
+        3,
+        None,
+        4,
     ]
     assert event_log.last_offset() == 4
     assert [r.message_id for r in event_log.read(0, 10)] == ["a", "b", "c", "a"]

@@ -6,17 +6,27 @@ A1 = Identifier("anonymous_id", "a")
 
 def profile(pid, *identities, **traits):
     return Profile(
-        profile_id=pid, created_at=1.0, updated_at=1.0, first_seen=1.0, last_seen=1.0,
-        event_count=1, identities=list(identities),
-        traits={k: TraitValue(value=v, source="web", message_id="m", at=1.0) for k, v in traits.items()},
+        profile_id=pid,
+        created_at=1.0,
+        updated_at=1.0,
+        first_seen=1.0,
+        last_seen=1.0,
+        event_count=1,
+        identities=list(identities),
+        traits={
+            k: TraitValue(value=v, source="web", message_id="m", at=1.0) for k, v in traits.items()
+        },
     )
 
 
 def test_commit_is_visible_with_its_checkpoint(profile_store):
     assert profile_store.checkpoint("profiles") == 0
     changes = Changeset(
-        profiles={"p1": profile("p1", U1, email="x@y.z")}, links={U1: "p1"},
-        timeline=[("p1", 1, 1.0), ("p1", 2, 2.0)], new_profiles=1, new_identities=1,
+        profiles={"p1": profile("p1", U1, email="x@y.z")},
+        links={U1: "p1"},
+        timeline=[("p1", 1, 1.0), ("p1", 2, 2.0)],
+        new_profiles=1,
+        new_identities=1,
     )
     profile_store.commit(changes, "profiles", 2)
     assert profile_store.checkpoint("profiles") == 2
@@ -33,15 +43,26 @@ def test_commit_is_visible_with_its_checkpoint(profile_store):
 
 def test_redirect_moves_timeline_and_resolves_old_ids(profile_store):
     profile_store.commit(
-        Changeset(profiles={"p1": profile("p1", U1), "p2": profile("p2", A1)},
-                  links={U1: "p1", A1: "p2"}, timeline=[("p1", 1, 1.0), ("p2", 2, 1.0)],
-                  new_profiles=2, new_identities=2),
-        "profiles", 2,
+        Changeset(
+            profiles={"p1": profile("p1", U1), "p2": profile("p2", A1)},
+            links={U1: "p1", A1: "p2"},
+            timeline=[("p1", 1, 1.0), ("p2", 2, 1.0)],
+            new_profiles=2,
+            new_identities=2,
+        ),
+        "profiles",
+        2,
     )
     profile_store.commit(
-        Changeset(profiles={"p1": profile("p1", U1, A1)}, links={A1: "p1"},
-                  timeline=[("p2", 3, 1.0)], redirects={"p2": "p1"}, new_profiles=-1),
-        "profiles", 3,
+        Changeset(
+            profiles={"p1": profile("p1", U1, A1)},
+            links={A1: "p1"},
+            timeline=[("p2", 3, 1.0)],
+            redirects={"p2": "p1"},
+            new_profiles=-1,
+        ),
+        "profiles",
+        3,
     )
     assert profile_store.timeline("p1", 0, 10) == [1, 2, 3]
     assert profile_store.timeline("p2", 0, 10) == []
@@ -66,8 +87,9 @@ def test_profiles_read_back_are_copies(profile_store):
 
 
 def entry(source="web", reason="bad"):
-    return QuarantineEntry(id=0, source=source, received_at=1.0, reason=reason, field="$.x",
-                           body=b'{"a":1}')
+    return QuarantineEntry(
+        id=0, source=source, received_at=1.0, reason=reason, field="$.x", body=b'{"a":1}'
+    )
 
 
 def test_quarantine_add_list_get_remove(quarantine):

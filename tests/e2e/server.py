@@ -28,8 +28,13 @@ def free_port() -> int:
 class SegueServer:
     """One ``segue serve`` process on a free loopback port with its own data folder."""
 
-    def __init__(self, data: Path, port: int | None = None, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.data = data
         self.port = port or free_port()
         self.extra_env = env or {}
@@ -49,10 +54,21 @@ class SegueServer:
             SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
         )
         env.update(self.extra_env)
-        cmd = [sys.executable, "-m", "segue", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data", str(self.data), *self.args]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "segue",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data),
+            *self.args,
+        ]
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -84,13 +100,15 @@ class SegueServer:
 
     # --- HTTP helpers -------------------------------------------------------------------
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                            timeout=30.0)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30.0
+        )
 
     def writer(self) -> httpx.Client:
         token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Basic {token}"},
-                            timeout=30.0)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Basic {token}"}, timeout=30.0
+        )
 
     def stats(self) -> dict[str, Any]:
         with self.admin() as client:

@@ -30,8 +30,11 @@ def test_track_is_typed_and_ids_are_normalised():
         ({"userId": None, "anonymousId": " "}, "$.userId", "userId or anonymousId is required"),
         ({"event": "  "}, "$.event", "non-empty event name"),
         ({"type": "alias", "previousId": ...}, "$.previousId", "missing required field"),
-        ({"type": "alias", "previousId": "a", "userId": None, "anonymousId": "x"}, "$.userId",
-         "alias needs a userId"),
+        (
+            {"type": "alias", "previousId": "a", "userId": None, "anonymousId": "x"},
+            "$.userId",
+            "alias needs a userId",
+        ),
         ({"type": "group", "groupId": ""}, "$.groupId", "group needs a groupId"),
         ({"type": "nope"}, "$.type", "Invalid value 'nope'"),
     ],

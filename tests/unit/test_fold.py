@@ -19,8 +19,14 @@ class Folder:
         message.setdefault("messageId", f"m{self.offset}")
         message.setdefault("timestamp", f"2024-05-01T00:00:{self.offset:02d}Z")
         event = to_event(message)
-        record = LogRecord(self.offset, "web", message["messageId"], RECEIVED + self.offset,
-                           "k", msgspec.json.encode(message))
+        record = LogRecord(
+            self.offset,
+            "web",
+            message["messageId"],
+            RECEIVED + self.offset,
+            "k",
+            msgspec.json.encode(message),
+        )
         return apply_event(self.ws, record, event, new_profile_id=lambda i: f"p:{i}")
 
     def profile_of(self, kind, value):
@@ -35,7 +41,10 @@ def test_anonymous_browsing_is_stitched_on_identify_and_traits_keep_lineage():
     assert anon == known == "p:anonymous_id:a1"
     profile = fold.profile_of("user_id", "42")
     assert profile.event_count == 3
-    assert set(profile.identities) == {Identifier("anonymous_id", "a1"), Identifier("user_id", "42")}
+    assert set(profile.identities) == {
+        Identifier("anonymous_id", "a1"),
+        Identifier("user_id", "42"),
+    }
     assert profile.traits["email"].value == "x@y.z"
     assert profile.traits["email"].source == "web"
     assert profile.traits["email"].message_id == "m3"
@@ -82,8 +91,12 @@ def test_latest_event_time_wins_even_when_it_arrives_first():
 
 def test_rudder_context_traits_count_as_identify_traits():
     fold = Folder()
-    fold(type="identify", userId="1", context={"traits": {"email": "r@s.t", "plan": "a"}},
-         traits={"plan": "b"})
+    fold(
+        type="identify",
+        userId="1",
+        context={"traits": {"email": "r@s.t", "plan": "a"}},
+        traits={"plan": "b"},
+    )
     traits = fold.profile_of("user_id", "1").traits
     assert traits["email"].value == "r@s.t"
     assert traits["plan"].value == "b"

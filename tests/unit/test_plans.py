@@ -12,7 +12,13 @@ ORDER = {
 
 
 def track(event, **props):
-    message = {"type": "track", "messageId": "m", "userId": "u", "event": event, "properties": props}
+    message = {
+        "type": "track",
+        "messageId": "m",
+        "userId": "u",
+        "event": event,
+        "properties": props,
+    }
     return to_event(message), message
 
 

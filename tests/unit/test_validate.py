@@ -18,16 +18,18 @@ def prepare(raw: bytes, parsed=None):
 
 
 def test_batch_context_and_integrations_merge_into_each_message_own_keys_win():
-    body = msgspec.json.encode({
-        "batch": [
-            {"type": "track", "userId": "1", "event": "A", "context": {"ip": "1.1.1.1"}},
-            {"type": "page", "anonymousId": "x"},
-        ],
-        "context": {"library": {"name": "analytics-python"}, "ip": "9.9.9.9"},
-        "integrations": {"All": True},
-        "sentAt": "2024-05-01T00:00:00Z",
-        "writeKey": "wk",
-    })
+    body = msgspec.json.encode(
+        {
+            "batch": [
+                {"type": "track", "userId": "1", "event": "A", "context": {"ip": "1.1.1.1"}},
+                {"type": "page", "anonymousId": "x"},
+            ],
+            "context": {"library": {"name": "analytics-python"}, "ip": "9.9.9.9"},
+            "integrations": {"All": True},
+            "sentAt": "2024-05-01T00:00:00Z",
+            "writeKey": "wk",
+        }
+    )
     parsed = parse_request(body, None)
     assert parsed.write_key == "wk"
     first, _ = prepare(parsed.messages[0][1], parsed)
@@ -80,12 +82,27 @@ def test_numeric_message_id_becomes_text_and_non_object_is_rejected():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 keys = st.sampled_from(
-    ["type", "userId", "anonymousId", "event", "messageId", "properties", "traits", "context",
-     "timestamp", "previousId", "groupId", "integrations", "sentAt"]
+    [
+        "type",
+        "userId",
+        "anonymousId",
+        "event",
+        "messageId",
+        "properties",
+        "traits",
+        "context",
+        "timestamp",
+        "previousId",
+        "groupId",
+        "integrations",
+        "sentAt",
+    ]
 )
 
 

@@ -1,0 +1,190 @@
+"""End to end through HTTP: profiles, timeline paging, stats, metrics, OpenAPI, docs, keys."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+
+import httpx
+import pytest
+
+from tests.e2e.server import ADMIN_KEY, WRITE_KEY, SegueServer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_story_anonymous_browse_then_identify_yields_one_profile_with_timeline(server):
+    anon, user = f"anon-{uuid.uuid4()}", f"user-{uuid.uuid4()}"
+    with server.writer() as w:
+        batch = [
+            {"type": "page", "anonymousId": anon, "name": "Home"},
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "event": "Product Viewed",
+                "properties": {"product_id": "sku-1", "price": 9.5},
+            },
+            {
+                "type": "identify",
+                "anonymousId": anon,
+                "userId": user,
+                "traits": {"email": "ann@example.com", "firstName": "Ann"},
+            },
+        ] + [
+            {
+                "type": "track",
+                "userId": user,
+                "event": "Product Added",
+                "properties": {"product_id": f"sku-{i}"},
+            }
+            for i in range(7)
+        ]
+        body = gzip.compress(json.dumps({"batch": batch}).encode())
+        r = w.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip"})
+        assert (r.status_code, r.json()) == (200, {"success": True})
+    server.wait_processed()
+    with server.admin() as a:
+        by_anon = a.get(f"/v1/profiles/anonymous_id:{anon}").json()
+        by_user = a.get(f"/v1/profiles/user_id:{user}").json()
+        assert by_anon == by_user
+        assert by_user["event_count"] == 10
+        assert {"type": "user_id", "value": user} in by_user["identities"]
+        assert by_user["traits"]["email"] == "ann@example.com"
+        assert by_user["lineage"]["email"]["source"] == "default"
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+            page = a.get(f"/v1/profiles/user_id:{user}/events", params=params).json()
+            seen += page["events"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [e["type"] for e in seen[:3]] == ["page", "track", "identify"]
+        assert len(seen) == 10
+        assert len({e["messageId"] for e in seen}) == 10
+        assert a.get("/v1/profiles/user_id:nobody-here").status_code == 404
+        bad = a.get("/v1/profiles/nocolon")
+        assert bad.status_code == 400
+        assert bad.json()["field"] == "ref"
+        assert (
+            a.get(f"/v1/profiles/user_id:{user}/events", params={"limit": 0}).json()["field"]
+            == "limit"
+        )
+
+
+def test_admin_reads_need_the_admin_key(server):
+    with server.writer() as w:
+        assert w.get("/v1/stats").status_code == 401
+    r = httpx.get(server.url + "/v1/stats", headers={"Authorization": "Bearer " + WRITE_KEY})
+    assert r.status_code == 401
+    assert r.json()["code"] == "unauthorized"
+
+
+def test_operations_endpoints(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    assert "/v1/batch" in spec["paths"]
+    assert "BatchRequest" in spec["components"]["schemas"]
+    docs = httpx.get(server.url + "/docs")
+    assert "swagger-ui-bundle.js" in docs.text
+    assert httpx.get(server.url + "/docs/swagger-ui-bundle.js").status_code == 200
+    with server.writer() as w:
+        w.post("/v1/track", json={"userId": "m", "event": "Metric Check"})
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'segue_http_request_duration_seconds_count{method="POST",route="/v1/track"' in metrics
+    assert "segue_events_total" in metrics
+    assert "segue_processor_lag_events" in metrics
+
+
+def test_tracking_plan_from_config_quarantines_and_replay_fixes(tmp_path):
+    config = tmp_path / "segue.yaml"
+    config.write_text(
+        "sources:\n"
+        "  - name: web\n"
+        "    write_key: web-key\n"
+        "    tracking_plan:\n"
+        "      mode: quarantine\n"
+        "      events:\n"
+        "        Order Completed:\n"
+        "          type: object\n"
+        "          properties: {order_id: {type: string}, revenue: {type: number}}\n"
+        "          required: [order_id]\n"
+    )
+    with SegueServer(tmp_path / "data", args=["--config", str(config)]) as srv:
+        with httpx.Client(base_url=srv.url, auth=("web-key", "")) as web:
+            r = web.post(
+                "/v1/batch",
+                json={
+                    "batch": [
+                        {
+                            "type": "track",
+                            "userId": "1",
+                            "event": "Order Completed",
+                            "properties": {"order_id": "o1", "revenue": 10},
+                        },
+                        {
+                            "type": "track",
+                            "userId": "1",
+                            "event": "Order Completed",
+                            "properties": {"revenue": "ten"},
+                        },
+                        {"type": "track", "userId": "1", "event": "Unplanned Thing"},
+                    ]
+                },
+            )
+        assert r.status_code == 200
+        rejected = {x["index"]: x for x in r.json()["rejected"]}
+        assert rejected[1]["code"] == "plan_violation"
+        assert rejected[2]["code"] == "unplanned_event"
+        # the default source has no plan
+        with srv.writer() as w:
+            assert w.post("/v1/track", json={"userId": "1", "event": "Anything"}).status_code == 200
+        with srv.admin() as a:
+            entries = a.get("/v1/admin/quarantine", params={"source": "web"}).json()["entries"]
+            assert len(entries) == 2
+            violation = next(e for e in entries if e["reason"].startswith("plan_violation"))
+            fixed = dict(violation["message"], properties={"order_id": "o2", "revenue": 10.0})
+            replay = a.post(
+                f"/v1/admin/quarantine/{violation['id']}/replay", json={"message": fixed}
+            )
+            assert replay.status_code == 200, replay.text
+            assert replay.json()["replayed"] is True
+            still_bad = next(e for e in entries if e["id"] != violation["id"])
+            again = a.post(f"/v1/admin/quarantine/{still_bad['id']}/replay")
+            assert again.status_code == 400
+            assert again.json()["code"] == "unplanned_event"
+            assert a.get("/v1/stats").json()["quarantined"] == 1
+            assert a.post("/v1/admin/quarantine/99999/replay").status_code == 404
+        srv.wait_processed()
+        with srv.admin() as a:
+            events = a.get("/v1/profiles/user_id:1/events").json()["events"]
+            assert sorted(e.get("properties", {}).get("order_id", "-") for e in events) == [
+                "-",
+                "o1",
+                "o2",
+            ]
+
+
+def test_keys_are_generated_once_stored_and_printed_once(tmp_path):
+    data = tmp_path / "data"
+    env = {"SEGUE_ADMIN_KEY": "", "SEGUE_WRITE_KEY": "", "SEGUE_PUBLISHABLE_KEY": ""}
+    srv = SegueServer(data, env=env)
+    # the harness sets the keys; blank them so segue must generate its own
+    srv.start()
+    srv.stop()
+    keys = json.loads((data / "keys.json").read_text())
+    assert (data / "keys.json").stat().st_mode & 0o777 == 0o600
+    first_log = srv.log()
+    assert keys["admin"] in first_log
+    srv2 = SegueServer(data, env=env, port=srv.port)
+    srv2.log_path = tmp_path / "second.log"
+    srv2.start()
+    try:
+        assert keys["admin"] not in srv2.log()
+        r = httpx.get(srv2.url + "/v1/stats", headers={"Authorization": f"Bearer {keys['admin']}"})
+        assert r.status_code == 200
+        assert ADMIN_KEY not in json.dumps(keys)
+    finally:
+        srv2.stop()
