@@ -1,10 +1,10 @@
 """Identity stitching and trait folding, on the pure fold."""
 
+import msgspec
+
 from segue.core.events import to_event
 from segue.core.model import Identifier, LogRecord
 from segue.processor.fold import WorkingSet, apply_event
-
-import msgspec
 
 RECEIVED = 1_714_521_600.0  # 2024-05-01T00:00:00Z
 

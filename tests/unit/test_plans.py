@@ -33,7 +33,7 @@ def test_planned_event_that_breaks_its_schema_is_refused_with_the_path():
 @pytest.mark.parametrize("mode", ["accept", "drop_properties"])
 def test_unplanned_events_pass_unless_quarantine(mode):
     plan = TrackingPlan(mode, {"Order Completed": ORDER})
-    event, message = plan.apply(*track("Something Else", x=1))
+    _event, message = plan.apply(*track("Something Else", x=1))
     assert message["properties"] == {"x": 1}
 
 
@@ -58,7 +58,7 @@ def test_drop_properties_removes_undeclared_ones_from_event_and_message():
 def test_identify_traits_plan_applies_only_when_declared():
     plan = TrackingPlan("quarantine", {})
     message = {"type": "identify", "messageId": "m", "userId": "u", "traits": {"a": 1}}
-    event, out = plan.apply(to_event(message), message)
+    _event, out = plan.apply(to_event(message), message)
     assert out is message
 
 
