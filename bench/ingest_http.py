@@ -1,0 +1,219 @@
+"""HTTP ingest benchmark: acknowledged events/s and ack latency of ``POST /v1/batch``.
+
+segue runs pinned to core 0 (``taskset -c 0``) on a fresh data folder with its defaults:
+durable acks (event log ``synchronous=FULL`` + group commit) and the processor running in the
+same process. The load generator runs pinned to core 1:
+
+1. max throughput: ``wrk`` with ``bench/wrk_batch.lua`` (a fresh 100-message body per request,
+   unique messageIds), several runs; acknowledged events/s = requests/s × 100.
+2. ceiling: the same ``wrk`` against ``GET /healthz`` on the same server stack.
+3. fixed rate: an open-loop Python generator at half the measured maximum, with precomputed
+   unique bodies; latency is measured from the scheduled send time (no coordinated omission).
+
+Before each run the processor is allowed to catch up so every run starts from the same state.
+Usage: python bench/ingest_http.py [--runs 3] [--duration 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    BASIC,
+    CLIENT_CORE,
+    Connection,
+    Server,
+    Traffic,
+    machine,
+    median,
+    percentile,
+    pin_to,
+    save,
+)
+
+HERE = Path(__file__).resolve().parent
+BATCH = 100
+
+
+def wrk(server: Server, path: str, script: str, seconds: float, connections: int,
+        args: list[str] | None = None, headers: list[str] | None = None) -> dict[str, Any]:
+    """Run wrk pinned to the client core and return its WRKJSON report."""
+    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
+           "-s", str(HERE / script)]
+    for header in headers or []:
+        cmd += ["-H", header]
+    cmd.append(server.url + path)
+    if args:
+        cmd += ["--", *args]
+    if CLIENT_CORE < (os.cpu_count() or 1):
+        cmd = ["taskset", "-c", str(CLIENT_CORE), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            report: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+            report["rps"] = report["requests"] / (report["duration_us"] / 1e6)
+            return report
+    raise RuntimeError(f"no report from wrk:\n{out.stdout}\n{out.stderr}")
+
+
+def batch_run(server: Server, seconds: float, connections: int, users: int) -> dict[str, Any]:
+    caught_up = server.wait_caught_up()
+    before = server.stats()["events_received"]
+    report = wrk(server, "/v1/batch", "wrk_batch.lua", seconds, connections,
+                 args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
+                 headers=[f"Authorization: {BASIC}"])
+    stored = server.stats()["events_received"] - before
+    errors = sum(report["errors"].values())
+    acked = report["requests"] * BATCH
+    if errors or stored < acked:
+        raise RuntimeError(f"run not clean: errors={report['errors']} stored={stored} "
+                           f"acked={acked}")
+    report["events_per_s"] = report["rps"] * BATCH
+    report["stored"] = stored
+    report["waited_for_processor_s"] = round(caught_up, 2)
+    return report
+
+
+# --- open-loop fixed-rate generator ---------------------------------------------------------
+async def fixed_rate(port: int, bodies: list[bytes], rate: float, connections: int) -> dict[str, Any]:
+    """Send ``bodies`` at ``rate`` requests/s; latency counts from each scheduled send time."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await Connection(port).connect())
+    headers = {"Authorization": BASIC, "Content-Type": "application/json"}
+    from_schedule: list[float] = []
+    from_send: list[float] = []
+    bad: list[int] = []
+
+    async def one(scheduled: float, body: bytes) -> None:
+        conn = await pool.get()
+        sent = time.perf_counter()
+        status, payload = await conn.request("POST", "/v1/batch", body, headers)
+        done = time.perf_counter()
+        pool.put_nowait(conn)
+        if status != 200 or payload != b'{"success":true}':
+            bad.append(status)
+        from_schedule.append(done - scheduled)
+        from_send.append(done - sent)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i, body in enumerate(bodies):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, body)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not pool.empty():
+        await pool.get_nowait().close()
+    if bad:
+        raise RuntimeError(f"{len(bad)} requests failed, statuses {sorted(set(bad))}")
+    ms = 1000.0
+    return {
+        "target_rps": rate,
+        "achieved_rps": len(bodies) / elapsed,
+        "requests": len(bodies),
+        "p50_ms": percentile(from_schedule, 50) * ms,
+        "p90_ms": percentile(from_schedule, 90) * ms,
+        "p99_ms": percentile(from_schedule, 99) * ms,
+        "max_ms": max(from_schedule) * ms,
+        "service_p50_ms": percentile(from_send, 50) * ms,
+        "service_p99_ms": percentile(from_send, 99) * ms,
+    }
+
+
+def run_fixed_rate(server: Server, events_per_s: float, seconds: float, connections: int,
+                   seed: int) -> dict[str, Any]:
+    rate = events_per_s / BATCH
+    traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
+    bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
+    server.wait_caught_up()
+    result = asyncio.run(fixed_rate(server.port, bodies, rate, connections))
+    result["target_events_per_s"] = events_per_s
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--users", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    pin_to(CLIENT_CORE)
+    result: dict[str, Any] = {"machine": machine(), "batch_size": BATCH,
+                              "connections": args.connections, "duration_s": args.duration}
+    with Server() as server:
+        result["server_pid"] = server.pid
+        print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
+        batch_run(server, 2.0, args.connections, args.users)  # warm-up
+        runs = []
+        for i in range(args.runs):
+            report = batch_run(server, args.duration, args.connections, args.users)
+            lat = report["latency_us"]
+            print(f"  batch run {i + 1}: {report['events_per_s']:,.0f} events/s acked "
+                  f"({report['rps']:,.0f} req/s), p50 {lat['p50'] / 1000:.1f} ms, "
+                  f"p99 {lat['p99'] / 1000:.1f} ms", flush=True)
+            runs.append(report)
+        ceiling = []
+        for i in range(args.runs):
+            report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
+            lat = report["latency_us"]
+            print(f"  /healthz run {i + 1}: {report['rps']:,.0f} req/s, "
+                  f"p50 {lat['p50'] / 1000:.2f} ms, p99 {lat['p99'] / 1000:.2f} ms", flush=True)
+            ceiling.append(report)
+        max_eps = median([r["events_per_s"] for r in runs])
+        fixed = []
+        for i in range(args.runs):
+            report = run_fixed_rate(server, max_eps / 2, args.duration, 64, seed=100 + i)
+            print(f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
+                  f"p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms "
+                  f"(achieved {report['achieved_rps'] * BATCH:,.0f} events/s)", flush=True)
+            fixed.append(report)
+        result["final_stats"] = server.stats()
+    healthz_rps = median([r["rps"] for r in ceiling])
+    result.update(
+        runs=runs,
+        healthz_runs=ceiling,
+        fixed_rate_runs=fixed,
+        summary={
+            "events_per_s": max_eps,
+            "requests_per_s": max_eps / BATCH,
+            "p50_ms": median([r["latency_us"]["p50"] for r in runs]) / 1000,
+            "p99_ms": median([r["latency_us"]["p99"] for r in runs]) / 1000,
+            "healthz_rps": healthz_rps,
+            "healthz_p50_ms": median([r["latency_us"]["p50"] for r in ceiling]) / 1000,
+            "healthz_p99_ms": median([r["latency_us"]["p99"] for r in ceiling]) / 1000,
+            "batch_rps_over_healthz_rps": (max_eps / BATCH) / healthz_rps,
+            "fixed_rate_events_per_s": max_eps / 2,
+            "fixed_rate_p50_ms": median([r["p50_ms"] for r in fixed]),
+            "fixed_rate_p99_ms": median([r["p99_ms"] for r in fixed]),
+        },
+    )
+    s = result["summary"]
+    print(f"ingest: {s['events_per_s']:,.0f} events/s acknowledged (median of {args.runs}), "
+          f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; /healthz "
+          f"{s['healthz_rps']:,.0f} req/s (batch req/s = {s['batch_rps_over_healthz_rps']:.1%} "
+          f"of it); at {s['fixed_rate_events_per_s']:,.0f} events/s: p50 "
+          f"{s['fixed_rate_p50_ms']:.1f} ms, p99 {s['fixed_rate_p99_ms']:.1f} ms")
+    print(f"results in {save('ingest_http', result)}")
+    sys.stdout.flush()
+    return result
+
+
+if __name__ == "__main__":
+    main()
