@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"p99 {lat['p99'] / 1000:.1f} ms", flush=True)
             runs.append(report)
         ceiling = []
+        server.wait_caught_up()
         for i in range(args.runs):
             report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
             lat = report["latency_us"]

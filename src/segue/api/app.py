@@ -363,10 +363,13 @@ class SegueApp:
 
     async def get_profile(self, request: Request) -> Response:
         profile_id = await self._profile_id(request)
-        profiles = await self.runtime.store.profiles([profile_id])
-        profile = profiles.get(profile_id)
+        profile = (await self.runtime.store.profiles([profile_id])).get(profile_id)
+        if profile is None:  # merged away between the two reads: follow the redirect once
+            survivor = await self.runtime.store.resolve(profile_id)
+            found = await self.runtime.store.profiles([survivor]) if survivor else {}
+            profile = found.get(survivor or "")
         if profile is None:
-            raise NotFound("profile is being merged; retry")
+            raise NotFound(f"no profile for {request.params['ref']}")
         body = {
             "profile_id": profile.profile_id,
             "identities": [{"type": i.type, "value": i.value} for i in sorted(profile.identities)],

@@ -40,6 +40,27 @@ def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
     return new_id
 
 
+def _decode_all(
+    records: list[LogRecord],
+) -> tuple[list[tuple[LogRecord, Event | None]], set[Identifier]]:
+    events: list[tuple[LogRecord, Event | None]] = []
+    wanted: set[Identifier] = set()
+    for record in records:
+        try:
+            event: Event | None = _decoder.decode(record.body)
+        except msgspec.DecodeError:
+            _log.error("undecodable_log_record", offset=record.offset)
+            event = None
+        events.append((record, event))
+        if event is not None:
+            wanted.update(identifiers_of(event))
+            if isinstance(event, Alias):
+                prev = str(event.previous_id).strip()
+                wanted.add(Identifier("user_id", prev))
+                wanted.add(Identifier("anonymous_id", prev))
+    return events, wanted
+
+
 class Processor:
     """Folds the event log into the profile store.
 
@@ -84,35 +105,25 @@ class Processor:
         records = await self._log.read(self.position, self._batch_size)
         if not records:
             return 0
-        events: list[tuple[LogRecord, Event | None]] = []
-        wanted: set[Identifier] = set()
-        for record in records:
-            try:
-                event: Event | None = _decoder.decode(record.body)
-            except msgspec.DecodeError:
-                _log.error("undecodable_log_record", offset=record.offset)
-                event = None
-            events.append((record, event))
-            if event is not None:
-                wanted.update(identifiers_of(event))
-                if isinstance(event, Alias):
-                    prev = str(event.previous_id).strip()
-                    wanted.add(Identifier("user_id", prev))
-                    wanted.add(Identifier("anonymous_id", prev))
+        # decoding and folding are CPU work: off the event loop, so request latency stays low
+        loop = asyncio.get_running_loop()
+        events, wanted = await loop.run_in_executor(None, _decode_all, records)
         links = await self._store.lookup(wanted)
         profiles = await self._store.profiles(set(links.values()))
-        # identities of loaded profiles may point at profiles not yet loaded only via
-        # identifiers outside this batch, which the fold never follows: the set is closed.
+        # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
-        for record, event in events:
-            if event is not None:
-                apply_event(ws, record, event, new_profile_id=self._new_id, limits=self._limits)
+        await loop.run_in_executor(None, self._fold, ws, events)
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset)
         self.position = last.offset
         self.processed += len(records)
         self.last_received_at = last.received_at
         return len(records)
+
+    def _fold(self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]) -> None:
+        for record, event in events:
+            if event is not None:
+                apply_event(ws, record, event, new_profile_id=self._new_id, limits=self._limits)
 
     async def run(self) -> None:
         """Process until ``stop``; wait on the log when caught up."""
