@@ -17,11 +17,13 @@ import structlog
 
 from segue.core.ports import EventLog, ProfileStore, Quarantine
 from segue.errors import ConfigError
+from segue.identity.identifiers import IdentityRules
 from segue.ingest.pipeline import IngestService
 from segue.ingest.plans import TrackingPlan
 from segue.ingest.validate import Limits
 from segue.keys import KeyRing, Keys, resolve_keys
 from segue.processor.service import Processor
+from segue.profiles.golden import Survivorship
 from segue.settings import Settings
 from segue.storage import LOGS, STORES
 
@@ -108,13 +110,27 @@ class Runtime:
             Limits(max_message_bytes=s.max_message_bytes, max_request_bytes=s.max_request_bytes),
             plans,
         )
+        ident = s.identity
+        rules = IdentityRules(
+            priority=ident.priority,
+            limits=ident.limits,
+            blocked_values=ident.blocked_values,
+            trait_identifiers=ident.trait_identifiers,
+            phone_region=ident.phone_region,
+        )
+        survivorship = Survivorship(
+            s.survivorship.default,
+            s.survivorship.source_priority,
+            {name: (r.rule, list(r.sources)) for name, r in s.survivorship.traits.items()},
+        )
         self.processor = Processor(
             self.log,
             self.store,
             self.clock,
             self.keys.secret.encode(),
             batch_size=s.processor_batch,
-            limits=s.identity_limits,
+            rules=rules,
+            survivorship=survivorship,
         )
         await self.processor.start()
         if run_processor:

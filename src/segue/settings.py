@@ -15,7 +15,15 @@ import yaml
 
 from segue.errors import ConfigError
 
-__all__ = ["PlanSettings", "Settings", "SourceSettings", "load_settings"]
+__all__ = [
+    "IdentitySettings",
+    "PlanSettings",
+    "Settings",
+    "SourceSettings",
+    "SurvivorshipSettings",
+    "TraitRule",
+    "load_settings",
+]
 
 
 class PlanSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,6 +41,54 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     tracking_plan: PlanSettings | None = None
 
 
+_PRIORITY = [
+    "user_id",
+    "email",
+    "phone",
+    "crm_id",
+    "loyalty_id",
+    "device_id",
+    "advertising_id",
+    "anonymous_id",
+]
+
+
+class IdentitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Identity rules: which identifiers link, how many of a type a profile may hold."""
+
+    #: identifier types in the order that decides what yields when a limit would be broken
+    priority: list[str] = msgspec.field(default_factory=lambda: list(_PRIORITY))
+    #: at most this many identifiers of a type per profile (a shared tablet must not merge)
+    limits: dict[str, int] = msgspec.field(default_factory=lambda: {"user_id": 1})
+    #: values that never link, compared case-insensitively, on top of the built-in list
+    blocked_values: list[str] = []
+    #: trait name → identifier type, for custom ids carried as traits (loyalty card, CRM id)
+    trait_identifiers: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"loyalty_id": "loyalty_id", "crm_id": "crm_id"}
+    )
+    #: region for phone numbers written without a country code (ISO 3166 alpha-2)
+    phone_region: str = "US"
+    #: probabilistic matching of records that share no identifier
+    matching: bool = True
+    match_threshold: float | None = None
+    possible_threshold: float | None = None
+
+
+class TraitRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How one trait's golden value is chosen among the values seen."""
+
+    rule: str = "non_empty"
+    sources: list[str] = []
+
+
+class SurvivorshipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Golden-record rules: a default, per-trait overrides, a default source ranking."""
+
+    default: str = "non_empty"
+    source_priority: list[str] = []
+    traits: dict[str, TraitRule] = {}
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything segue can be configured with; defaults make ``segue serve`` useful alone."""
 
@@ -48,7 +104,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_request_bytes: int = 500 * 1024
     processor_batch: int = 1000
     log_level: str = "info"
-    identity_limits: dict[str, int] = msgspec.field(default_factory=lambda: {"user_id": 1})
+    identity: IdentitySettings = msgspec.field(default_factory=IdentitySettings)
+    survivorship: SurvivorshipSettings = msgspec.field(default_factory=SurvivorshipSettings)
 
 
 _ENV = {
@@ -108,6 +165,12 @@ def load_settings(
     names = [s.name for s in settings.sources]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"source {name!r} is defined more than once")
+    rules = {"non_empty", "most_recent", "most_frequent", "first_seen", "source_priority"}
+    for name, rule in [("default", settings.survivorship.default)] + [
+        (trait, r.rule) for trait, r in settings.survivorship.traits.items()
+    ]:
+        if rule not in rules:
+            problems.append(f"survivorship rule for {name!r} must be one of {sorted(rules)}")
     if settings.max_message_bytes > settings.max_request_bytes:
         problems.append("max_message_bytes must not exceed max_request_bytes")
     if problems:

@@ -13,7 +13,7 @@ def test_defaults_then_file_then_env_then_overrides(tmp_path):
     assert s.host == "127.0.0.1"
     assert s.data == "/d"
     assert [(x.name, x.write_key) for x in s.sources] == [("default", "from-env")]
-    assert s.identity_limits == {"user_id": 1}
+    assert s.identity.limits == {"user_id": 1}
 
 
 def test_every_problem_is_reported(tmp_path):

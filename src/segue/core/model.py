@@ -10,7 +10,9 @@ __all__ = [
     "Changeset",
     "Identifier",
     "LogRecord",
+    "MergeRecord",
     "NewRecord",
+    "Observation",
     "Profile",
     "QuarantineEntry",
     "TraitValue",
@@ -76,13 +78,56 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TraitValue(msgspec.Struct, frozen=True, kw_only=True):
-    """One trait value with its lineage: where and when it came from, on which legal basis."""
+    """The golden value of a trait with its lineage: where and when it came from, on which
+    legal basis, and the survivorship rule that chose it."""
 
     value: Any
     source: str
     message_id: str
     at: float
     legal_basis: str | None = None
+    rule: str = ""
+
+
+class Observation(msgspec.Struct, kw_only=True):
+    """One distinct value seen for a trait: kept so a conflict never loses data.
+
+    ``first_at``/``at`` are event times (epoch seconds) of the first and latest sighting;
+    ``source``/``message_id``/``legal_basis`` are those of the latest sighting.
+    """
+
+    value: Any
+    source: str
+    message_id: str
+    first_at: float
+    at: float
+    count: int = 1
+    legal_basis: str | None = None
+    sources: list[str] = []
+
+
+class MergeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Why two profiles became one: kept on the survivor so a merge can be explained and undone.
+
+    Attributes:
+        at: event time of the merge (epoch seconds).
+        profile_id: the profile merged away.
+        identifiers: the merged-away profile's identifiers at that moment.
+        reason: ``identifier`` (a shared identifier), ``match`` (probabilistic) or ``manual``.
+        via: the identifier on each side that linked them.
+        message_id: the message that caused it, if any.
+        score: match probability, for ``match``.
+        explanation: per-field (field, level, weight) of the match.
+    """
+
+    at: float
+    profile_id: str
+    identifiers: list[Identifier]
+    reason: str
+    via: list[Identifier]
+    message_id: str | None = None
+    score: float | None = None
+    explanation: list[tuple[str, str, float]] | None = None
 
 
 class Profile(msgspec.Struct, kw_only=True):
@@ -96,7 +141,11 @@ class Profile(msgspec.Struct, kw_only=True):
     event_count: int = 0
     identities: list[Identifier] = []
     traits: dict[str, TraitValue] = {}
+    alternates: dict[str, list[Observation]] = {}
     merged_from: list[str] = []
+    merges: list[MergeRecord] = []
+    #: pairs of identifier groups an unmerge separated: never joined again
+    separations: list[tuple[list[Identifier], list[Identifier]]] = []
 
 
 class Changeset(msgspec.Struct, kw_only=True):

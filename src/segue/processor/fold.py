@@ -1,26 +1,22 @@
-"""Pure fold of events into profiles: deterministic identity stitching and latest-wins traits.
+"""Pure fold of events into profiles: deterministic identity stitching and golden traits.
 
 No I/O: the service loads what a batch touches into a :class:`WorkingSet`, folds every event
 into it, and commits the resulting :class:`Changeset` atomically with its checkpoint.
 Processing the same records from the same state always yields the same changeset, which is
-what makes a replay from any offset safe.
+what makes a replay from any offset — and an unmerge that re-derives profiles — safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from segue.core.events import Alias, Event, Identify, event_time
-from segue.core.model import Changeset, Identifier, LogRecord, Profile, TraitValue
+from segue.core.model import Changeset, Identifier, LogRecord, MergeRecord, Profile
+from segue.identity.identifiers import IdentityRules, identifiers_of, person_traits
+from segue.profiles.golden import Survivorship
 
-__all__ = ["DEFAULT_LIMITS", "PRIORITY", "WorkingSet", "apply_event", "identifiers_of"]
-
-#: Identifier types in the order that decides which profile an event lands in.
-PRIORITY: dict[str, int] = {"user_id": 0, "email": 1, "phone": 2, "anonymous_id": 9}
-#: At most this many identifiers of a type per profile (a shared tablet must not merge people).
-DEFAULT_LIMITS: dict[str, int] = {"user_id": 1}
+__all__ = ["Folder", "WorkingSet"]
 
 
 class WorkingSet:
@@ -30,6 +26,10 @@ class WorkingSet:
         self.links = links
         self.profiles = profiles
         self.changes = Changeset(profiles={}, links={}, timeline=[], redirects={})
+        #: profiles whose traits changed in this batch, with the first offset that did it
+        self.traits_changed: dict[str, int] = {}
+        #: separations that hold on top of the profiles' own (used by unmerge)
+        self.separations: list[tuple[list[Identifier], list[Identifier]]] = []
 
     def touch(self, profile: Profile) -> None:
         self.changes.profiles[profile.profile_id] = profile
@@ -41,143 +41,193 @@ class WorkingSet:
         self.changes.links[identifier] = profile_id
 
 
-def identifiers_of(event: Event) -> list[Identifier]:
-    """Identifiers a message carries, highest priority first (alias: both ids)."""
-    found: list[Identifier] = []
-    uid = event.uid
-    if uid is not None:
-        found.append(Identifier("user_id", uid))
-    aid = event.aid
-    if aid is not None:
-        found.append(Identifier("anonymous_id", aid))
-    return found
+class Folder:
+    """Folds events into a working set under identity rules and survivorship.
 
-
-def _sort_key(identifier: Identifier) -> tuple[int, str, str]:
-    return (PRIORITY.get(identifier.type, 5), identifier.type, identifier.value)
-
-
-def _fits(identities: list[Identifier], extra: list[Identifier], limits: Mapping[str, int]) -> bool:
-    for kind, limit in limits.items():
-        have = {i for i in identities if i.type == kind}
-        have.update(i for i in extra if i.type == kind)
-        if len(have) > limit:
-            return False
-    return True
-
-
-def apply_event(
-    ws: WorkingSet,
-    record: LogRecord,
-    event: Event,
-    *,
-    new_profile_id: Callable[[Identifier], str],
-    limits: Mapping[str, int] = DEFAULT_LIMITS,
-    extra_ids: list[Identifier] | None = None,
-) -> str:
-    """Fold one event into the working set and return the id of the profile it landed in.
-
-    Identity: identifiers are taken in priority order; the first one decides the target
-    profile (creating it if new), each further identifier either already belongs to the
-    target, joins it, or brings its own profile to be merged in — unless that would break a
-    per-type limit, in which case that identifier is left out of this event's stitching.
+    Args:
+        rules: identity rules (priority, limits, blocked values, custom identifiers).
+        survivorship: golden-record rules.
+        new_profile_id: deterministic id for a profile first seen with an identifier.
+        legal_basis: source name → legal basis recorded in the lineage of its traits.
     """
-    at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
-    candidates = identifiers_of(event) + list(extra_ids or [])
-    if isinstance(event, Alias):
-        previous = str(event.previous_id).strip()
-        prior = Identifier("user_id", previous)
-        if prior not in ws.links:
-            prior = Identifier("anonymous_id", previous)
-        candidates.append(prior)
-    ordered = sorted(dict.fromkeys(candidates), key=_sort_key)
-    target = _target(ws, ordered[0], at, new_profile_id)
-    for identifier in ordered[1:]:
-        owner = ws.links.get(identifier)
-        if owner == target.profile_id:
-            continue
-        if owner is None:
-            if _fits(target.identities, [identifier], limits):
-                target.identities.append(identifier)
-                ws.link(identifier, target.profile_id)
-            continue
-        other = ws.profiles[owner]
-        if _fits(target.identities, other.identities, limits):
-            target = _merge(ws, target, other)
-    target.event_count += 1
-    target.first_seen = min(target.first_seen, at)
-    target.last_seen = max(target.last_seen, at)
-    target.updated_at = max(target.updated_at, record.received_at)
-    if isinstance(event, Identify):
-        _merge_traits(target, _traits_of(event), record, at)
-    ws.touch(target)
-    ws.changes.timeline.append((target.profile_id, record.offset, at))
-    return target.profile_id
 
+    def __init__(
+        self,
+        rules: IdentityRules,
+        survivorship: Survivorship,
+        new_profile_id: Callable[[Identifier], str],
+        legal_basis: Mapping[str, str] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.survivorship = survivorship
+        self.new_profile_id = new_profile_id
+        self.legal_basis = dict(legal_basis or {})
 
-def _target(
-    ws: WorkingSet, first: Identifier, at: float, new_profile_id: Callable[[Identifier], str]
-) -> Profile:
-    owner = ws.links.get(first)
-    if owner is not None:
-        return ws.profiles[owner]
-    profile_id = new_profile_id(first)
-    profile = Profile(
-        profile_id=profile_id,
-        created_at=at,
-        updated_at=at,
-        first_seen=at,
-        last_seen=at,
-        event_count=0,
-        identities=[first],
-        traits={},
-        merged_from=[],
-    )
-    ws.profiles[profile_id] = profile
-    ws.changes.new_profiles += 1
-    ws.link(first, profile_id)
-    return profile
+    def wanted(self, event: Event) -> list[Identifier]:
+        """Identifiers to load before folding ``event`` (alias: both readings of previousId)."""
+        found = identifiers_of(event, self.rules)
+        if isinstance(event, Alias):
+            previous = str(event.previous_id).strip()
+            found += [Identifier("user_id", previous), Identifier("anonymous_id", previous)]
+        return found
 
+    def apply(self, ws: WorkingSet, record: LogRecord, event: Event) -> str | None:
+        """Fold one event; return the id of the profile it landed in (None: no usable id).
 
-def _merge(ws: WorkingSet, a: Profile, b: Profile) -> Profile:
-    survivor, victim = (
-        (a, b) if (a.created_at, a.profile_id) <= (b.created_at, b.profile_id) else (b, a)
-    )
-    for identifier in victim.identities:
-        if identifier not in survivor.identities:
-            survivor.identities.append(identifier)
-        ws.link(identifier, survivor.profile_id)
-    for name, value in victim.traits.items():
-        mine = survivor.traits.get(name)
-        if mine is None or value.at > mine.at:
-            survivor.traits[name] = value
-    survivor.event_count += victim.event_count
-    survivor.first_seen = min(survivor.first_seen, victim.first_seen)
-    survivor.last_seen = max(survivor.last_seen, victim.last_seen)
-    survivor.created_at = min(survivor.created_at, victim.created_at)
-    survivor.updated_at = max(survivor.updated_at, victim.updated_at)
-    survivor.merged_from = sorted({*survivor.merged_from, victim.profile_id, *victim.merged_from})
-    del ws.profiles[victim.profile_id]
-    ws.changes.new_profiles -= 1
-    ws.changes.profiles.pop(victim.profile_id, None)
-    ws.changes.redirects[victim.profile_id] = survivor.profile_id
-    ws.touch(survivor)
-    return survivor
+        Identity: identifiers are taken in priority order; the first decides the target
+        profile (created if new); each further identifier already belongs to it, joins it,
+        or brings its own profile to be merged in — unless that would break a per-type limit
+        or a separation, in which case that identifier is left out of this event.
+        """
+        at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
+        candidates = identifiers_of(event, self.rules)
+        if isinstance(event, Alias):
+            previous = str(event.previous_id).strip()
+            if self.rules.usable(previous):
+                prior = Identifier("user_id", previous)
+                if prior not in ws.links:
+                    prior = Identifier("anonymous_id", previous)
+                candidates.append(prior)
+        if not candidates:
+            return None
+        ordered = sorted(dict.fromkeys(candidates), key=self.rules.sort_key)
+        target = self._target(ws, ordered[0], at)
+        for identifier in ordered[1:]:
+            owner = ws.links.get(identifier)
+            if owner == target.profile_id:
+                continue
+            if owner is None:
+                if self.allowed(ws, target.identities, [identifier], target, None):
+                    target.identities.append(identifier)
+                    ws.link(identifier, target.profile_id)
+                continue
+            other = ws.profiles[owner]
+            if self.allowed(ws, target.identities, other.identities, target, other):
+                target = self.merge(
+                    ws,
+                    target,
+                    other,
+                    reason="identifier",
+                    via=[ordered[0], identifier],
+                    at=at,
+                    message_id=record.message_id,
+                )
+        target.event_count += 1
+        target.first_seen = min(target.first_seen, at)
+        target.last_seen = max(target.last_seen, at)
+        target.updated_at = max(target.updated_at, record.received_at)
+        if isinstance(event, Identify):
+            traits = person_traits(event)
+            if traits:
+                basis = self.legal_basis.get(record.source)
+                for name, value in traits.items():
+                    self.survivorship.observe(
+                        target,
+                        name,
+                        value,
+                        source=record.source,
+                        message_id=record.message_id,
+                        at=at,
+                        legal_basis=basis,
+                    )
+                ws.traits_changed.setdefault(target.profile_id, record.offset)
+        ws.touch(target)
+        ws.changes.timeline.append((target.profile_id, record.offset, at))
+        return target.profile_id
 
+    def allowed(
+        self,
+        ws: WorkingSet,
+        mine: Iterable[Identifier],
+        theirs: Iterable[Identifier],
+        a: Profile,
+        b: Profile | None,
+    ) -> bool:
+        """Whether two identifier sets may live in one profile (limits and separations)."""
+        combined = {*mine, *theirs}
+        for kind, limit in self.rules.limits.items():
+            if sum(1 for i in combined if i.type == kind) > limit:
+                return False
+        separations = [*ws.separations, *a.separations, *(b.separations if b else [])]
+        for left, right in separations:
+            if not combined.isdisjoint(left) and not combined.isdisjoint(right):
+                return False
+        return True
 
-def _traits_of(event: Identify) -> dict[str, Any]:
-    traits: dict[str, Any] = {}
-    context_traits = event.context.get("traits")
-    if isinstance(context_traits, dict):
-        traits.update(context_traits)
-    traits.update(event.traits)
-    return traits
+    def _target(self, ws: WorkingSet, first: Identifier, at: float) -> Profile:
+        owner = ws.links.get(first)
+        if owner is not None:
+            return ws.profiles[owner]
+        profile_id = self.new_profile_id(first)
+        profile = Profile(
+            profile_id=profile_id,
+            created_at=at,
+            updated_at=at,
+            first_seen=at,
+            last_seen=at,
+            event_count=0,
+            identities=[first],
+            traits={},
+            merged_from=[],
+        )
+        ws.profiles[profile_id] = profile
+        ws.changes.new_profiles += 1
+        ws.link(first, profile_id)
+        return profile
 
-
-def _merge_traits(profile: Profile, traits: dict[str, Any], record: LogRecord, at: float) -> None:
-    for name, value in traits.items():
-        mine = profile.traits.get(name)
-        if mine is None or at >= mine.at:
-            profile.traits[name] = TraitValue(
-                value=value, source=record.source, message_id=record.message_id, at=at
+    def merge(
+        self,
+        ws: WorkingSet,
+        a: Profile,
+        b: Profile,
+        *,
+        reason: str,
+        via: list[Identifier],
+        at: float,
+        message_id: str | None = None,
+        score: float | None = None,
+        explanation: list[tuple[str, str, float]] | None = None,
+    ) -> Profile:
+        """Join two profiles into the older one; the other id redirects to it."""
+        older = (a.created_at, a.profile_id) <= (b.created_at, b.profile_id)
+        survivor, victim = (a, b) if older else (b, a)
+        survivor.merges.append(
+            MergeRecord(
+                at=at,
+                profile_id=victim.profile_id,
+                identifiers=list(victim.identities),
+                reason=reason,
+                via=via if older else via[::-1],
+                message_id=message_id,
+                score=score,
+                explanation=explanation,
             )
+        )
+        survivor.merges.extend(victim.merges)
+        for identifier in victim.identities:
+            if identifier not in survivor.identities:
+                survivor.identities.append(identifier)
+            ws.link(identifier, survivor.profile_id)
+        self.survivorship.merge(survivor, victim)
+        survivor.event_count += victim.event_count
+        survivor.first_seen = min(survivor.first_seen, victim.first_seen)
+        survivor.last_seen = max(survivor.last_seen, victim.last_seen)
+        survivor.created_at = min(survivor.created_at, victim.created_at)
+        survivor.updated_at = max(survivor.updated_at, victim.updated_at)
+        survivor.merged_from = sorted(
+            {*survivor.merged_from, victim.profile_id, *victim.merged_from}
+        )
+        for separation in victim.separations:
+            if separation not in survivor.separations:
+                survivor.separations.append(separation)
+        del ws.profiles[victim.profile_id]
+        ws.changes.new_profiles -= 1
+        ws.changes.profiles.pop(victim.profile_id, None)
+        ws.changes.redirects[victim.profile_id] = survivor.profile_id
+        if victim.profile_id in ws.traits_changed:
+            first = ws.traits_changed.pop(victim.profile_id)
+            ws.traits_changed[survivor.profile_id] = min(
+                first, ws.traits_changed.get(survivor.profile_id, first)
+            )
+        ws.touch(survivor)
+        return survivor

@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 import msgspec
 import structlog
 
-from segue.core.events import Alias, Event
+from segue.core.events import Event
 from segue.core.model import Identifier, LogRecord
 from segue.core.ports import Clock, EventLog, ProfileStore
-from segue.processor.fold import DEFAULT_LIMITS, WorkingSet, apply_event, identifiers_of
+from segue.identity.identifiers import IdentityRules
+from segue.processor.fold import Folder, WorkingSet
+from segue.profiles.golden import Survivorship
 
 __all__ = ["Processor", "profile_id_factory"]
 
@@ -41,7 +43,7 @@ def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
 
 
 def _decode_all(
-    records: list[LogRecord],
+    records: list[LogRecord], folder: Folder
 ) -> tuple[list[tuple[LogRecord, Event | None]], set[Identifier]]:
     events: list[tuple[LogRecord, Event | None]] = []
     wanted: set[Identifier] = set()
@@ -53,11 +55,7 @@ def _decode_all(
             event = None
         events.append((record, event))
         if event is not None:
-            wanted.update(identifiers_of(event))
-            if isinstance(event, Alias):
-                prev = str(event.previous_id).strip()
-                wanted.add(Identifier("user_id", prev))
-                wanted.add(Identifier("anonymous_id", prev))
+            wanted.update(folder.wanted(event))
     return events, wanted
 
 
@@ -82,15 +80,21 @@ class Processor:
         *,
         consumer: str = "profiles",
         batch_size: int = 1000,
-        limits: Mapping[str, int] = DEFAULT_LIMITS,
+        rules: IdentityRules | None = None,
+        survivorship: Survivorship | None = None,
+        legal_basis: Mapping[str, str] | None = None,
     ) -> None:
         self._log = log
         self._store = store
         self._clock = clock
         self._consumer = consumer
         self._batch_size = batch_size
-        self._limits = dict(limits)
-        self._new_id = profile_id_factory(secret)
+        self.folder = Folder(
+            rules or IdentityRules(),
+            survivorship or Survivorship(),
+            profile_id_factory(secret),
+            legal_basis,
+        )
         self.position = 0
         self.processed = 0
         self.last_received_at = 0.0
@@ -107,7 +111,7 @@ class Processor:
             return 0
         # decoding and folding are CPU work: off the event loop, so request latency stays low
         loop = asyncio.get_running_loop()
-        events, wanted = await loop.run_in_executor(None, _decode_all, records)
+        events, wanted = await loop.run_in_executor(None, _decode_all, records, self.folder)
         links = await self._store.lookup(wanted)
         profiles = await self._store.profiles(set(links.values()))
         # the working set is closed: the fold only follows identifiers of this batch
@@ -123,7 +127,7 @@ class Processor:
     def _fold(self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]) -> None:
         for record, event in events:
             if event is not None:
-                apply_event(ws, record, event, new_profile_id=self._new_id, limits=self._limits)
+                self.folder.apply(ws, record, event)
 
     async def run(self) -> None:
         """Process until ``stop``; wait on the log when caught up."""

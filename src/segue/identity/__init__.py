@@ -1,0 +1,1 @@
+"""Identity resolution: deterministic identifiers and probabilistic matching."""
