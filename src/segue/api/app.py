@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from segue.api import schemas
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
+from segue.api.profile_view import profile_body
 from segue.core.model import Identifier
 from segue.errors import InvalidInput, NotFound, SegueError, Unauthorized
 from segue.keys import basic_user
@@ -38,12 +38,7 @@ _COLLECT = {
     "/v1/alias": "alias",
 }
 _replay_decoder = msgspec.json.Decoder(schemas.ReplayRequest)
-
-
-def _iso(epoch: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+_unmerge_decoder = msgspec.json.Decoder(schemas.UnmergeRequest)
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -160,6 +155,17 @@ class SegueApp:
                     "limit": "page size, 1–1000 (default 100)",
                     "cursor": "next_cursor of the previous page",
                 },
+            ),
+            Route(
+                method="POST",
+                path="/v1/profiles/{ref}/unmerge",
+                handler=self.unmerge,
+                tag="profiles",
+                auth="admin",
+                request=schemas.UnmergeRequest,
+                response=schemas.UnmergeResponse,
+                errors=(400, 401, 404),
+                summary="Undo a merge: re-derive the profiles from the event log",
             ),
             Route(
                 method="GET",
@@ -370,30 +376,20 @@ class SegueApp:
             profile = found.get(survivor or "")
         if profile is None:
             raise NotFound(f"no profile for {request.params['ref']}")
-        body = {
-            "profile_id": profile.profile_id,
-            "identities": [{"type": i.type, "value": i.value} for i in sorted(profile.identities)],
-            "traits": {k: v.value for k, v in profile.traits.items()},
-            "lineage": {
-                k: {
-                    "source": v.source,
-                    "message_id": v.message_id,
-                    "timestamp": _iso(v.at),
-                    "legal_basis": v.legal_basis,
-                }
-                for k, v in profile.traits.items()
-            },
-            "features": {},
-            "segments": [],
-            "consent": {},
-            "created_at": _iso(profile.created_at),
-            "updated_at": _iso(profile.updated_at),
-            "first_seen": _iso(profile.first_seen),
-            "last_seen": _iso(profile.last_seen),
-            "event_count": profile.event_count,
-            "merged_from": profile.merged_from,
-        }
+        body = profile_body(profile)
         return json_response(body)
+
+    async def unmerge(self, request: Request) -> Response:
+        profile_id = await self._profile_id(request)
+        body = await request.body(64 * 1024)
+        try:
+            wanted = _unmerge_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(str(exc), code="invalid_request") from None
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+        profiles = await self.runtime.processor.unmerge(profile_id, wanted.profile_id)
+        return json_response({"profiles": profiles})
 
     async def get_events(self, request: Request) -> Response:
         profile_id = await self._profile_id(request)

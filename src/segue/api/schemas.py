@@ -86,6 +86,18 @@ class LineageOut(msgspec.Struct, kw_only=True):
     message_id: str
     timestamp: str
     legal_basis: str | None = None
+    rule: str = ""
+
+
+class MergeOut(msgspec.Struct, kw_only=True):
+    at: str
+    profile_id: str
+    identifiers: list[str]
+    reason: str
+    via: list[str]
+    message_id: str | None
+    score: float | None
+    explanation: list[dict[str, Any]] | None
 
 
 class ProfileResponse(msgspec.Struct, kw_only=True):
@@ -93,6 +105,9 @@ class ProfileResponse(msgspec.Struct, kw_only=True):
     identities: list[IdentityOut]
     traits: dict[str, Any]
     lineage: dict[str, LineageOut]
+    alternates: dict[str, list[dict[str, Any]]]
+    merges: list[MergeOut]
+    possible_matches: list[dict[str, Any]]
     features: dict[str, Any]
     segments: list[str]
     consent: dict[str, Any]
@@ -148,6 +163,16 @@ class QuarantineOut(msgspec.Struct, kw_only=True):
 class QuarantineResponse(msgspec.Struct, kw_only=True):
     entries: list[QuarantineOut]
     next: int | None
+
+
+class UnmergeRequest(msgspec.Struct, kw_only=True):
+    """The merged-away profile id to split off again (see the profile's ``merges``)."""
+
+    profile_id: str
+
+
+class UnmergeResponse(msgspec.Struct, kw_only=True):
+    profiles: list[str]
 
 
 class ReplayRequest(msgspec.Struct, kw_only=True):

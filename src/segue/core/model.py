@@ -159,6 +159,10 @@ class Changeset(msgspec.Struct, kw_only=True):
             keeps the redirect so the old id still resolves.
         new_profiles: profiles created minus profiles merged away (a count delta).
         new_identities: identifiers linked for the first time (a count delta).
+        drop_profiles: profiles to delete with their timeline rows, before anything else
+            (an unmerge re-derives them).
+        clear_redirects: old ids that are real profiles again and must stop redirecting.
+        unlink: identifiers that no longer belong to any profile.
     """
 
     profiles: dict[str, Profile] = {}
@@ -167,3 +171,6 @@ class Changeset(msgspec.Struct, kw_only=True):
     redirects: dict[str, str] = {}
     new_profiles: int = 0
     new_identities: int = 0
+    drop_profiles: list[str] = []
+    clear_redirects: list[str] = []
+    unlink: list[Identifier] = []

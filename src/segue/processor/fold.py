@@ -71,13 +71,21 @@ class Folder:
             found += [Identifier("user_id", previous), Identifier("anonymous_id", previous)]
         return found
 
-    def apply(self, ws: WorkingSet, record: LogRecord, event: Event) -> str | None:
+    def apply(
+        self,
+        ws: WorkingSet,
+        record: LogRecord,
+        event: Event,
+        only: set[Identifier] | None = None,
+    ) -> str | None:
         """Fold one event; return the id of the profile it landed in (None: no usable id).
 
         Identity: identifiers are taken in priority order; the first decides the target
         profile (created if new); each further identifier already belongs to it, joins it,
         or brings its own profile to be merged in — unless that would break a per-type limit
         or a separation, in which case that identifier is left out of this event.
+        ``only`` restricts stitching to these identifiers (an unmerge re-derives one
+        profile's events and must not claim identifiers that belong to other profiles).
         """
         at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
         candidates = identifiers_of(event, self.rules)
@@ -88,6 +96,8 @@ class Folder:
                 if prior not in ws.links:
                     prior = Identifier("anonymous_id", previous)
                 candidates.append(prior)
+        if only is not None:
+            candidates = [c for c in candidates if c in only]
         if not candidates:
             return None
         ordered = sorted(dict.fromkeys(candidates), key=self.rules.sort_key)

@@ -16,8 +16,9 @@ import msgspec
 import structlog
 
 from segue.core.events import Event
-from segue.core.model import Identifier, LogRecord
+from segue.core.model import Identifier, LogRecord, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
+from segue.errors import NotFound
 from segue.identity.identifiers import IdentityRules
 from segue.processor.fold import Folder, WorkingSet
 from segue.profiles.golden import Survivorship
@@ -99,6 +100,8 @@ class Processor:
         self.processed = 0
         self.last_received_at = 0.0
         self._stopping = asyncio.Event()
+        #: one writer of state at a time: batches and admin operations (unmerge) serialise
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Load the checkpoint; call before ``run`` or ``step``."""
@@ -106,6 +109,10 @@ class Processor:
 
     async def step(self) -> int:
         """Process one batch; return how many records it folded (0 when caught up)."""
+        async with self._lock:
+            return await self._step()
+
+    async def _step(self) -> int:
         records = await self._log.read(self.position, self._batch_size)
         if not records:
             return 0
@@ -128,6 +135,84 @@ class Processor:
         for record, event in events:
             if event is not None:
                 self.folder.apply(ws, record, event)
+
+    async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
+        """Undo the merge of ``merged_id`` into ``profile_id`` by re-deriving from the log.
+
+        The survivor's events are folded again from scratch with a separation between the
+        identifiers the merged profile brought and the rest, so they are never joined again;
+        other recorded probabilistic merges are re-applied. Profile ids come out as before
+        (they derive from each profile's first identifier).
+
+        Returns:
+            the ids of the profiles the survivor was split into.
+
+        Raises:
+            NotFound: no such profile, or it has no record of merging ``merged_id``.
+        """
+        async with self._lock:
+            found = await self._store.profiles([profile_id])
+            survivor = found.get(profile_id)
+            if survivor is None:
+                raise NotFound(f"no profile {profile_id}")
+            record = next((m for m in survivor.merges if m.profile_id == merged_id), None)
+            if record is None:
+                raise NotFound(f"profile {profile_id} has no merge of {merged_id}")
+            split_off = sorted(set(record.identifiers))
+            rest = sorted(set(survivor.identities) - set(split_off))
+            offsets: list[int] = []
+            while True:
+                page = await self._store.timeline(profile_id, offsets[-1] if offsets else 0, 5000)
+                offsets += page
+                if len(page) < 5000:
+                    break
+            records = await self._log.get(offsets)
+            loop = asyncio.get_running_loop()
+            events, _ = await loop.run_in_executor(None, _decode_all, records, self.folder)
+            ws = WorkingSet({}, {})
+            ws.separations = [*survivor.separations, (split_off, rest)]
+            owned = set(survivor.identities)
+            await loop.run_in_executor(None, self._refold, ws, events, owned, survivor)
+            changes = ws.changes
+            changes.drop_profiles = [profile_id]
+            changes.clear_redirects = [pid for pid in ws.profiles if pid != profile_id]
+            changes.unlink = sorted(owned - set(ws.links))
+            changes.new_profiles = len(ws.profiles) - 1
+            changes.new_identities = -len(changes.unlink)
+            await self._store.commit(changes, self._consumer, self.position)
+            return sorted(ws.profiles)
+
+    def _refold(
+        self,
+        ws: WorkingSet,
+        events: list[tuple[LogRecord, Event | None]],
+        owned: set[Identifier],
+        survivor: Profile,
+    ) -> None:
+        for record, event in events:
+            if event is not None:
+                self.folder.apply(ws, record, event, only=owned)
+        for merge in survivor.merges:
+            if merge.reason == "identifier" or len(merge.via) != 2:
+                continue
+            left, right = (ws.links.get(i) for i in merge.via)
+            if left is None or right is None or left == right:
+                continue
+            a, b = ws.profiles[left], ws.profiles[right]
+            if self.folder.allowed(ws, a.identities, b.identities, a, b):
+                self.folder.merge(
+                    ws,
+                    a,
+                    b,
+                    reason=merge.reason,
+                    via=list(merge.via),
+                    at=merge.at,
+                    message_id=merge.message_id,
+                    score=merge.score,
+                    explanation=merge.explanation,
+                )
+        for profile in ws.profiles.values():
+            profile.separations = list(ws.separations)
 
     async def run(self) -> None:
         """Process until ``stop``; wait on the log when caught up."""

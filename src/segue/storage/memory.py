@@ -99,6 +99,13 @@ class MemoryProfileStore:
         return {p: copy.deepcopy(self._profiles[p]) for p in profile_ids if p in self._profiles}
 
     async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+        for pid in changes.drop_profiles:
+            self._profiles.pop(pid, None)
+            self._timeline.pop(pid, None)
+        for pid in changes.clear_redirects:
+            self._redirects.pop(pid, None)
+        for identifier in changes.unlink:
+            self._links.pop(identifier, None)
         for pid, off, _at in changes.timeline:
             rows = self._timeline.setdefault(pid, [])
             at = bisect.bisect_left(rows, off)

@@ -212,6 +212,16 @@ class SqliteProfileStore:
 
     async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
         def body(conn: sqlite3.Connection) -> None:
+            for pid in changes.drop_profiles:
+                conn.execute("DELETE FROM profiles WHERE profile_id = ?", (pid,))
+                conn.execute("DELETE FROM timeline WHERE profile_id = ?", (pid,))
+            conn.executemany(
+                "DELETE FROM redirects WHERE old = ?", [(pid,) for pid in changes.clear_redirects]
+            )
+            conn.executemany(
+                "DELETE FROM identities WHERE type = ? AND value = ?",
+                [(i.type, i.value) for i in changes.unlink],
+            )
             conn.executemany(
                 'INSERT INTO timeline (profile_id, "offset", at) VALUES (?, ?, ?) '
                 "ON CONFLICT DO NOTHING",
