@@ -58,12 +58,12 @@ def resolve_keys(
         write={n: pick(f"write:{n}", key, stored_write.get(n)) for n, key in write.items()},
         secret=pick("secret", None, stored.get("secret")),
     )
-    changed = bool(generated) or any(
-        (
-            admin and stored.get("admin") != admin,
-            publishable and stored.get("publishable") != publishable,
-        )
-    )
+    changed = bool(generated) or msgspec.to_builtins(keys) != {
+        "admin": stored.get("admin"),
+        "publishable": stored.get("publishable"),
+        "write": stored_write,
+        "secret": stored.get("secret"),
+    }
     data.mkdir(parents=True, exist_ok=True)
     if changed or not path.exists():
         tmp = path.with_suffix(".tmp")

@@ -81,6 +81,13 @@ class Runtime:
             self.data, s.admin_key, s.publishable_key, write
         )
         self.keyring = KeyRing(self.keys)
+        if s.log.startswith("memory") and not s.store.startswith("memory"):
+            raise ConfigError(
+                [
+                    "a memory event log needs a memory store: a persistent store would keep a "
+                    "checkpoint past the end of a log that starts empty at every restart"
+                ]
+            )
         log_cls = _load(LOGS, s.log, "log")
         store_cls = _load(STORES, s.store, "store")
         if s.log.startswith("memory") or s.store.startswith("memory"):
@@ -113,7 +120,7 @@ class Runtime:
         ident = s.identity
         rules = IdentityRules(
             priority=ident.priority,
-            limits=ident.limits,
+            limits={"user_id": 1, **ident.limits},
             blocked_values=ident.blocked_values,
             trait_identifiers=ident.trait_identifiers,
             phone_region=ident.phone_region,

@@ -106,3 +106,67 @@ def test_quarantine_add_list_get_remove(quarantine):
     assert quarantine.remove(ids[0]) is False
     assert quarantine.get(ids[0]) is None
     assert quarantine.count() == 2
+
+
+def test_block_index_replaces_keys_caps_common_ones_and_follows_merges(profile_store):
+    from segue.core.model import PossibleMatch
+
+    profile_store.commit(
+        Changeset(
+            profiles={"p1": profile("p1", U1), "p2": profile("p2", A1)},
+            block_keys={"p1": ["ln:SMT", "dob:1980"], "p2": ["ln:SMT", "pc:2000"]},
+            possible=[
+                PossibleMatch(
+                    profile_a="p1",
+                    profile_b="p2",
+                    score=0.7,
+                    explanation=[("first_name", "jw>0.9", 2.5)],
+                    created_at=5.0,
+                )
+            ],
+        ),
+        "profiles",
+        1,
+    )
+    assert profile_store.block_candidates(["ln:SMT", "dob:1980", "zz"], 10) == {
+        "ln:SMT": ["p1", "p2"],
+        "dob:1980": ["p1"],
+        "zz": [],
+    }
+    assert profile_store.block_candidates(["ln:SMT"], 1) == {"ln:SMT": []}  # too common
+    (match,) = profile_store.possible_matches("p2", "open", 0, 10)
+    assert (match.profile_a, match.profile_b, match.score) == ("p1", "p2", 0.7)
+    assert match.explanation == [("first_name", "jw>0.9", 2.5)]
+    assert profile_store.possible_matches("p9", None, 0, 10) == []
+    profile_store.commit(Changeset(block_keys={"p1": ["dob:1980"]}), "profiles", 2)
+    assert profile_store.block_candidates(["ln:SMT"], 10) == {"ln:SMT": ["p2"]}
+    profile_store.commit(
+        Changeset(profiles={"p1": profile("p1", U1, A1)}, redirects={"p2": "p1"}), "profiles", 3
+    )
+    assert profile_store.block_candidates(["ln:SMT", "pc:2000"], 10) == {
+        "ln:SMT": [],
+        "pc:2000": [],
+    }
+    (match,) = profile_store.possible_matches(None, None, 0, 10)
+    assert match.profile_b == "p1"
+    updated = profile_store.set_possible_match(match.id, "rejected")
+    assert updated.status == "rejected"
+    assert profile_store.possible_matches(None, "open", 0, 10) == []
+    assert profile_store.set_possible_match(999, "rejected") is None
+
+
+def test_scan_profiles_and_blobs(profile_store):
+    profile_store.commit(
+        Changeset(
+            profiles={f"p{i}": profile(f"p{i}", Identifier("user_id", str(i))) for i in range(5)}
+        ),
+        "profiles",
+        1,
+    )
+    first = profile_store.scan_profiles("", 3)
+    assert [p.profile_id for p in first] == ["p0", "p1", "p2"]
+    assert [p.profile_id for p in profile_store.scan_profiles("p2", 10)] == ["p3", "p4"]
+    assert profile_store.load_blob("model") is None
+    profile_store.save_blob("model", b"v1")
+    profile_store.save_blob("model", b"v2")
+    assert profile_store.load_blob("model") == b"v2"

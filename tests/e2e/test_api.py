@@ -188,3 +188,30 @@ def test_keys_are_generated_once_stored_and_printed_once(tmp_path):
         assert ADMIN_KEY not in json.dumps(keys)
     finally:
         srv2.stop()
+
+
+def test_identifier_with_a_slash_and_colon_can_be_looked_up(server):
+    with server.writer() as w:
+        assert w.post("/v1/track", json={"userId": "a/b:c", "event": "Slash"}).status_code == 200
+    server.wait_processed()
+    with server.admin() as a:
+        r = a.get("/v1/profiles/user_id:a%2Fb:c")
+        assert r.status_code == 200, r.text
+        assert {"type": "user_id", "value": "a/b:c"} in r.json()["identities"]
+
+
+def test_rotated_write_key_replaces_the_stored_one(tmp_path):
+    data = tmp_path / "data"
+    for key in ("first-key-0123", "second-key-0123"):
+        srv = SegueServer(data, env={"SEGUE_WRITE_KEY": key})
+        srv.start()
+        srv.stop()
+    assert json.loads((data / "keys.json").read_text())["write"]["default"] == "second-key-0123"
+    with SegueServer(data, env={"SEGUE_WRITE_KEY": ""}) as srv:
+        ok = httpx.post(
+            srv.url + "/v1/track", auth=("second-key-0123", ""), json={"userId": "1", "event": "A"}
+        )
+        old = httpx.post(
+            srv.url + "/v1/track", auth=("first-key-0123", ""), json={"userId": "1", "event": "A"}
+        )
+        assert (ok.status_code, old.status_code) == (200, 401)

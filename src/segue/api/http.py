@@ -12,7 +12,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
@@ -174,11 +174,14 @@ class Router:
         """
         methods = self._static.get(request.path)
         if methods is None:
+            # match on the raw path so an encoded "/" inside a value stays inside the value
+            raw = request.scope.get("raw_path") or request.path.encode()
+            raw_path = raw.decode("latin-1").split("?", 1)[0]
             for pattern, candidates in self._dynamic:
-                found = pattern.match(request.path)
+                found = pattern.match(raw_path)
                 if found:
                     methods = candidates
-                    request.params = found.groupdict()
+                    request.params = {k: unquote(v) for k, v in found.groupdict().items()}
                     break
         if methods is None:
             raise SegueError(f"no route for {request.path}", code="not_found")

@@ -48,15 +48,20 @@ def status_of(error: SegueError) -> int:
     return 400
 
 
-def problem(error: SegueError, **extra: Any) -> Response:
-    """Render an error as its JSON response with the right status."""
+def problem(error: SegueError, *, bearer: bool = False, **extra: Any) -> Response:
+    """Render an error as its JSON response with the right status.
+
+    ``bearer`` picks the ``WWW-Authenticate`` challenge of a 401: Bearer for admin and
+    decision endpoints, Basic (the write key) for collection.
+    """
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.field is not None:
         body["field"] = error.field
     body.update(extra)
     response = json_response(body, status_of(error))
     if isinstance(error, Unauthorized):
-        response.headers.append((b"www-authenticate", b'Basic realm="segue"'))
+        challenge = b'Bearer realm="segue"' if bearer else b'Basic realm="segue"'
+        response.headers.append((b"www-authenticate", challenge))
     if isinstance(error, BackendUnavailable):
         response.headers.append((b"retry-after", b"1"))
     return response

@@ -13,6 +13,7 @@ __all__ = [
     "MergeRecord",
     "NewRecord",
     "Observation",
+    "PossibleMatch",
     "Profile",
     "QuarantineEntry",
     "TraitValue",
@@ -148,6 +149,21 @@ class Profile(msgspec.Struct, kw_only=True):
     separations: list[tuple[list[Identifier], list[Identifier]]] = []
 
 
+class PossibleMatch(msgspec.Struct, kw_only=True):
+    """Two profiles that look like one person but scored in the grey zone: a human decides.
+
+    ``status`` is ``open``, ``accepted`` (they were merged) or ``rejected`` (kept apart).
+    """
+
+    id: int = 0
+    profile_a: str
+    profile_b: str
+    score: float
+    explanation: list[tuple[str, str, float]] = []
+    created_at: float = 0.0
+    status: str = "open"
+
+
 class Changeset(msgspec.Struct, kw_only=True):
     """Everything one processor batch changes, committed atomically with its checkpoint.
 
@@ -163,6 +179,9 @@ class Changeset(msgspec.Struct, kw_only=True):
             (an unmerge re-derives them).
         clear_redirects: old ids that are real profiles again and must stop redirecting.
         unlink: identifiers that no longer belong to any profile.
+        block_keys: profile id → its blocking keys for matching, replacing the old ones
+            (an empty list removes the profile from the index).
+        possible: grey-zone matches to record.
     """
 
     profiles: dict[str, Profile] = {}
@@ -174,3 +193,5 @@ class Changeset(msgspec.Struct, kw_only=True):
     drop_profiles: list[str] = []
     clear_redirects: list[str] = []
     unlink: list[Identifier] = []
+    block_keys: dict[str, list[str]] = {}
+    possible: list[PossibleMatch] = []

@@ -13,6 +13,7 @@ from segue.core.model import (
     Identifier,
     LogRecord,
     NewRecord,
+    PossibleMatch,
     Profile,
     QuarantineEntry,
 )
@@ -110,6 +111,33 @@ class ProfileStore(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """Return ``{"profiles": n, "identities": m}``."""
+        ...
+
+    async def block_candidates(self, keys: Sequence[str], cap: int) -> dict[str, list[str]]:
+        """Profiles indexed under each blocking key; a key with more than ``cap`` profiles
+        is too common to be useful and comes back empty."""
+        ...
+
+    async def possible_matches(
+        self, profile_id: str | None, status: str | None, after: int, limit: int
+    ) -> list[PossibleMatch]:
+        """Grey-zone matches by id, optionally of one profile and/or in one status."""
+        ...
+
+    async def set_possible_match(self, match_id: int, status: str) -> PossibleMatch | None:
+        """Change a possible match's status; return it (None when unknown)."""
+        ...
+
+    async def scan_profiles(self, after: str, limit: int) -> list[Profile]:
+        """Profiles in id order after ``after`` (for background model estimation)."""
+        ...
+
+    async def load_blob(self, name: str) -> bytes | None:
+        """A named blob of derived state (e.g. a match model), or None."""
+        ...
+
+    async def save_blob(self, name: str, data: bytes) -> None:
+        """Store a named blob, replacing any previous one."""
         ...
 
     async def aclose(self) -> None:

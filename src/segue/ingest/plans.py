@@ -88,6 +88,24 @@ class TrackingPlan:
                     code="unplanned_event",
                 )
             return event, message
+        kept = self._check(rule, name, field, payload)
+        if kept is not None:
+            message = {**message, field: kept}
+            event = msgspec.structs.replace(event, **{field: kept})
+        if isinstance(event, Identify):  # Rudder sends identify traits in context.traits
+            context_traits = event.context.get("traits")
+            if isinstance(context_traits, dict):
+                kept = self._check(rule, name, "context.traits", context_traits)
+                if kept is not None:
+                    context = {**event.context, "traits": kept}
+                    message = {**message, "context": context}
+                    event = msgspec.structs.replace(event, context=context)
+        return event, message
+
+    def _check(
+        self, rule: _Rule, name: str, field: str, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Validate; return the payload without undeclared keys if some must be dropped."""
         errors = list(rule.validator.iter_errors(payload))
         if errors:
             first = errors[0]
@@ -98,10 +116,10 @@ class TrackingPlan:
                 code="plan_violation",
             )
         if rule.open:
-            return event, message
+            return None
         extra = sorted(k for k in payload if k not in rule.declared)
         if not extra:
-            return event, message
+            return None
         if self.mode == "quarantine":
             raise InvalidEvent(
                 f"{name!r} has properties the tracking plan does not declare: {', '.join(extra)}",
@@ -109,10 +127,8 @@ class TrackingPlan:
                 code="unplanned_property",
             )
         if self.mode == "drop_properties":
-            kept = {k: v for k, v in payload.items() if k in rule.declared}
-            message = {**message, field: kept}
-            event = msgspec.structs.replace(event, **{field: kept})
-        return event, message
+            return {k: v for k, v in payload.items() if k in rule.declared}
+        return None
 
 
 def _subject(event: Event) -> tuple[str | None, str, dict[str, Any]]:

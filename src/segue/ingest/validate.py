@@ -207,8 +207,22 @@ def to_record(source: str, message: dict[str, Any], event: Event, received_at: f
     )
 
 
-def reject(index: int, raw: bytes, error: SegueError) -> Rejected:
-    """Describe a rejected message for the response and the quarantine."""
+def reject(index: int, raw: bytes, error: SegueError, kind: str | None = None) -> Rejected:
+    """Describe a rejected message for the response and the quarantine.
+
+    The quarantined body loses any ``writeKey`` (a credential must not be stored) and gains
+    the ``type`` of a single-message endpoint, so a replay can process it like a batch member.
+    """
+    body = raw
+    try:
+        message = _object_decoder.decode(raw)
+    except msgspec.DecodeError:
+        message = None
+    if message is not None and ("writeKey" in message or kind is not None):
+        message.pop("writeKey", None)
+        if kind is not None:
+            message["type"] = kind
+        body = msgspec.json.encode(message)
     return Rejected(
-        index=index, code=error.code, message=error.message, field=error.field, body=raw
+        index=index, code=error.code, message=error.message, field=error.field, body=body
     )

@@ -101,8 +101,8 @@ class Folder:
         if not candidates:
             return None
         ordered = sorted(dict.fromkeys(candidates), key=self.rules.sort_key)
-        target = self._target(ws, ordered[0], at)
-        for identifier in ordered[1:]:
+        target = self._target(ws, ordered, at, record.received_at)
+        for identifier in ordered:
             owner = ws.links.get(identifier)
             if owner == target.profile_id:
                 continue
@@ -164,15 +164,30 @@ class Folder:
                 return False
         return True
 
-    def _target(self, ws: WorkingSet, first: Identifier, at: float) -> Profile:
+    def _target(
+        self, ws: WorkingSet, ordered: list[Identifier], at: float, received_at: float
+    ) -> Profile:
+        """The profile an event lands in before merging.
+
+        The highest-priority identifier decides. When it is new but a lower one is known,
+        the event joins that known profile if the new identifier fits there (anonymous
+        visitor logs in); if it does not fit (a second user id on a shared device), the new
+        identifier starts a profile of its own.
+        """
+        first = ordered[0]
         owner = ws.links.get(first)
         if owner is not None:
             return ws.profiles[owner]
+        known = next((ws.links[i] for i in ordered[1:] if i in ws.links), None)
+        if known is not None:
+            profile = ws.profiles[known]
+            if self.allowed(ws, profile.identities, [first], profile, None):
+                return profile
         profile_id = self.new_profile_id(first)
         profile = Profile(
             profile_id=profile_id,
-            created_at=at,
-            updated_at=at,
+            created_at=received_at,
+            updated_at=received_at,
             first_seen=at,
             last_seen=at,
             event_count=0,
@@ -222,7 +237,7 @@ class Folder:
         survivor.event_count += victim.event_count
         survivor.first_seen = min(survivor.first_seen, victim.first_seen)
         survivor.last_seen = max(survivor.last_seen, victim.last_seen)
-        survivor.created_at = min(survivor.created_at, victim.created_at)
+        survivor.created_at = min(survivor.created_at, victim.created_at)  # server time
         survivor.updated_at = max(survivor.updated_at, victim.updated_at)
         survivor.merged_from = sorted(
             {*survivor.merged_from, victim.profile_id, *victim.merged_from}

@@ -16,6 +16,7 @@ from segue.core.model import (
     Identifier,
     LogRecord,
     NewRecord,
+    PossibleMatch,
     Profile,
     QuarantineEntry,
 )
@@ -85,6 +86,10 @@ class MemoryProfileStore:
         self._redirects: dict[str, str] = {}
         self._timeline: dict[str, list[int]] = {}
         self._counts = {"profiles": 0, "identities": 0}
+        self._blocks: dict[str, set[str]] = {}
+        self._keys_of: dict[str, list[str]] = {}
+        self._possible: dict[int, PossibleMatch] = {}
+        self._blobs: dict[str, bytes] = {}
 
     async def open(self) -> None:
         return None
@@ -121,6 +126,29 @@ class MemoryProfileStore:
             self._redirects[old] = new
             self._profiles.pop(old, None)
         self._links.update(changes.links)
+        for pid, keys in changes.block_keys.items():
+            self._unindex(pid)
+            self._keys_of[pid] = list(keys)
+            for key in keys:
+                self._blocks.setdefault(key, set()).add(pid)
+        for old, new in changes.redirects.items():
+            self._unindex(old)
+            for m in self._possible.values():
+                if m.profile_a == old:
+                    m.profile_a = new
+                if m.profile_b == old:
+                    m.profile_b = new
+        for m in changes.possible:
+            match_id = len(self._possible) + 1
+            self._possible[match_id] = PossibleMatch(
+                id=match_id,
+                profile_a=m.profile_a,
+                profile_b=m.profile_b,
+                score=m.score,
+                explanation=list(m.explanation),
+                created_at=m.created_at,
+                status=m.status,
+            )
         for pid, profile in changes.profiles.items():
             self._profiles[pid] = copy.deepcopy(profile)
         self._counts["profiles"] += changes.new_profiles
@@ -143,6 +171,50 @@ class MemoryProfileStore:
 
     async def counts(self) -> dict[str, int]:
         return dict(self._counts)
+
+    def _unindex(self, pid: str) -> None:
+        for key in self._keys_of.pop(pid, []):
+            members = self._blocks.get(key)
+            if members is not None:
+                members.discard(pid)
+                if not members:
+                    del self._blocks[key]
+
+    async def block_candidates(self, keys: Sequence[str], cap: int) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for key in keys:
+            members = self._blocks.get(key, set())
+            found[key] = [] if len(members) > cap else sorted(members)
+        return found
+
+    async def possible_matches(
+        self, profile_id: str | None, status: str | None, after: int, limit: int
+    ) -> list[PossibleMatch]:
+        found = [
+            copy.copy(m)
+            for i, m in sorted(self._possible.items())
+            if i > after
+            and (profile_id is None or profile_id in (m.profile_a, m.profile_b))
+            and (status is None or m.status == status)
+        ]
+        return found[:limit]
+
+    async def set_possible_match(self, match_id: int, status: str) -> PossibleMatch | None:
+        match = self._possible.get(match_id)
+        if match is None:
+            return None
+        match.status = status
+        return copy.copy(match)
+
+    async def scan_profiles(self, after: str, limit: int) -> list[Profile]:
+        ids = sorted(p for p in self._profiles if p > after)[:limit]
+        return [copy.deepcopy(self._profiles[p]) for p in ids]
+
+    async def load_blob(self, name: str) -> bytes | None:
+        return self._blobs.get(name)
+
+    async def save_blob(self, name: str, data: bytes) -> None:
+        self._blobs[name] = data
 
     async def aclose(self) -> None:
         return None

@@ -19,6 +19,7 @@ from segue.core.model import (
     Identifier,
     LogRecord,
     NewRecord,
+    PossibleMatch,
     Profile,
     QuarantineEntry,
 )
@@ -145,6 +146,21 @@ CREATE TABLE IF NOT EXISTS timeline (
     profile_id TEXT NOT NULL, "offset" INTEGER NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (profile_id, "offset")
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    key TEXT NOT NULL, profile_id TEXT NOT NULL, PRIMARY KEY (key, profile_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_profile ON blocks (profile_id);
+CREATE TABLE IF NOT EXISTS possible_matches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, profile_a TEXT NOT NULL, profile_b TEXT NOT NULL,
+    score REAL NOT NULL, explanation BLOB NOT NULL, created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open'
+);
+CREATE INDEX IF NOT EXISTS possible_a ON possible_matches (profile_a);
+CREATE INDEX IF NOT EXISTS possible_b ON possible_matches (profile_b);
+CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+_QUARANTINE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, received_at REAL NOT NULL,
     reason TEXT NOT NULL, field TEXT, body BLOB NOT NULL
@@ -246,6 +262,36 @@ class SqliteProfileStore:
                 "ON CONFLICT (profile_id) DO UPDATE SET doc = excluded.doc",
                 [(pid, _profile_encoder.encode(p)) for pid, p in changes.profiles.items()],
             )
+            for pid, keys in changes.block_keys.items():
+                conn.execute("DELETE FROM blocks WHERE profile_id = ?", (pid,))
+                conn.executemany(
+                    "INSERT INTO blocks (key, profile_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    [(k, pid) for k in keys],
+                )
+            for old, new in changes.redirects.items():
+                conn.execute("DELETE FROM blocks WHERE profile_id = ?", (old,))
+                conn.execute(
+                    "UPDATE possible_matches SET profile_a = ? WHERE profile_a = ?", (new, old)
+                )
+                conn.execute(
+                    "UPDATE possible_matches SET profile_b = ? WHERE profile_b = ?", (new, old)
+                )
+            conn.executemany(
+                "INSERT INTO possible_matches "
+                "(profile_a, profile_b, score, explanation, created_at, status) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        m.profile_a,
+                        m.profile_b,
+                        m.score,
+                        _encode_json(m.explanation),
+                        m.created_at,
+                        m.status,
+                    )
+                    for m in changes.possible
+                ],
+            )
             conn.executemany(
                 "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -293,8 +339,93 @@ class SqliteProfileStore:
         found = {str(name): int(value) for name, value in rows}
         return {"profiles": found.get("profiles", 0), "identities": found.get("identities", 0)}
 
+    async def block_candidates(self, keys: Sequence[str], cap: int) -> dict[str, list[str]]:
+        def fetch(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for key in keys:
+                rows = conn.execute(
+                    "SELECT profile_id FROM blocks WHERE key = ? LIMIT ?", (key, cap + 1)
+                ).fetchall()
+                found[key] = [] if len(rows) > cap else [str(r[0]) for r in rows]
+            return found
+
+        return await self._db.read(fetch)
+
+    async def possible_matches(
+        self, profile_id: str | None, status: str | None, after: int, limit: int
+    ) -> list[PossibleMatch]:
+        sql = (
+            "SELECT id, profile_a, profile_b, score, explanation, created_at, status "
+            "FROM possible_matches WHERE id > ?"
+        )
+        params: list[object] = [after]
+        if profile_id is not None:
+            sql += " AND (profile_a = ? OR profile_b = ?)"
+            params += [profile_id, profile_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
+        return [_possible(row) for row in rows]
+
+    async def set_possible_match(self, match_id: int, status: str) -> PossibleMatch | None:
+        def body(conn: sqlite3.Connection) -> PossibleMatch | None:
+            conn.execute("UPDATE possible_matches SET status = ? WHERE id = ?", (status, match_id))
+            row = conn.execute(
+                "SELECT id, profile_a, profile_b, score, explanation, created_at, status "
+                "FROM possible_matches WHERE id = ?",
+                (match_id,),
+            ).fetchone()
+            return _possible(row) if row else None
+
+        return await self._db.write(lambda conn: transaction(conn, body))
+
+    async def scan_profiles(self, after: str, limit: int) -> list[Profile]:
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT doc FROM profiles WHERE profile_id > ? ORDER BY profile_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        )
+        return [_profile_decoder.decode(r[0]) for r in rows]
+
+    async def load_blob(self, name: str) -> bytes | None:
+        row = await self._db.read(
+            lambda c: c.execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
+        )
+        return bytes(row[0]) if row else None
+
+    async def save_blob(self, name: str, data: bytes) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO blobs (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                (name, data),
+            )
+
+        await self._db.write(lambda conn: transaction(conn, body))
+
     async def aclose(self) -> None:
         await self._db.aclose()
+
+
+_encode_json = msgspec.json.encode
+_explanation = msgspec.json.Decoder(list[tuple[str, str, float]])
+
+
+def _possible(row: tuple[object, ...]) -> PossibleMatch:
+    match_id, a, b, score, explanation, created_at, status = row
+    return PossibleMatch(
+        id=int(match_id),  # type: ignore[call-overload]
+        profile_a=str(a),
+        profile_b=str(b),
+        score=float(score),  # type: ignore[arg-type]
+        explanation=_explanation.decode(explanation),  # type: ignore[arg-type]
+        created_at=float(created_at),  # type: ignore[arg-type]
+        status=str(status),
+    )
 
 
 class SqliteQuarantine:
@@ -302,7 +433,7 @@ class SqliteQuarantine:
 
     def __init__(self, folder: Path) -> None:
         self._db = SqliteFile(
-            folder / "quarantine.db", _STATE_SCHEMA, synchronous="FULL", readers=1
+            folder / "quarantine.db", _QUARANTINE_SCHEMA, synchronous="FULL", readers=1
         )
 
     async def open(self) -> None:
