@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -67,6 +68,35 @@ def percentile(values: list[float], pct: float) -> float:
 
 def median(values: list[float]) -> float:
     return percentile(values, 50)
+
+
+def cpu_busy(seconds: float = 1.0) -> list[float]:
+    """Busy fraction of each core over ``seconds``: other load on the box skews every figure."""
+
+    def sample() -> list[tuple[int, int]]:
+        out = []
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("cpu") and line[3].isdigit():
+                    ticks = [int(x) for x in line.split()[1:]]
+                    idle = ticks[3] + ticks[4]
+                    out.append((sum(ticks) - idle, sum(ticks)))
+        return out
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    busy = []
+    for (b0, t0), (b1, t1) in zip(first, second, strict=True):
+        busy.append(round((b1 - b0) / max(1, t1 - t0), 3))
+    if max(busy) > 0.1:
+        print(
+            f"WARNING: the machine is not idle before the run (busy per core: {busy}); "
+            "figures will be low and noisy",
+            file=sys.stderr,
+            flush=True,
+        )
+    return busy
 
 
 def free_port() -> int:
@@ -204,7 +234,8 @@ class Connection:
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
-        assert self.reader is not None and self.writer is not None
+        assert self.reader is not None
+        assert self.writer is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if body or method == "POST":
@@ -223,10 +254,8 @@ class Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
 
 
 # --- realistic Segment traffic --------------------------------------------------------------
@@ -322,8 +351,13 @@ class Traffic:
             }
         if self.identified[u] and roll < 0.08:
             traits = {"plan": rng.choice(PLANS), "lastLogin": _iso(self.now)}
-            return {**base, "type": "identify", **self._ids(u), "traits": traits,
-                    "context": _context(rng, page)}
+            return {
+                **base,
+                "type": "identify",
+                **self._ids(u),
+                "traits": traits,
+                "context": _context(rng, page),
+            }
         if roll < 0.45:
             return {
                 **base,
@@ -342,8 +376,14 @@ class Traffic:
         }
         if name == "Order Completed":
             properties.update(order_id=f"o-{self.count}", revenue=properties["price"], quantity=1)
-        return {**base, "type": "track", **self._ids(u), "event": name,
-                "properties": properties, "context": _context(rng, page)}
+        return {
+            **base,
+            "type": "track",
+            **self._ids(u),
+            "event": name,
+            "properties": properties,
+            "context": _context(rng, page),
+        }
 
     def batch(self, size: int = 100) -> bytes:
         return orjson.dumps({"batch": [self.message() for _ in range(size)]})

@@ -27,7 +27,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
@@ -36,6 +35,7 @@ from _common import (
     Connection,
     Server,
     Traffic,
+    cpu_busy,
     machine,
     median,
     percentile,
@@ -47,17 +47,35 @@ HERE = Path(__file__).resolve().parent
 BATCH = 100
 
 
-def wrk(server: Server, path: str, script: str, seconds: float, connections: int,
-        args: list[str] | None = None, headers: list[str] | None = None) -> dict[str, Any]:
+def wrk(
+    server: Server,
+    path: str,
+    script: str,
+    seconds: float,
+    connections: int,
+    args: list[str] | None = None,
+    headers: list[str] | None = None,
+) -> dict[str, Any]:
     """Run wrk pinned to the client core and return its WRKJSON report."""
-    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
-           "-s", str(HERE / script)]
+    cmd = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / script),
+    ]
     for header in headers or []:
         cmd += ["-H", header]
     cmd.append(server.url + path)
     if args:
         cmd += ["--", *args]
-    if CLIENT_CORE < (os.cpu_count() or 1):
+    if (os.cpu_count() or 1) > CLIENT_CORE:
         cmd = ["taskset", "-c", str(CLIENT_CORE), *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
     for line in out.stdout.splitlines():
@@ -71,15 +89,22 @@ def wrk(server: Server, path: str, script: str, seconds: float, connections: int
 def batch_run(server: Server, seconds: float, connections: int, users: int) -> dict[str, Any]:
     caught_up = server.wait_caught_up()
     before = server.stats()["events_received"]
-    report = wrk(server, "/v1/batch", "wrk_batch.lua", seconds, connections,
-                 args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
-                 headers=[f"Authorization: {BASIC}"])
+    report = wrk(
+        server,
+        "/v1/batch",
+        "wrk_batch.lua",
+        seconds,
+        connections,
+        args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
+        headers=[f"Authorization: {BASIC}"],
+    )
     stored = server.stats()["events_received"] - before
     errors = sum(report["errors"].values())
     acked = report["requests"] * BATCH
     if errors or stored < acked:
-        raise RuntimeError(f"run not clean: errors={report['errors']} stored={stored} "
-                           f"acked={acked}")
+        raise RuntimeError(
+            f"run not clean: errors={report['errors']} stored={stored} acked={acked}"
+        )
     report["events_per_s"] = report["rps"] * BATCH
     report["stored"] = stored
     report["waited_for_processor_s"] = round(caught_up, 2)
@@ -87,7 +112,9 @@ def batch_run(server: Server, seconds: float, connections: int, users: int) -> d
 
 
 # --- open-loop fixed-rate generator ---------------------------------------------------------
-async def fixed_rate(port: int, bodies: list[bytes], rate: float, connections: int) -> dict[str, Any]:
+async def fixed_rate(
+    port: int, bodies: list[bytes], rate: float, connections: int
+) -> dict[str, Any]:
     """Send ``bodies`` at ``rate`` requests/s; latency counts from each scheduled send time."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -136,8 +163,9 @@ async def fixed_rate(port: int, bodies: list[bytes], rate: float, connections: i
     }
 
 
-def run_fixed_rate(server: Server, events_per_s: float, seconds: float, connections: int,
-                   seed: int) -> dict[str, Any]:
+def run_fixed_rate(
+    server: Server, events_per_s: float, seconds: float, connections: int, seed: int
+) -> dict[str, Any]:
     rate = events_per_s / BATCH
     traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
     bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
@@ -155,8 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=50_000)
     args = parser.parse_args(argv)
     pin_to(CLIENT_CORE)
-    result: dict[str, Any] = {"machine": machine(), "batch_size": BATCH,
-                              "connections": args.connections, "duration_s": args.duration}
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "batch_size": BATCH,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "other_cpu_busy_before": cpu_busy(),
+    }
     with Server() as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
@@ -165,25 +198,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for i in range(args.runs):
             report = batch_run(server, args.duration, args.connections, args.users)
             lat = report["latency_us"]
-            print(f"  batch run {i + 1}: {report['events_per_s']:,.0f} events/s acked "
-                  f"({report['rps']:,.0f} req/s), p50 {lat['p50'] / 1000:.1f} ms, "
-                  f"p99 {lat['p99'] / 1000:.1f} ms", flush=True)
+            print(
+                f"  batch run {i + 1}: {report['events_per_s']:,.0f} events/s acked "
+                f"({report['rps']:,.0f} req/s), p50 {lat['p50'] / 1000:.1f} ms, "
+                f"p99 {lat['p99'] / 1000:.1f} ms",
+                flush=True,
+            )
             runs.append(report)
         ceiling = []
         server.wait_caught_up()
         for i in range(args.runs):
             report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
             lat = report["latency_us"]
-            print(f"  /healthz run {i + 1}: {report['rps']:,.0f} req/s, "
-                  f"p50 {lat['p50'] / 1000:.2f} ms, p99 {lat['p99'] / 1000:.2f} ms", flush=True)
+            print(
+                f"  /healthz run {i + 1}: {report['rps']:,.0f} req/s, "
+                f"p50 {lat['p50'] / 1000:.2f} ms, p99 {lat['p99'] / 1000:.2f} ms",
+                flush=True,
+            )
             ceiling.append(report)
         max_eps = median([r["events_per_s"] for r in runs])
         fixed = []
         for i in range(args.runs):
             report = run_fixed_rate(server, max_eps / 2, args.duration, 64, seed=100 + i)
-            print(f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
-                  f"p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms "
-                  f"(achieved {report['achieved_rps'] * BATCH:,.0f} events/s)", flush=True)
+            print(
+                f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
+                f"p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms "
+                f"(achieved {report['achieved_rps'] * BATCH:,.0f} events/s)",
+                flush=True,
+            )
             fixed.append(report)
         result["final_stats"] = server.stats()
     healthz_rps = median([r["rps"] for r in ceiling])
@@ -206,11 +248,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     )
     s = result["summary"]
-    print(f"ingest: {s['events_per_s']:,.0f} events/s acknowledged (median of {args.runs}), "
-          f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; /healthz "
-          f"{s['healthz_rps']:,.0f} req/s (batch req/s = {s['batch_rps_over_healthz_rps']:.1%} "
-          f"of it); at {s['fixed_rate_events_per_s']:,.0f} events/s: p50 "
-          f"{s['fixed_rate_p50_ms']:.1f} ms, p99 {s['fixed_rate_p99_ms']:.1f} ms")
+    print(
+        f"ingest: {s['events_per_s']:,.0f} events/s acknowledged (median of {args.runs}), "
+        f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; /healthz "
+        f"{s['healthz_rps']:,.0f} req/s (batch req/s = {s['batch_rps_over_healthz_rps']:.1%} "
+        f"of it); at {s['fixed_rate_events_per_s']:,.0f} events/s: p50 "
+        f"{s['fixed_rate_p50_ms']:.1f} ms, p99 {s['fixed_rate_p99_ms']:.1f} ms"
+    )
     print(f"results in {save('ingest_http', result)}")
     sys.stdout.flush()
     return result

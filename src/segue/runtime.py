@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from segue.core.model import LogRecord, QuarantineEntry
 from segue.core.ports import EventLog, ProfileStore, Quarantine
 from segue.errors import ConfigError
 from segue.identity.identifiers import IdentityRules
@@ -138,6 +139,9 @@ class Runtime:
             batch_size=s.processor_batch,
             rules=rules,
             survivorship=survivorship,
+            matching=ident.matching,
+            match_threshold=ident.match_threshold,
+            possible_threshold=ident.possible_threshold,
         )
         await self.processor.start()
         if run_processor:
@@ -145,16 +149,22 @@ class Runtime:
         self.ready = True
 
     async def _run_processor(self) -> None:
-        while True:
-            try:
-                await self.processor.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("processor_failed_retrying")
-                await asyncio.sleep(1.0)
-                await self.processor.start()
+        await self.processor.run(on_poison=self._quarantine_poison)
+
+    async def _quarantine_poison(self, record: LogRecord, error: Exception) -> None:
+        """A stored event the processor cannot fold goes to the quarantine, with the reason."""
+        await self.quarantine.add(
+            [
+                QuarantineEntry(
+                    id=0,
+                    source=record.source,
+                    received_at=record.received_at,
+                    reason=f"processing_failed: offset {record.offset}: {error!r}"[:500],
+                    field=None,
+                    body=record.body,
+                )
+            ]
+        )
 
     async def stats(self) -> dict[str, Any]:
         """The numbers of ``GET /v1/stats``."""

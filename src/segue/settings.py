@@ -34,11 +34,20 @@ class PlanSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class SourceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A sender of events with its own write key."""
+    """A sender of events with its own write key.
+
+    ``connector`` (a builtin connector name or a path to a mapping file) maps the source's
+    webhooks and is the default for its imports; ``connector_options`` sets the mapping's
+    ``params``; with ``webhook_secret`` set, webhooks must carry a valid
+    ``X-Shopify-Hmac-Sha256`` signature.
+    """
 
     name: str
     write_key: str | None = None
     tracking_plan: PlanSettings | None = None
+    connector: str | None = None
+    connector_options: dict[str, Any] = {}
+    webhook_secret: str | None = None
 
 
 _PRIORITY = [
@@ -103,7 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
     processor_batch: int = 1000
-    log_level: str = "info"
+    log_level: str = "warning"
     identity: IdentitySettings = msgspec.field(default_factory=IdentitySettings)
     survivorship: SurvivorshipSettings = msgspec.field(default_factory=SurvivorshipSettings)
 
@@ -165,6 +174,11 @@ def load_settings(
     names = [s.name for s in settings.sources]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"source {name!r} is defined more than once")
+    for src in settings.sources:
+        if src.connector is None and (src.webhook_secret or src.connector_options):
+            problems.append(
+                f"source {src.name!r}: webhook_secret and connector_options need a connector"
+            )
     rules = {"non_empty", "most_recent", "most_frequent", "first_seen", "source_priority"}
     for name, rule in [("default", settings.survivorship.default)] + [
         (trait, r.rule) for trait, r in settings.survivorship.traits.items()

@@ -38,8 +38,8 @@ WRITERS = 3
 USERS = 16
 BATCH = 100
 ROUNDS = 3
-MAX_BATCHES_PER_WRITER = 25  # bounds the work per round on a small machine
-KILL_AFTER = (0.1, 0.6)  # seconds after the writers start
+MAX_BATCHES_PER_WRITER = 400  # a safety bound; the kill comes long before it
+KILL_AFTER = (0.02, 0.4)  # seconds after the first acknowledged batch of a round
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
 
@@ -188,7 +188,10 @@ def test_kill9_keeps_every_acknowledged_event_exactly_once(tmp_path: Path) -> No
             ]
             for thread in writers:
                 thread.start()
+            acked_before = len(load.acked)
+            audit.wait_until(lambda n=acked_before: len(load.acked) > n, 10, f"{why}: a first ack")
             time.sleep(rng.uniform(*KILL_AFTER))  # scheduling the crash, not an assertion
+            assert all(t.is_alive() for t in writers), f"{why}: writers ran out before the kill"
             srv.kill9()
             stop.set()
             for thread in writers:

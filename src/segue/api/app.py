@@ -13,12 +13,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from segue.api import schemas
+from segue.api import schemas, sources
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
-from segue.api.profile_view import profile_body
-from segue.core.model import Identifier
+from segue.api.profile_view import iso, profile_body
+from segue.core.model import Identifier, PossibleMatch
 from segue.errors import InvalidInput, NotFound, SegueError, Unauthorized
 from segue.keys import basic_user
 from segue.runtime import Runtime
@@ -39,6 +39,20 @@ _COLLECT = {
 }
 _replay_decoder = msgspec.json.Decoder(schemas.ReplayRequest)
 _unmerge_decoder = msgspec.json.Decoder(schemas.UnmergeRequest)
+
+
+def _possible_out(match: PossibleMatch) -> dict[str, Any]:
+    return {
+        "id": match.id,
+        "profile_a": match.profile_a,
+        "profile_b": match.profile_b,
+        "score": match.score,
+        "status": match.status,
+        "created_at": iso(match.created_at),
+        "explanation": [
+            {"field": f, "level": level, "weight": round(w, 3)} for f, level, w in match.explanation
+        ],
+    }
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -169,6 +183,31 @@ class SegueApp:
             ),
             Route(
                 method="GET",
+                path="/v1/admin/possible-matches",
+                handler=self.get_possible_matches,
+                tag="profiles",
+                auth="admin",
+                response=schemas.PossibleMatchesResponse,
+                errors=(400, 401),
+                summary="Grey-zone probabilistic matches waiting for a decision",
+                query={
+                    "status": "open (default), accepted, rejected or all",
+                    "after": "id to start after",
+                    "limit": "entries, 1–1000 (default 100)",
+                },
+            ),
+            Route(
+                method="POST",
+                path="/v1/admin/possible-matches/{match_id}/{decision}",
+                handler=self.decide_possible_match,
+                tag="profiles",
+                auth="admin",
+                response=schemas.PossibleMatchOut,
+                errors=(400, 401, 404, 409),
+                summary="Accept (merge) or reject (keep apart for good) a possible match",
+            ),
+            Route(
+                method="GET",
                 path="/v1/stats",
                 handler=self.get_stats,
                 tag="operations",
@@ -256,6 +295,7 @@ class SegueApp:
                 summary="Interactive API documentation",
             ),
         ]
+        routes += sources.routes(self)
         return routes
 
     # --- ASGI ---------------------------------------------------------------------------
@@ -287,6 +327,7 @@ class SegueApp:
         start = time.perf_counter()
         request = Request(scope, receive)
         route_label = "unmatched"
+        route: Route | None = None
         try:
             if request.path.startswith("/docs/"):
                 response = self._static(request.path[6:])
@@ -296,7 +337,7 @@ class SegueApp:
                 self._authorize(route, request)
                 response = await route.handler(request)
         except SegueError as exc:
-            response = problem(exc)
+            response = problem(exc, bearer=route is not None and route.auth != "write")
         except Exception:
             _log.exception("unhandled_error", path=request.path, method=request.method)
             response = json_response(
@@ -376,7 +417,8 @@ class SegueApp:
             profile = found.get(survivor or "")
         if profile is None:
             raise NotFound(f"no profile for {request.params['ref']}")
-        body = profile_body(profile)
+        matches = await self.runtime.store.possible_matches(profile.profile_id, "open", 0, 100)
+        body = profile_body(profile, [_possible_out(m) for m in matches])
         return json_response(body)
 
     async def unmerge(self, request: Request) -> Response:
@@ -390,6 +432,27 @@ class SegueApp:
             raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
         profiles = await self.runtime.processor.unmerge(profile_id, wanted.profile_id)
         return json_response({"profiles": profiles})
+
+    async def get_possible_matches(self, request: Request) -> Response:
+        status = request.query.get("status") or "open"
+        if status not in ("open", "accepted", "rejected", "all"):
+            raise InvalidInput("status must be open, accepted, rejected or all", field="status")
+        after = _int_param(request, "after", 0, 0, 2**62)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        found = await self.runtime.store.possible_matches(
+            None, None if status == "all" else status, after, limit
+        )
+        nxt = found[-1].id if len(found) == limit else None
+        return json_response({"matches": [_possible_out(m) for m in found], "next": nxt})
+
+    async def decide_possible_match(self, request: Request) -> Response:
+        raw_id, decision = request.params["match_id"], request.params["decision"]
+        if not raw_id.isdigit():
+            raise InvalidInput("match id must be a number", field="match_id")
+        if decision not in ("accept", "reject"):
+            raise SegueError("use .../accept or .../reject", code="not_found")
+        decided = await self.runtime.processor.decide_match(int(raw_id), decision == "accept")
+        return json_response(_possible_out(decided))
 
     async def get_events(self, request: Request) -> Response:
         profile_id = await self._profile_id(request)
@@ -458,7 +521,10 @@ class SegueApp:
             try:
                 parsed = _replay_decoder.decode(body)
             except msgspec.ValidationError as exc:
-                raise InvalidInput(str(exc), code="invalid_request") from None
+                text, _, path = str(exc).partition(" - at `")
+                raise InvalidInput(
+                    text, field=path.rstrip("`") or "$", code="invalid_request"
+                ) from None
             except msgspec.DecodeError as exc:
                 raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
             if parsed.message is not None:

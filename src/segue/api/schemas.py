@@ -165,6 +165,21 @@ class QuarantineResponse(msgspec.Struct, kw_only=True):
     next: int | None
 
 
+class PossibleMatchOut(msgspec.Struct, kw_only=True):
+    id: int
+    profile_a: str
+    profile_b: str
+    score: float
+    status: str
+    created_at: str
+    explanation: list[dict[str, Any]]
+
+
+class PossibleMatchesResponse(msgspec.Struct, kw_only=True):
+    matches: list[PossibleMatchOut]
+    next: int | None
+
+
 class UnmergeRequest(msgspec.Struct, kw_only=True):
     """The merged-away profile id to split off again (see the profile's ``merges``)."""
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
+
+import structlog
 
 from segue.errors import ConfigError
 from segue.runtime import Runtime
@@ -52,8 +55,16 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 2
+    level = settings.log_level.lower()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
+    )
     runtime = Runtime(settings)
-    app = create_app(runtime, on_started=_banner)
+    try:
+        app = create_app(runtime, on_started=_banner)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -62,12 +73,36 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
-        log_level="warning",
+        log_level=level,
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from segue.cli.importer import authorization, run_import
+
+    auth = authorization(args.key or os.environ.get("SEGUE_ADMIN_KEY"), args.write_key)
+    if auth is None:
+        print(
+            "segue import: pass --key (or set SEGUE_ADMIN_KEY), or the source's --write-key",
+            file=sys.stderr,
+        )
+        return 2
+    return run_import(
+        source=args.source,
+        path=args.file,
+        url=args.url,
+        auth=auth,
+        connector=args.connector,
+        fmt=args.format,
+        chunk_rows=args.chunk_rows,
+        chunk_bytes=args.chunk_bytes,
+        quiet=args.quiet,
+        out=sys.stdout,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +114,24 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data", default=None, help="state folder (default ./segue-data)")
     serve.add_argument("--config", type=Path, default=None, help="segue.yaml")
     serve.set_defaults(run=_serve)
+    imp = sub.add_parser(
+        "import",
+        help="run a connector on a file, sending it to a running segue",
+        description="Stream FILE (CSV, JSON or JSON Lines) in chunks to a running segue, which "
+        "maps every row with a connector. Exit code 0: all stored; 1: rows were rejected "
+        "(they are in the quarantine); 2: the import could not run.",
+    )
+    imp.add_argument("source", help="the source the rows belong to")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--connector", default=None, help="default: the source's connector")
+    imp.add_argument("--format", choices=["csv", "json", "jsonl"], default=None)
+    imp.add_argument("--url", default="http://127.0.0.1:8080", help="the running segue")
+    imp.add_argument("--key", default=None, help="admin key (default: $SEGUE_ADMIN_KEY)")
+    imp.add_argument("--write-key", default=None, help="the source's write key, instead")
+    imp.add_argument("--chunk-rows", type=int, default=500, help="rows per request")
+    imp.add_argument("--chunk-bytes", type=int, default=256 * 1024, help="bytes per request")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(run=_import)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -144,17 +144,28 @@ def event_time(event: Event, received_at: datetime) -> datetime:
 
     Segment's rule: ``timestamp`` if the sender set it; otherwise ``originalTimestamp``
     shifted by the difference between ``receivedAt`` and ``sentAt``; otherwise
-    ``receivedAt``. Naive datetimes are read as UTC.
+    ``receivedAt``. Naive datetimes are read as UTC. A time after ``receivedAt`` plus a day,
+    before 1970, or out of range after the skew correction is a broken device clock:
+    ``receivedAt`` is used instead.
     """
-    if event.timestamp is not None:
-        return _utc(event.timestamp)
-    if event.original_timestamp is not None:
-        original = _utc(event.original_timestamp)
-        if event.sent_at is not None:
-            skew: timedelta = _utc(received_at) - _utc(event.sent_at)
-            return original + skew
-        return original
-    return _utc(received_at)
+    received = _utc(received_at)
+    moment = received
+    try:
+        if event.timestamp is not None:
+            moment = _utc(event.timestamp)
+        elif event.original_timestamp is not None:
+            moment = _utc(event.original_timestamp)
+            if event.sent_at is not None:
+                moment = moment + (received - _utc(event.sent_at))
+    except OverflowError:
+        return received
+    if moment < _EPOCH or moment > received + _FUTURE:
+        return received
+    return moment
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FUTURE = timedelta(days=1)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -147,6 +147,9 @@ class Profile(msgspec.Struct, kw_only=True):
     merges: list[MergeRecord] = []
     #: pairs of identifier groups an unmerge separated: never joined again
     separations: list[tuple[list[Identifier], list[Identifier]]] = []
+    #: snapshots of the matchable traits (name, birthday, address, …) of the records this
+    #: profile was built from, newest last; probabilistic matching compares against each
+    records: list[dict[str, Any]] = []
 
 
 class PossibleMatch(msgspec.Struct, kw_only=True):

@@ -6,10 +6,10 @@ every rejected one is durable in the quarantine, so nothing a client sends is si
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -27,7 +27,7 @@ from segue.ingest.validate import (
     to_record,
 )
 
-__all__ = ["CollectResult", "IngestCounters", "IngestService"]
+__all__ = ["CollectResult", "ImportResult", "IngestCounters", "IngestService", "RowRejected"]
 
 
 class CollectResult(msgspec.Struct, frozen=True):
@@ -37,6 +37,24 @@ class CollectResult(msgspec.Struct, frozen=True):
     duplicates: int
     rejected: list[Rejected]
     offsets: list[int | None]
+
+
+class RowRejected(msgspec.Struct, frozen=True):
+    """One rejected row (or one rejected message of a row) of an import, by line number."""
+
+    line: int
+    code: str
+    message: str
+    field: str | None
+
+
+class ImportResult(msgspec.Struct, frozen=True):
+    """What happened to one chunk of an import: rows read, messages stored, rejections."""
+
+    rows: int
+    stored: int
+    duplicates: int
+    rejected: list[RowRejected]
 
 
 class IngestCounters(msgspec.Struct):
@@ -99,31 +117,29 @@ class IngestService:
                 if plan is not None:
                     event, message = plan.apply(event, message)
             except SegueError as exc:
-                rejected.append(reject(index, raw, exc))
+                rejected.append(reject(index, raw, exc, parsed.kind))
                 continue
             records.append(to_record(source, message, event, now))
         self.counters.received += len(parsed.messages)
         offsets: list[int | None] = []
-        if rejected:
-            entries = [
-                QuarantineEntry(
-                    id=0,
-                    source=source,
-                    received_at=now,
-                    reason=f"{r.code}: {r.message}",
-                    field=r.field,
-                    body=r.body,
-                )
-                for r in rejected
-            ]
-            if records:
-                offsets, _ = await asyncio.gather(
-                    self._log.append(records), self._quarantine.add(entries)
-                )
-            else:
-                await self._quarantine.add(entries)
-        elif records:
+        # log first, quarantine second: a failure between them makes the client retry, and
+        # the retry is de-duplicated by the log, so the quarantine never holds a message twice
+        if records:
             offsets = await self._log.append(records)
+        if rejected:
+            await self._quarantine.add(
+                [
+                    QuarantineEntry(
+                        id=0,
+                        source=source,
+                        received_at=now,
+                        reason=f"{r.code}: {r.message}",
+                        field=r.field,
+                        body=r.body,
+                    )
+                    for r in rejected
+                ]
+            )
         stored = sum(1 for o in offsets if o is not None)
         duplicates = len(offsets) - stored
         self.counters.stored += stored
@@ -131,6 +147,88 @@ class IngestService:
         self.counters.rejected += len(rejected)
         return CollectResult(
             stored=stored, duplicates=duplicates, rejected=rejected, offsets=offsets
+        )
+
+    async def collect_rows(
+        self,
+        source: str,
+        mapped: list[tuple[int, list[dict[str, Any]]]],
+        failed: list[tuple[int, bytes, SegueError]],
+    ) -> ImportResult:
+        """Validate, plan-check and store the messages a connector made of a chunk of rows.
+
+        Each message goes through the same checks as one of a collection batch; rows the
+        connector could not read or map, and messages that fail, go to the quarantine with
+        ``line N`` in the reason. Re-importing the same rows is idempotent when the connector
+        gives each message a deterministic ``messageId``.
+
+        Args:
+            source: the source the rows belong to.
+            mapped: per row, its line number and the messages made of it.
+            failed: per unusable row, its line number, its bytes and why.
+
+        Returns:
+            rows read, messages stored and duplicates, and every rejection by line.
+
+        Raises:
+            BackendUnavailable: the log or quarantine failed; the caller must retry.
+        """
+        now = self._clock.now()
+        received = datetime.fromtimestamp(now, UTC)
+        plan = self._plans.get(source)
+        parsed = ParsedRequest(
+            write_key=None, messages=[], context=None, integrations=None, sent_at=None, kind=None
+        )
+        records: list[NewRecord] = []
+        problems = [(line, body, error) for line, body, error in failed]
+        messages = 0
+        for line, row_messages in mapped:
+            for row_message in row_messages:
+                messages += 1
+                raw = msgspec.json.encode(row_message)
+                try:
+                    message, event = prepare_message(
+                        raw, parsed, limits=self.limits, received_at=received, new_id=self._new_id
+                    )
+                    if plan is not None:
+                        event, message = plan.apply(event, message)
+                except SegueError as exc:
+                    problems.append((line, raw, exc))
+                    continue
+                records.append(to_record(source, message, event, now))
+        problems.sort(key=lambda p: p[0])
+        entries = [
+            QuarantineEntry(
+                id=0,
+                source=source,
+                received_at=now,
+                reason=f"line {line}: {error.code}: {error.message}",
+                field=error.field,
+                body=body,
+            )
+            for line, body, error in problems
+        ]
+        offsets: list[int | None] = []
+        # log first, quarantine second, as in collect: a chunk retried after a failure between
+        # the two is de-duplicated by the log and its bad rows are quarantined once
+        if records:
+            offsets = await self._log.append(records)
+        if entries:
+            await self._quarantine.add(entries)
+        stored = sum(1 for o in offsets if o is not None)
+        duplicates = len(offsets) - stored
+        self.counters.received += messages + len(failed)
+        self.counters.stored += stored
+        self.counters.duplicates += duplicates
+        self.counters.rejected += len(problems)
+        return ImportResult(
+            rows=len(mapped) + len(failed),
+            stored=stored,
+            duplicates=duplicates,
+            rejected=[
+                RowRejected(line=line, code=e.code, message=e.message, field=e.field)
+                for line, _, e in problems
+            ],
         )
 
     async def replay(self, entry_id: int, replacement: bytes | None) -> int | None:

@@ -84,6 +84,15 @@ def _field_of(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     return text, None
 
 
+def _is_json(body: bytes) -> bool:
+    """Whether the whole body is one JSON document (typed decoding may stop at the first)."""
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
 def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
     """Decode a collection request body.
 
@@ -94,6 +103,10 @@ def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
     Raises:
         InvalidInput: the body is not JSON, not an object, or ``batch`` is not a list.
     """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"body is not valid UTF-8: {exc}", code="invalid_json") from None
     try:
         if kind is None:
             batch = _batch_decoder.decode(body)
@@ -107,10 +120,12 @@ def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
             )
         single = _single_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
+        if isinstance(exc, msgspec.ValidationError) and _is_json(body):
             text, field = _field_of(exc)
             raise InvalidInput(text, field=field or "$", code="invalid_request") from None
         raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidInput("body is nested too deeply", code="invalid_json") from None
     return ParsedRequest(
         write_key=single.write_key,
         messages=[(0, body)],
@@ -119,6 +134,32 @@ def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
         sent_at=None,
         kind=kind,
     )
+
+
+#: deepest nesting of objects and arrays a message may have (Segment payloads use a few)
+MAX_DEPTH = 32
+
+
+def _depth(raw: bytes) -> int:
+    """Deepest bracket nesting outside strings; only called when a message has many brackets."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return deepest
 
 
 def prepare_message(
@@ -143,11 +184,13 @@ def prepare_message(
         raise PayloadTooLarge(
             f"message is {len(raw)} bytes, over the limit of {limits.max_message_bytes}"
         )
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
+        raise InvalidEvent(f"message is nested deeper than {MAX_DEPTH} levels", field="$")
     try:
         message = _object_decoder.decode(raw)
     except msgspec.ValidationError:
         raise InvalidEvent("message must be a JSON object", field="$") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise InvalidEvent("message is not valid JSON", field="$") from None
     message.pop("writeKey", None)
     if parsed.kind is not None:

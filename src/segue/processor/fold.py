@@ -10,13 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from segue.core.events import Alias, Event, Identify, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, MergeRecord, Profile
 from segue.identity.identifiers import IdentityRules, identifiers_of, person_traits
 from segue.profiles.golden import Survivorship
 
-__all__ = ["Folder", "WorkingSet"]
+__all__ = ["MATCH_TRAITS", "MAX_RECORDS", "Folder", "WorkingSet"]
+
+#: Segment reserved traits that probabilistic matching compares
+MATCH_TRAITS = (
+    "firstName",
+    "lastName",
+    "first_name",
+    "last_name",
+    "name",
+    "birthday",
+    "email",
+    "phone",
+    "address",
+)
+#: trait snapshots kept per profile for matching (the oldest go first)
+MAX_RECORDS = 10
 
 
 class WorkingSet:
@@ -30,6 +46,8 @@ class WorkingSet:
         self.traits_changed: dict[str, int] = {}
         #: separations that hold on top of the profiles' own (used by unmerge)
         self.separations: list[tuple[list[Identifier], list[Identifier]]] = []
+        #: matchable trait snapshots added in this batch: (profile id then, offset, snapshot)
+        self.new_records: list[tuple[str, int, dict[str, Any]]] = []
 
     def touch(self, profile: Profile) -> None:
         self.changes.profiles[profile.profile_id] = profile
@@ -141,6 +159,11 @@ class Folder:
                         legal_basis=basis,
                     )
                 ws.traits_changed.setdefault(target.profile_id, record.offset)
+                snapshot = {k: traits[k] for k in MATCH_TRAITS if traits.get(k) not in (None, "")}
+                if len(snapshot) >= 2 and snapshot not in target.records:
+                    target.records.append(snapshot)
+                    del target.records[:-MAX_RECORDS]
+                    ws.new_records.append((target.profile_id, record.offset, snapshot))
         ws.touch(target)
         ws.changes.timeline.append((target.profile_id, record.offset, at))
         return target.profile_id
@@ -229,6 +252,10 @@ class Folder:
             )
         )
         survivor.merges.extend(victim.merges)
+        for snapshot in victim.records:
+            if snapshot not in survivor.records:
+                survivor.records.append(snapshot)
+        del survivor.records[:-MAX_RECORDS]
         for identifier in victim.identities:
             if identifier not in survivor.identities:
                 survivor.identities.append(identifier)

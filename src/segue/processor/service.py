@@ -10,23 +10,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 import structlog
 
 from segue.core.events import Event
-from segue.core.model import Identifier, LogRecord, Profile
+from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
-from segue.errors import NotFound
+from segue.errors import BackendUnavailable, Conflict, NotFound
 from segue.identity.identifiers import IdentityRules
 from segue.processor.fold import Folder, WorkingSet
+from segue.processor.linkage import Linker
 from segue.profiles.golden import Survivorship
 
 __all__ = ["Processor", "profile_id_factory"]
 
 _log = structlog.get_logger("segue.processor")
 _decoder = msgspec.json.Decoder(Event)
+PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 
 
 def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
@@ -84,6 +86,9 @@ class Processor:
         rules: IdentityRules | None = None,
         survivorship: Survivorship | None = None,
         legal_basis: Mapping[str, str] | None = None,
+        matching: bool = True,
+        match_threshold: float | None = None,
+        possible_threshold: float | None = None,
     ) -> None:
         self._log = log
         self._store = store
@@ -96,16 +101,31 @@ class Processor:
             profile_id_factory(secret),
             legal_basis,
         )
+        self.linker: Linker | None = (
+            Linker(
+                store,
+                self.folder,
+                match_threshold=match_threshold,
+                possible_threshold=possible_threshold,
+            )
+            if matching
+            else None
+        )
         self.position = 0
         self.processed = 0
         self.last_received_at = 0.0
         self._stopping = asyncio.Event()
+        #: seconds between checks whether the match model should be re-estimated
+        self.reestimate_every = 30.0
+        self._estimated_at = 0.0
         #: one writer of state at a time: batches and admin operations (unmerge) serialise
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Load the checkpoint; call before ``run`` or ``step``."""
+        """Load the checkpoint and the match model; call before ``run`` or ``step``."""
         self.position = await self._store.checkpoint(self._consumer)
+        if self.linker is not None:
+            await self.linker.load()
 
     async def step(self) -> int:
         """Process one batch; return how many records it folded (0 when caught up)."""
@@ -124,6 +144,8 @@ class Processor:
         # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
         await loop.run_in_executor(None, self._fold, ws, events)
+        if self.linker is not None:
+            await self.linker.link(ws, self._clock.now())
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset)
         self.position = last.offset
@@ -179,8 +201,68 @@ class Processor:
             changes.unlink = sorted(owned - set(ws.links))
             changes.new_profiles = len(ws.profiles) - 1
             changes.new_identities = -len(changes.unlink)
+            if self.linker is not None:
+                changes.block_keys = {
+                    pid: self.linker.index_keys(p) for pid, p in ws.profiles.items()
+                }
             await self._store.commit(changes, self._consumer, self.position)
             return sorted(ws.profiles)
+
+    async def decide_match(self, match_id: int, accept: bool) -> PossibleMatch:
+        """Accept (merge the two profiles) or reject (keep them apart for good) a possible match.
+
+        Raises:
+            NotFound: no such possible match, or one of its profiles no longer exists.
+            Conflict: it was already decided.
+        """
+        async with self._lock:
+            found = [
+                m
+                for m in await self._store.possible_matches(None, None, match_id - 1, 1)
+                if m.id == match_id
+            ]
+            if not found:
+                raise NotFound(f"no possible match {match_id}")
+            match = found[0]
+            if match.status != "open":
+                raise Conflict(f"possible match {match_id} is already {match.status}")
+            ids = [await self._store.resolve(p) for p in (match.profile_a, match.profile_b)]
+            if None in ids:
+                raise NotFound("one of the two profiles no longer exists")
+            a_id, b_id = str(ids[0]), str(ids[1])
+            profiles = await self._store.profiles({a_id, b_id})
+            ws = WorkingSet({}, profiles)
+            for profile in profiles.values():
+                for identifier in profile.identities:
+                    ws.links[identifier] = profile.profile_id
+            if a_id != b_id:
+                a, b = profiles[a_id], profiles[b_id]
+                if accept:
+                    survivor = self.folder.merge(
+                        ws,
+                        a,
+                        b,
+                        reason="manual",
+                        via=[a.identities[0], b.identities[0]],
+                        at=self._clock.now(),
+                        score=match.score,
+                        explanation=match.explanation,
+                    )
+                    if self.linker is not None:
+                        ws.changes.block_keys[survivor.profile_id] = self.linker.index_keys(
+                            survivor
+                        )
+                else:
+                    separation = (sorted(a.identities), sorted(b.identities))
+                    for profile in (a, b):
+                        profile.separations.append(separation)
+                        ws.touch(profile)
+            await self._store.commit(ws.changes, self._consumer, self.position)
+            decided = await self._store.set_possible_match(
+                match_id, "accepted" if accept else "rejected"
+            )
+            assert decided is not None
+            return decided
 
     def _refold(
         self,
@@ -214,13 +296,69 @@ class Processor:
         for profile in ws.profiles.values():
             profile.separations = list(ws.separations)
 
-    async def run(self) -> None:
-        """Process until ``stop``; wait on the log when caught up."""
+    async def run(self, on_poison: PoisonHandler | None = None) -> None:
+        """Process until ``stop``; wait on the log when caught up; re-estimate the match
+        model in the background as the number of profiles grows.
+
+        A batch that fails is re-run one record at a time; a record that fails alone is a
+        poison message: it is handed to ``on_poison`` (the runtime quarantines it) and
+        skipped, so one bad event can never stop everyone else's processing. A backend that
+        is down is not poison: the batch is retried after a pause.
+        """
         await self.start()
-        while not self._stopping.is_set():
-            done = await self.step()
-            if done == 0:
-                await self._log.wait(self.position, 0.5)
+        estimating: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    done = await self.step()
+                except BackendUnavailable:
+                    _log.warning("processor_backend_unavailable")
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:
+                    _log.exception("processor_batch_failed", position=self.position)
+                    await self._isolate(on_poison)
+                    continue
+                if done == 0:
+                    await self._log.wait(self.position, 0.5)
+                if estimating is None or estimating.done():
+                    estimating = await self._maybe_reestimate()
+        finally:
+            if estimating is not None and not estimating.done():
+                estimating.cancel()
+
+    async def _isolate(self, on_poison: PoisonHandler | None) -> None:
+        saved, self._batch_size = self._batch_size, 1
+        try:
+            for _ in range(saved):
+                try:
+                    if await self.step() == 0:
+                        return
+                except BackendUnavailable:
+                    raise
+                except Exception as exc:
+                    async with self._lock:
+                        (record,) = await self._log.read(self.position, 1)
+                        await self._store.commit(Changeset(), self._consumer, record.offset)
+                        self.position = record.offset
+                    _log.error("processor_poison_record", offset=record.offset, error=repr(exc))
+                    if on_poison is not None:
+                        await on_poison(record, exc)
+        finally:
+            self._batch_size = saved
+
+    async def _maybe_reestimate(self) -> asyncio.Task[None] | None:
+        if self.linker is None:
+            return None
+        now = self._clock.now()
+        if now - self._estimated_at < self.reestimate_every:
+            return None
+        profiles = (await self._store.counts())["profiles"]
+        last = self.linker.estimated_at_profiles
+        if profiles < 200 or profiles < last * 1.2 + 100:
+            return None
+        self._estimated_at = now
+        return asyncio.create_task(self.linker.reestimate(seed=profiles))
 
     def stop(self) -> None:
         self._stopping.set()

@@ -167,8 +167,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
-_profile_encoder = msgspec.msgpack.Encoder()
-_profile_decoder = msgspec.msgpack.Decoder(Profile)
+# JSON rather than msgpack: trait values may hold integers beyond 64 bits
+_profile_encoder = msgspec.json.Encoder()
+_profile_decoder = msgspec.json.Decoder(Profile)
 
 
 class SqliteProfileStore:
