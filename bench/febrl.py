@@ -209,33 +209,38 @@ def _candidate_ids(matcher: IncrementalMatcher) -> list[tuple[str, str]]:
 # Scale check
 # ---------------------------------------------------------------------------------------------
 
-FIRST = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+FIRST = _words(
     "james mary john patricia robert jennifer michael linda william elizabeth david barbara "
     "richard susan joseph jessica thomas sarah charles karen christopher nancy daniel lisa "
     "matthew betty anthony margaret mark sandra donald ashley steven kimberly paul emily andrew "
     "donna joshua michelle kenneth dorothy kevin carol brian amanda george melissa timothy "
     "deborah ronald stephanie edward rebecca jason sharon jeffrey laura ryan cynthia jacob kathleen"
-).split()
-LAST = (
+)
+LAST = _words(
     "smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez "
     "gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris "
     "sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill "
     "flores green adams nelson baker hall rivera campbell mitchell carter roberts gomez phillips "
     "evans turner diaz parker cruz edwards collins reyes stewart morris morales murphy cook rogers "
     "gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson"
-).split()
-STREETS = (
+)
+STREETS = _words(
     "main oak pine maple cedar elm view washington lake hill park walnut spring north ridge "
     "church willow mill sunset railroad jackson cherry highland forest river"
-).split()
+)
 KINDS = ["street", "avenue", "road", "lane", "drive", "court", "place"]
 
 
-SYLLABLES = (
+SYLLABLES = _words(
     "al an ar ba bel ber bra by ca car cha da del den dor el en er fa fer ga gar ham har hel "
     "ian in ka kel la lan ler li lo ma mar mel mi mon na ne nor o ra ran ri ro ry sa sel son "
     "ta ter tha ton tor va ven wa win ya za"
-).split()
+)
 
 
 class Population:
@@ -411,9 +416,8 @@ def main() -> None:
         },
         "datasets": {},
     }
-    print(
-        f"{'data':7} {'mode':15} {'P':>7} {'R':>7} {'F1':>7} {'rec/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
-    )
+    head = ("P", "R", "F1", "rec/s", "p50 ms", "p99 ms")
+    print(f"{'data':7} {'mode':15} " + " ".join(f"{h:>7}" for h in head))
     for name in DATASETS:
         rows = load(name)
         entry: dict[str, Any] = {"records": len(rows), "true_pairs": len(true_pairs(rows))}

@@ -325,7 +325,7 @@ def blocking_keys(r: MatchRecord) -> list[str]:
             initial = (r.last_name or r.first_name or "")[0]
             keys.append(f"st_li:{street}:{initial}")
     if r.city:
-        keys.extend(f"nm_ct:{code}:{r.city}" for code in sorted({first, last} - {None}))
+        keys.extend(f"nm_ct:{code}:{r.city}" for code in sorted({c for c in (first, last) if c}))
     if r.email:
         keys.append(f"em:{r.email}")
     if r.phone:
@@ -486,7 +486,7 @@ def _odds_weight(probability: float) -> float:
 def _probability(weight: float) -> float:
     if weight > 60:
         return 1.0
-    odds = 2.0**weight
+    odds = math.exp2(weight)
     return odds / (1.0 + odds)
 
 
@@ -542,7 +542,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         people agree by chance (about 1 in 100 share a first name, 1 in 300 a last name, 1 in
         30,000 a date of birth).
         """
-        name_m = (0.86, 0.01, 0.08, 0.03, 0.02)
+        name_m = (0.83, 0.01, 0.08, 0.03, 0.05)
         return cls(
             fields={
                 "first_name": FieldParams(m=name_m, u=(0.01, 0.0002, 0.003, 0.03, 0.9668)),

@@ -1,0 +1,165 @@
+"""Probabilistic matching end to end: records that share no identifier."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.test_identity import get, send
+
+pytestmark = pytest.mark.e2e
+
+ADDRESS = {"street": "12 Main Street", "city": "Springfield", "postalCode": "62704", "state": "IL"}
+
+
+def test_crm_record_with_a_typo_merges_and_the_match_is_explained(server):
+    tag = uuid.uuid4().hex[:8]
+    last = f"Smith{tag}"
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "anonymousId": f"web-{tag}",
+                "traits": {
+                    "firstName": "John",
+                    "lastName": last,
+                    "birthday": "1980-04-12",
+                    "email": f"john.{tag}@example.com",
+                    "address": ADDRESS,
+                },
+            },
+            # a CRM row: no identifier in common, a typo in the first name, street abbreviated
+            {
+                "type": "identify",
+                "anonymousId": f"crm:{tag}",
+                "traits": {
+                    "firstName": "Jon",
+                    "lastName": last,
+                    "birthday": "1980-04-12",
+                    "address": {**ADDRESS, "street": "12 Main St"},
+                    "crm_id": f"C-{tag}",
+                },
+            },
+            # someone else with the same name: other birthday, other town
+            {
+                "type": "identify",
+                "anonymousId": f"other-{tag}",
+                "traits": {
+                    "firstName": "John",
+                    "lastName": last,
+                    "birthday": "1962-09-30",
+                    "address": {"street": "9 Elm Road", "city": "Portland", "postalCode": "97201"},
+                },
+            },
+        ],
+    )
+    profile = get(server, f"crm_id:C-{tag}")
+    assert profile["profile_id"] == get(server, f"anonymous_id:web-{tag}")["profile_id"]
+    assert profile["profile_id"] != get(server, f"anonymous_id:other-{tag}")["profile_id"]
+    (merge,) = [m for m in profile["merges"] if m["reason"] == "match"]
+    assert merge["score"] >= 0.99
+    fields = {e["field"]: e for e in merge["explanation"]}
+    assert fields["birth"]["level"] == "exact"
+    assert fields["first_name"]["level"] != "exact"
+    assert fields["first_name"]["weight"] > 0
+    assert fields["prior"]["weight"] < 0
+    assert profile["traits"]["firstName"] in ("John", "Jon")
+    assert {a["value"] for a in profile["alternates"]["firstName"]} <= {"John", "Jon"}
+
+
+def test_household_member_is_a_possible_match_a_person_decides(server):
+    tag = uuid.uuid4().hex[:8]
+    last = f"Doe{tag}"
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "anonymousId": f"john-{tag}",
+                "traits": {
+                    "firstName": "John",
+                    "lastName": last,
+                    "birthday": "1975-02-03",
+                    "address": ADDRESS,
+                },
+            },
+            {
+                "type": "identify",
+                "anonymousId": f"mary-{tag}",
+                "traits": {"firstName": "Mary", "lastName": last, "address": ADDRESS},
+            },
+        ],
+    )
+    john, mary = get(server, f"anonymous_id:john-{tag}"), get(server, f"anonymous_id:mary-{tag}")
+    assert john["profile_id"] != mary["profile_id"]
+    (possible,) = mary["possible_matches"]
+    assert {possible["profile_a"], possible["profile_b"]} == {
+        john["profile_id"],
+        mary["profile_id"],
+    }
+    assert 0.5 <= possible["score"] < 0.99
+    with server.admin() as a:
+        listed = a.get("/v1/admin/possible-matches").json()["matches"]
+        assert possible["id"] in [m["id"] for m in listed]
+        rejected = a.post(f"/v1/admin/possible-matches/{possible['id']}/reject")
+        assert rejected.status_code == 200, rejected.text
+        assert rejected.json()["status"] == "rejected"
+        again = a.post(f"/v1/admin/possible-matches/{possible['id']}/accept")
+        assert again.status_code == 409
+        assert a.post("/v1/admin/possible-matches/99999/accept").status_code == 404
+        assert a.post(f"/v1/admin/possible-matches/{possible['id']}/maybe").status_code == 404
+    # a later record of Mary at the same address stays apart from John
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "anonymousId": f"mary-{tag}",
+                "traits": {"firstName": "Mary", "lastName": last, "birthday": "1977-06-01"},
+            }
+        ],
+    )
+    assert get(server, f"anonymous_id:mary-{tag}")["profile_id"] != john["profile_id"]
+
+
+def test_accepting_a_possible_match_merges_the_profiles(server):
+    tag = uuid.uuid4().hex[:8]
+    last = f"Roe{tag}"
+    # same name, postcodes one digit apart, nothing else: plausible, not certain
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "anonymousId": f"a-{tag}",
+                "traits": {
+                    "firstName": "Ann",
+                    "lastName": last,
+                    "address": {"postalCode": "62704"},
+                },
+            },
+            {
+                "type": "identify",
+                "anonymousId": f"b-{tag}",
+                "traits": {
+                    "firstName": "Ann",
+                    "lastName": last,
+                    "address": {"postalCode": "62705"},
+                },
+            },
+        ],
+    )
+    a_profile = get(server, f"anonymous_id:a-{tag}")
+    if a_profile["profile_id"] == get(server, f"anonymous_id:b-{tag}")["profile_id"]:
+        pytest.fail("expected a grey-zone pair, the model merged it outright")
+    (possible,) = a_profile["possible_matches"]
+    with server.admin() as a:
+        accepted = a.post(f"/v1/admin/possible-matches/{possible['id']}/accept")
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["status"] == "accepted"
+    merged = get(server, f"anonymous_id:b-{tag}")
+    assert merged["profile_id"] == get(server, f"anonymous_id:a-{tag}")["profile_id"]
+    assert [m["reason"] for m in merged["merges"]] == ["manual"]
+    assert merged["possible_matches"] == []
