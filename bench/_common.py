@@ -99,6 +99,59 @@ def cpu_busy(seconds: float = 1.0) -> list[float]:
     return busy
 
 
+def _ticks(pid: int | str, children: bool = False) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    # utime, stime (and cutime, cstime: waited-for children such as wrk) in clock ticks
+    return sum(int(x) for x in fields[11 : 15 if children else 13])
+
+
+class CpuWatch:
+    """Measures CPU used by processes that are not ours (other jobs on a shared machine).
+
+    foreign = all busy CPU (/proc/stat) - this process and its waited children - the server;
+    own = the CPU this process, its waited children and the server used.
+    """
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> tuple[int, int, float]:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+        busy = sum(ticks) - ticks[3] - ticks[4]
+        ours = _ticks("self", children=True) + sum(_ticks(p) for p in self.pids)
+        return busy, ours, time.monotonic()
+
+    def __enter__(self) -> CpuWatch:
+        self.start = self._sample()
+        self.result: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, ours, now = self._sample()
+        wall = now - self.start[2]
+        foreign = max(0, (busy - self.start[0]) - (ours - self.start[1])) / self.hz
+        self.result = {
+            "wall_s": round(wall, 2),
+            "own_cpu_s": round((ours - self.start[1]) / self.hz, 2),
+            "foreign_cpu_s": round(foreign, 2),
+            "foreign_share": round(foreign / max(1e-9, wall * (os.cpu_count() or 1)), 3),
+        }
+        if self.result["foreign_share"] > 0.05:
+            print(
+                f"WARNING: other processes used {foreign:.1f} CPU-seconds during this "
+                f"{wall:.0f} s run ({self.result['foreign_share']:.0%} of the machine); "
+                "this run's figures are not trustworthy",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -112,7 +165,26 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    try:
+        import segue
+
+        code = str(Path(segue.__file__).resolve().parent)
+    except ImportError:
+        code = "not importable"
+    git = ["git", "-C", str(ROOT)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", ""
     return {
+        "commit": commit,
+        "src_dirty": bool(dirty),
+        "segue_code": code,
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),

@@ -31,6 +31,7 @@ from _common import (
     BASIC,
     CLIENT_CORE,
     Connection,
+    CpuWatch,
     Server,
     Traffic,
     cpu_busy,
@@ -169,9 +170,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "poll_interval_ms": POLL_S * 1000,
         "other_cpu_busy_before": cpu_busy(),
     }
-    with Server() as server:
+    with Server() as server, CpuWatch(server.pid) as watch:
         result.update(asyncio.run(measure(server.port, args.rate, args.seconds)))
         result["final_stats"] = server.stats()
+    result["cpu"] = watch.result
     bg = result["background"]
     if bg["failures"]:
         raise RuntimeError(f"{bg['failures']} background requests failed")

@@ -33,6 +33,7 @@ from _common import (
     BASIC,
     CLIENT_CORE,
     Connection,
+    CpuWatch,
     Server,
     Traffic,
     cpu_busy,
@@ -89,15 +90,17 @@ def wrk(
 def batch_run(server: Server, seconds: float, connections: int, users: int) -> dict[str, Any]:
     caught_up = server.wait_caught_up()
     before = server.stats()["events_received"]
-    report = wrk(
-        server,
-        "/v1/batch",
-        "wrk_batch.lua",
-        seconds,
-        connections,
-        args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
-        headers=[f"Authorization: {BASIC}"],
-    )
+    with CpuWatch(server.pid) as watch:
+        report = wrk(
+            server,
+            "/v1/batch",
+            "wrk_batch.lua",
+            seconds,
+            connections,
+            args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
+            headers=[f"Authorization: {BASIC}"],
+        )
+    report["cpu"] = watch.result
     stored = server.stats()["events_received"] - before
     errors = sum(report["errors"].values())
     acked = report["requests"] * BATCH
@@ -170,7 +173,9 @@ def run_fixed_rate(
     traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
     bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
     server.wait_caught_up()
-    result = asyncio.run(fixed_rate(server.port, bodies, rate, connections))
+    with CpuWatch(server.pid) as watch:
+        result = asyncio.run(fixed_rate(server.port, bodies, rate, connections))
+    result["cpu"] = watch.result
     result["target_events_per_s"] = events_per_s
     return result
 
@@ -208,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ceiling = []
         server.wait_caught_up()
         for i in range(args.runs):
-            report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
+            with CpuWatch(server.pid) as watch:
+                report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
+            report["cpu"] = watch.result
             lat = report["latency_us"]
             print(
                 f"  /healthz run {i + 1}: {report['rps']:,.0f} req/s, "

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SERVER_CORE, Traffic, cpu_busy, machine, median, pin_to, save
+from _common import SERVER_CORE, CpuWatch, Traffic, cpu_busy, machine, median, pin_to, save
 
 from segue.core.model import NewRecord
 from segue.ingest.validate import Limits, parse_request, prepare_message, to_record
@@ -80,10 +80,18 @@ async def one_run(records: list[NewRecord], folder: Path) -> dict[str, Any]:
     processor = Processor(log, store, SystemClock(), b"bench-secret")
     await processor.start()
     steps = 0
-    t0 = time.perf_counter()
-    while await processor.step():
-        steps += 1
-    drain_s = time.perf_counter() - t0
+    step_s: list[float] = []
+    with CpuWatch() as watch:
+        t0 = time.perf_counter()
+        while True:
+            t1 = time.perf_counter()
+            if not await processor.step():
+                break
+            step_s.append(time.perf_counter() - t1)
+            steps += 1
+        drain_s = time.perf_counter() - t0
+    tenth = max(1, len(step_s) // 10)
+    batch = len(records) / max(1, len(step_s))
     counts = await store.counts()
     await log.aclose()
     await store.aclose()
@@ -94,6 +102,11 @@ async def one_run(records: list[NewRecord], folder: Path) -> dict[str, Any]:
         "batches": steps,
         "drain_s": drain_s,
         "events_per_s": processor.processed / drain_s,
+        # the log is drained in equal batches: the first and last tenth show how the fold
+        # slows down as the state grows
+        "first_tenth_events_per_s": batch * tenth / sum(step_s[:tenth]),
+        "last_tenth_events_per_s": batch * tenth / sum(step_s[-tenth:]),
+        "events_per_cpu_s": processor.processed / max(0.01, watch.result["own_cpu_s"]),
         "append_s": append_s,
         "append_events_per_s": len(records) / append_s,
         "profiles": counts["profiles"],
@@ -102,6 +115,7 @@ async def one_run(records: list[NewRecord], folder: Path) -> dict[str, Any]:
         "state_db_bytes": state_bytes,
         "bytes_per_event": events_bytes / len(records),
         "bytes_per_profile": state_bytes / max(1, counts["profiles"]),
+        "cpu": watch.result,
         "state_tables": table_sizes(folder / "state.db"),
         "events_tables": table_sizes(folder / "events.db"),
     }
@@ -132,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(folder, ignore_errors=True)
         print(
             f"  run {i + 1}: {run['events_per_s']:,.0f} events/s "
+            f"({run['events_per_cpu_s']:,.0f} per CPU-second; first tenth "
+            f"{run['first_tenth_events_per_s']:,.0f}/s, last tenth "
+            f"{run['last_tenth_events_per_s']:,.0f}/s) "
             f"({run['events']:,} events in {run['drain_s']:.1f} s, {run['profiles']:,} "
             f"profiles, {run['identities']:,} identities)",
             flush=True,
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "events": len(records),
         "users": args.users,
         "events_per_s": median([r["events_per_s"] for r in runs]),
+        "events_per_cpu_s": median([r["events_per_cpu_s"] for r in runs]),
+        "foreign_share": max(r["cpu"]["foreign_share"] for r in runs),
         "profiles": last["profiles"],
         "identities": last["identities"],
         "mean_body_bytes": body_bytes,

@@ -170,3 +170,15 @@ def test_scan_profiles_and_blobs(profile_store):
     profile_store.save_blob("model", b"v1")
     profile_store.save_blob("model", b"v2")
     assert profile_store.load_blob("model") == b"v2"
+
+
+def test_match_records_replace_scan_and_follow_merges(profile_store):
+    profile_store.commit(
+        Changeset(match_records={"p1": b"one", "p2": b"two", "p3": b"three"}), "profiles", 1
+    )
+    assert profile_store.match_records(["p1", "p9"]) == {"p1": b"one"}
+    profile_store.commit(Changeset(match_records={"p1": b"uno", "p3": b""}), "profiles", 2)
+    assert profile_store.scan_match_records("", 10) == [("p1", b"uno"), ("p2", b"two")]
+    assert profile_store.scan_match_records("p1", 10) == [("p2", b"two")]
+    profile_store.commit(Changeset(redirects={"p2": "p1"}), "profiles", 3)
+    assert profile_store.match_records(["p1", "p2"]) == {"p1": b"uno"}

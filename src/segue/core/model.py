@@ -184,6 +184,9 @@ class Changeset(msgspec.Struct, kw_only=True):
         unlink: identifiers that no longer belong to any profile.
         block_keys: profile id → its blocking keys for matching, replacing the old ones
             (an empty list removes the profile from the index).
+        match_records: profile id → its normalised match records (opaque bytes owned by
+            the matcher), replacing the old ones; kept apart from the profile document so
+            scoring candidates never loads whole profiles.
         possible: grey-zone matches to record.
     """
 
@@ -197,4 +200,5 @@ class Changeset(msgspec.Struct, kw_only=True):
     clear_redirects: list[str] = []
     unlink: list[Identifier] = []
     block_keys: dict[str, list[str]] = {}
+    match_records: dict[str, bytes] = {}
     possible: list[PossibleMatch] = []

@@ -118,6 +118,14 @@ class ProfileStore(Protocol):
         is too common to be useful and comes back empty."""
         ...
 
+    async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored match records of these profiles (absent when none)."""
+        ...
+
+    async def scan_match_records(self, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """(profile id, match records) in profile id order after ``after`` (re-estimation)."""
+        ...
+
     async def possible_matches(
         self, profile_id: str | None, status: str | None, after: int, limit: int
     ) -> list[PossibleMatch]:

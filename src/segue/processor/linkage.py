@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import msgspec
 import structlog
 
-from segue.core.model import PossibleMatch, Profile
+from segue.core.model import Changeset, PossibleMatch, Profile
 from segue.core.ports import ProfileStore
 from segue.identity.matching import (
     IncrementalMatcher,
@@ -42,6 +42,10 @@ class _Saved(msgspec.Struct):
     model: MatchModel
     tf: TermFrequencies
     profiles: int
+
+
+_encode_records = msgspec.msgpack.Encoder().encode
+_decode_records = msgspec.msgpack.Decoder(list[MatchRecord]).decode
 
 
 def _records(profile: Profile) -> list[MatchRecord]:
@@ -73,7 +77,7 @@ class Linker:
         folder: Folder,
         model: MatchModel | None = None,
         *,
-        cap: int = 200,
+        cap: int = 100,
         match_threshold: float | None = None,
         possible_threshold: float | None = None,
     ) -> None:
@@ -88,6 +92,8 @@ class Linker:
         self.tf = TermFrequencies()
         self.estimated_at_profiles = 0
         self.cap = cap
+        #: records whose candidate pairs feed EM at each re-estimation
+        self.sample = 20_000
 
     def _with_overrides(self, model: MatchModel) -> MatchModel:
         return msgspec.structs.replace(model, **self._overrides) if self._overrides else model
@@ -103,91 +109,127 @@ class Linker:
         self.estimated_at_profiles = saved.profiles
 
     async def link(self, ws: WorkingSet, at: float) -> None:
-        """Match this batch's new trait snapshots; merge or record possible matches."""
+        """Match this batch's new trait snapshots; merge or record possible matches.
+
+        Three steps keep whole profiles off the hot path: score against the compact match
+        records of the candidates; load in full only the few that scored above the
+        possible threshold; then merge or record, in arrival order.
+        """
         queries: list[tuple[str, MatchRecord]] = []
         for profile_id, _offset, snapshot in ws.new_records:
             record = record_from_traits(snapshot)
             if record is not None:
                 queries.append((profile_id, record))
         if not queries:
+            self._index(ws)
             return
-        wanted = _keys(r for _, r in queries)
-        held = await self._store.block_candidates(wanted, self.cap)
-        missing = {pid for ids in held.values() for pid in ids} - set(ws.profiles)
-        missing -= set(ws.changes.redirects)
-        if missing:
-            loaded = await self._store.profiles(missing)
-            for pid, profile in loaded.items():
+        loop = asyncio.get_running_loop()
+        held = await self._store.block_candidates(_keys(r for _, r in queries), self.cap)
+        outside = {pid for ids in held.values() for pid in ids}
+        outside -= set(ws.profiles) | set(ws.changes.redirects)
+        stored = await self._store.match_records(outside)
+        hits = await loop.run_in_executor(None, self._score, ws, queries, held, stored)
+        need = {other for _, other, _ in hits} - set(ws.profiles) - set(ws.changes.redirects)
+        if need:
+            for pid, profile in (await self._store.profiles(need)).items():
                 ws.profiles[pid] = profile
                 for identifier in profile.identities:
                     ws.links.setdefault(identifier, pid)
-        loop = asyncio.get_running_loop()
-        # scoring is CPU work: off the event loop so request latency is not affected
-        possible = await loop.run_in_executor(None, self._match, ws, queries, held, at)
+        possible = await loop.run_in_executor(None, self._apply, ws, hits, at)
         for match in possible:
             if not await self._recorded(match.profile_a, match.profile_b):
                 ws.changes.possible.append(match)
 
-    def _match(
+    def _score(
         self,
         ws: WorkingSet,
         queries: list[tuple[str, MatchRecord]],
         held: dict[str, list[str]],
-        at: float,
-    ) -> list[PossibleMatch]:
-        in_batch: dict[str, set[str]] = {}
-        possible: dict[tuple[str, str], PossibleMatch] = {}
+        stored: dict[str, bytes],
+    ) -> list[tuple[str, str, MatchScore]]:
+        """Every (query profile, candidate, score) at or above the possible threshold."""
+        cache: dict[str, list[MatchRecord]] = {}
+
+        def records_of(pid: str) -> list[MatchRecord]:
+            found = cache.get(pid)
+            if found is None:
+                profile = ws.profiles.get(pid)
+                if profile is not None:
+                    found = _records(profile)
+                elif pid in stored:
+                    found = _decode_records(stored[pid])
+                else:
+                    found = []
+                cache[pid] = found
+            return found
+
+        in_batch: dict[str, list[str]] = {}
+        hits: list[tuple[str, str, MatchScore]] = []
+        tf = self.tf.frequency
+        floor = self.model.possible_weight
         for profile_id, record in queries:
             pid = _resolve(ws, profile_id)
-            if pid not in ws.profiles:
-                continue
             keys = blocking_keys(record)
             candidates: dict[str, None] = {}
             for key in keys:
-                for other in (*held.get(key, ()), *sorted(in_batch.get(key, ()))):
+                for other in (*held.get(key, ()), *in_batch.get(key, ())):
                     other = _resolve(ws, other)
-                    if other != pid and other in ws.profiles:
+                    if other != pid:
                         candidates[other] = None
-            for other_id, score in self._rank(record, [ws.profiles[c] for c in candidates]):
-                other_id, pid = _resolve(ws, other_id), _resolve(ws, pid)
-                if other_id == pid:
-                    continue
-                mine, theirs = ws.profiles[pid], ws.profiles[other_id]
-                if not self._folder.allowed(ws, mine.identities, theirs.identities, mine, theirs):
-                    continue
-                explanation = [(f, level, w) for f, level, w in score.fields]
-                if score.probability >= self.model.match_threshold:
-                    self._folder.merge(
-                        ws,
-                        mine,
-                        theirs,
-                        reason="match",
-                        via=[mine.identities[0], theirs.identities[0]],
-                        at=at,
+            scored: list[tuple[str, MatchScore]] = []
+            for other in candidates:
+                best: MatchRecord | None = None
+                best_weight = floor
+                for theirs in records_of(other):
+                    weight = self.model.weigh(record, theirs, tf)
+                    if weight >= best_weight:
+                        best, best_weight = theirs, weight
+                if best is not None:
+                    scored.append((other, self.model.score(record, best, tf)))
+            scored.sort(key=lambda item: (-item[1].weight, item[0]))
+            hits.extend((pid, other, score) for other, score in scored)
+            for key in keys:
+                in_batch.setdefault(key, []).append(pid)
+            self.tf.add(record)
+        return hits
+
+    def _apply(
+        self, ws: WorkingSet, hits: list[tuple[str, str, MatchScore]], at: float
+    ) -> list[PossibleMatch]:
+        """Merge the sure pairs and collect the grey-zone ones, in arrival order."""
+        possible: dict[tuple[str, str], PossibleMatch] = {}
+        for query_id, other_id, score in hits:
+            pid, other = _resolve(ws, query_id), _resolve(ws, other_id)
+            if pid == other or pid not in ws.profiles or other not in ws.profiles:
+                continue
+            mine, theirs = ws.profiles[pid], ws.profiles[other]
+            if not self._folder.allowed(ws, mine.identities, theirs.identities, mine, theirs):
+                continue
+            explanation = [(f, level, w) for f, level, w in score.fields]
+            if score.probability >= self.model.match_threshold:
+                self._folder.merge(
+                    ws,
+                    mine,
+                    theirs,
+                    reason="match",
+                    via=[mine.identities[0], theirs.identities[0]],
+                    at=at,
+                    score=round(score.probability, 6),
+                    explanation=explanation,
+                )
+            else:
+                pair = (min(pid, other), max(pid, other))
+                possible.setdefault(
+                    pair,
+                    PossibleMatch(
+                        profile_a=pair[0],
+                        profile_b=pair[1],
                         score=round(score.probability, 6),
                         explanation=explanation,
-                    )
-                else:
-                    pair = (min(pid, other_id), max(pid, other_id))
-                    possible.setdefault(
-                        pair,
-                        PossibleMatch(
-                            profile_a=pair[0],
-                            profile_b=pair[1],
-                            score=round(score.probability, 6),
-                            explanation=explanation,
-                            created_at=at,
-                        ),
-                    )
-            pid = _resolve(ws, pid)
-            for key in keys:
-                in_batch.setdefault(key, set()).add(pid)
-            self.tf.add(record)
-        for pid in {_resolve(ws, p) for p, _, _ in ws.new_records}:
-            touched = ws.profiles.get(pid)
-            if touched is not None:
-                ws.changes.block_keys[pid] = _keys(_records(touched))
-                ws.touch(touched)
+                        created_at=at,
+                    ),
+                )
+        self._index(ws)
         # a pair merged later in the batch is no longer a possible match
         out: list[PossibleMatch] = []
         for m in possible.values():
@@ -196,26 +238,21 @@ class Linker:
                 out.append(msgspec.structs.replace(m, profile_a=min(a, b), profile_b=max(a, b)))
         return out
 
-    def index_keys(self, profile: Profile) -> list[str]:
-        """The blocking keys a profile is indexed under (from all its snapshots)."""
-        return _keys(_records(profile))
+    def _index(self, ws: WorkingSet) -> None:
+        """Block keys and match records of every profile whose snapshots changed."""
+        for pid in {_resolve(ws, p) for p, _, _ in ws.new_records}:
+            touched = ws.profiles.get(pid)
+            if touched is not None:
+                records = _records(touched)
+                ws.changes.block_keys[pid] = _keys(records)
+                ws.changes.match_records[pid] = _encode_records(records)
+                ws.touch(touched)
 
-    def _rank(self, record: MatchRecord, profiles: list[Profile]) -> list[tuple[str, MatchScore]]:
-        """Best score per profile over its snapshots, above the possible threshold, best first."""
-        tf = self.tf.frequency
-        floor = self.model.possible_weight
-        out: list[tuple[str, MatchScore]] = []
-        for profile in profiles:
-            best: MatchRecord | None = None
-            best_weight = floor
-            for other in _records(profile):
-                weight = self.model.weigh(record, other, tf)
-                if weight >= best_weight:
-                    best, best_weight = other, weight
-            if best is not None:
-                out.append((profile.profile_id, self.model.score(record, best, tf)))
-        out.sort(key=lambda item: (-item[1].weight, item[0]))
-        return out
+    def index_profile(self, profile: Profile, changes: Changeset) -> None:
+        """Put a profile's block keys and match records into a changeset (after a re-derive)."""
+        records = _records(profile)
+        changes.block_keys[profile.profile_id] = _keys(records)
+        changes.match_records[profile.profile_id] = _encode_records(records)
 
     async def _recorded(self, a: str, b: str) -> bool:
         for match in await self._store.possible_matches(a, None, 0, 1000):
@@ -223,36 +260,73 @@ class Linker:
                 return True
         return False
 
-    async def reestimate(self, seed: int = 0) -> None:
-        """Re-estimate m/u and the term frequencies from every profile held (background).
+    async def reestimate(self, seed: int = 0) -> bool:
+        """Re-estimate m/u, the prior and the term frequencies from the data held.
 
-        Runs off the processor's lock: it only reads profiles and then swaps the model in.
+        Runs beside the processor (it reads the compact match records, never whole
+        profiles) and swaps the new model in. EM runs on the candidate pairs of a random
+        sample of records, so its cost stays bounded as the base grows.
+
+        Returns:
+            whether a new model was estimated (there must be at least 100 records).
         """
-        matcher = IncrementalMatcher(self.model)
-        after, count = "", 0
+        matcher = IncrementalMatcher(self.model, max_block_size=self.cap)
+        after, profiles = "", 0
+        loop = asyncio.get_running_loop()
         while True:
-            page = await self._store.scan_profiles(after, 2000)
+            page = await self._store.scan_match_records(after, 5000)
             if not page:
                 break
-            for profile in page:
-                for i, record in enumerate(_records(profile)):
-                    matcher.insert(f"{profile.profile_id}#{i}", record)
-            count += len(page)
-            after = page[-1].profile_id
+            await loop.run_in_executor(None, _insert_all, matcher, page)
+            profiles += len(page)
+            after = page[-1][0]
         if len(matcher.records) < 100:
-            return
-        model = estimate(
-            matcher.pairs(),
-            self.model,
-            rng=random.Random(seed),
-            records=list(matcher.records.values()),
-        )
+            return False
+        rng = random.Random(seed)
+
+        def fit() -> MatchModel:
+            pairs, share = matcher.sample_pairs(self.sample, rng)
+            return estimate(
+                pairs,
+                self.model,
+                rng=rng,
+                records=list(matcher.records.values()),
+                pair_share=share,
+            )
+
+        model = await loop.run_in_executor(None, fit)
         self.model = self._with_overrides(model)
         self.tf = matcher.tf
-        self.estimated_at_profiles = count
-        saved = _Saved(model=self.model, tf=self.tf, profiles=count)
+        self.estimated_at_profiles = profiles
+        saved = _Saved(model=self.model, tf=self.tf, profiles=profiles)
         await self._store.save_blob(_MODEL_BLOB, msgspec.msgpack.encode(saved))
-        _log.info("match_model_estimated", profiles=count, records=len(matcher.records))
+        _log.info("match_model_estimated", profiles=profiles, records=len(matcher.records))
+        return True
+
+    async def rescore(self, match: PossibleMatch, a: str, b: str) -> float | None:
+        """The probability of a possible match under the current model (None if unscorable)."""
+        stored = await self._store.match_records([a, b])
+        if a not in stored or b not in stored:
+            return None
+        mine, theirs = _decode_records(stored[a]), _decode_records(stored[b])
+        tf = self.tf.frequency
+        best = max((self.model.weigh(x, y, tf) for x in mine for y in theirs), default=None)
+        if best is None:
+            return None
+        return _probability(best)
+
+
+def _insert_all(matcher: IncrementalMatcher, page: list[tuple[str, bytes]]) -> None:
+    for profile_id, data in page:
+        for i, record in enumerate(_decode_records(data)):
+            matcher.insert(f"{profile_id}#{i}", record)
+
+
+def _probability(weight: float) -> float:
+    if weight > 60:
+        return 1.0
+    odds: float = 2.0**weight
+    return odds / (1.0 + odds)
 
 
 def _resolve(ws: WorkingSet, profile_id: str) -> str:

@@ -116,7 +116,7 @@ class Processor:
         self.last_received_at = 0.0
         self._stopping = asyncio.Event()
         #: seconds between checks whether the match model should be re-estimated
-        self.reestimate_every = 30.0
+        self.reestimate_every = 2.0
         self._estimated_at = 0.0
         #: one writer of state at a time: batches and admin operations (unmerge) serialise
         self._lock = asyncio.Lock()
@@ -202,13 +202,14 @@ class Processor:
             changes.new_profiles = len(ws.profiles) - 1
             changes.new_identities = -len(changes.unlink)
             if self.linker is not None:
-                changes.block_keys = {
-                    pid: self.linker.index_keys(p) for pid, p in ws.profiles.items()
-                }
+                for profile in ws.profiles.values():
+                    self.linker.index_profile(profile, changes)
             await self._store.commit(changes, self._consumer, self.position)
             return sorted(ws.profiles)
 
-    async def decide_match(self, match_id: int, accept: bool) -> PossibleMatch:
+    async def decide_match(
+        self, match_id: int, accept: bool, reason: str = "manual"
+    ) -> PossibleMatch:
         """Accept (merge the two profiles) or reject (keep them apart for good) a possible match.
 
         Raises:
@@ -242,16 +243,14 @@ class Processor:
                         ws,
                         a,
                         b,
-                        reason="manual",
+                        reason=reason,
                         via=[a.identities[0], b.identities[0]],
                         at=self._clock.now(),
                         score=match.score,
                         explanation=match.explanation,
                     )
                     if self.linker is not None:
-                        ws.changes.block_keys[survivor.profile_id] = self.linker.index_keys(
-                            survivor
-                        )
+                        self.linker.index_profile(survivor, ws.changes)
                 else:
                     separation = (sorted(a.identities), sorted(b.identities))
                     for profile in (a, b):
@@ -348,17 +347,46 @@ class Processor:
             self._batch_size = saved
 
     async def _maybe_reestimate(self) -> asyncio.Task[None] | None:
+        """Start a re-estimation each time the number of profiles has doubled (from 100)."""
         if self.linker is None:
             return None
         now = self._clock.now()
         if now - self._estimated_at < self.reestimate_every:
             return None
-        profiles = (await self._store.counts())["profiles"]
-        last = self.linker.estimated_at_profiles
-        if profiles < 200 or profiles < last * 1.2 + 100:
-            return None
         self._estimated_at = now
-        return asyncio.create_task(self.linker.reestimate(seed=profiles))
+        profiles = (await self._store.counts())["profiles"]
+        if profiles < 100 or profiles < 2 * max(self.linker.estimated_at_profiles, 50):
+            return None
+        return asyncio.create_task(self.reestimate(seed=profiles))
+
+    async def reestimate(self, seed: int = 0) -> None:
+        """Re-estimate the match model, then re-score the open possible matches with it:
+        those now sure are merged, those now unlikely are dismissed."""
+        if self.linker is None or not await self.linker.reestimate(seed):
+            return
+        model = self.linker.model
+        after = 0
+        while True:
+            page = await self._store.possible_matches(None, "open", after, 500)
+            if not page:
+                return
+            for match in page:
+                a = await self._store.resolve(match.profile_a)
+                b = await self._store.resolve(match.profile_b)
+                if a is None or b is None or a == b:
+                    await self._store.set_possible_match(match.id, "dismissed")
+                    continue
+                probability = await self.linker.rescore(match, a, b)
+                if probability is None:
+                    continue
+                if probability >= model.match_threshold:
+                    try:
+                        await self.decide_match(match.id, True, reason="match")
+                    except (NotFound, Conflict):
+                        continue
+                elif probability < model.possible_threshold:
+                    await self._store.set_possible_match(match.id, "dismissed")
+            after = page[-1].id
 
     def stop(self) -> None:
         self._stopping.set()

@@ -89,6 +89,7 @@ class MemoryProfileStore:
         self._blocks: dict[str, set[str]] = {}
         self._keys_of: dict[str, list[str]] = {}
         self._possible: dict[int, PossibleMatch] = {}
+        self._match_records: dict[str, bytes] = {}
         self._blobs: dict[str, bytes] = {}
 
     async def open(self) -> None:
@@ -131,8 +132,14 @@ class MemoryProfileStore:
             self._keys_of[pid] = list(keys)
             for key in keys:
                 self._blocks.setdefault(key, set()).add(pid)
+        for pid, data in changes.match_records.items():
+            if data:
+                self._match_records[pid] = data
+            else:
+                self._match_records.pop(pid, None)
         for old, new in changes.redirects.items():
             self._unindex(old)
+            self._match_records.pop(old, None)
             for m in self._possible.values():
                 if m.profile_a == old:
                     m.profile_a = new
@@ -186,6 +193,13 @@ class MemoryProfileStore:
             members = self._blocks.get(key, set())
             found[key] = [] if len(members) > cap else sorted(members)
         return found
+
+    async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        return {p: self._match_records[p] for p in profile_ids if p in self._match_records}
+
+    async def scan_match_records(self, after: str, limit: int) -> list[tuple[str, bytes]]:
+        ids = sorted(p for p in self._match_records if p > after)[:limit]
+        return [(p, self._match_records[p]) for p in ids]
 
     async def possible_matches(
         self, profile_id: str | None, status: str | None, after: int, limit: int

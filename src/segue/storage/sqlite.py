@@ -150,6 +150,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     key TEXT NOT NULL, profile_id TEXT NOT NULL, PRIMARY KEY (key, profile_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_profile ON blocks (profile_id);
+CREATE TABLE IF NOT EXISTS match_records (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS possible_matches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, profile_a TEXT NOT NULL, profile_b TEXT NOT NULL,
     score REAL NOT NULL, explanation BLOB NOT NULL, created_at REAL NOT NULL,
@@ -167,9 +169,33 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
-# JSON rather than msgpack: trait values may hold integers beyond 64 bits
-_profile_encoder = msgspec.json.Encoder()
-_profile_decoder = msgspec.json.Decoder(Profile)
+_msgpack_encode = msgspec.msgpack.Encoder().encode
+_msgpack_decode = msgspec.msgpack.Decoder(Profile).decode
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder(Profile).decode
+
+
+class _ProfileCodec:
+    """msgpack (compact, fast) unless a trait holds an integer msgpack cannot: then JSON.
+
+    The first byte tells them apart: JSON documents start with ``{``, which is never the
+    first byte of a msgpack map of this size.
+    """
+
+    @staticmethod
+    def encode(profile: Profile) -> bytes:
+        try:
+            return _msgpack_encode(profile)
+        except OverflowError:
+            return _json_encode(profile)
+
+    @staticmethod
+    def decode(doc: bytes) -> Profile:
+        return _json_decode(doc) if doc[:1] == b"{" else _msgpack_decode(doc)
+
+
+_profile_encoder = _ProfileCodec
+_profile_decoder = _ProfileCodec
 
 
 class SqliteProfileStore:
@@ -269,8 +295,18 @@ class SqliteProfileStore:
                     "INSERT INTO blocks (key, profile_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     [(k, pid) for k in keys],
                 )
+            for pid, data in changes.match_records.items():
+                if data:
+                    conn.execute(
+                        "INSERT INTO match_records (profile_id, data) VALUES (?, ?) "
+                        "ON CONFLICT (profile_id) DO UPDATE SET data = excluded.data",
+                        (pid, data),
+                    )
+                else:
+                    conn.execute("DELETE FROM match_records WHERE profile_id = ?", (pid,))
             for old, new in changes.redirects.items():
                 conn.execute("DELETE FROM blocks WHERE profile_id = ?", (old,))
+                conn.execute("DELETE FROM match_records WHERE profile_id = ?", (old,))
                 conn.execute(
                     "UPDATE possible_matches SET profile_a = ? WHERE profile_a = ?", (new, old)
                 )
@@ -341,16 +377,50 @@ class SqliteProfileStore:
         return {"profiles": found.get("profiles", 0), "identities": found.get("identities", 0)}
 
     async def block_candidates(self, keys: Sequence[str], cap: int) -> dict[str, list[str]]:
+        wanted = list(dict.fromkeys(keys))
+
         def fetch(conn: sqlite3.Connection) -> dict[str, list[str]]:
-            found: dict[str, list[str]] = {}
-            for key in keys:
-                rows = conn.execute(
-                    "SELECT profile_id FROM blocks WHERE key = ? LIMIT ?", (key, cap + 1)
-                ).fetchall()
-                found[key] = [] if len(rows) > cap else [str(r[0]) for r in rows]
+            found: dict[str, list[str]] = {k: [] for k in wanted}
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                marks = ",".join("?" * len(chunk))
+                # at most cap + 1 rows per key: enough to tell a usable key from a common one
+                sql = (
+                    "SELECT key, profile_id FROM (SELECT key, profile_id, row_number() OVER "  # noqa: S608
+                    f"(PARTITION BY key) AS n FROM blocks WHERE key IN ({marks})) WHERE n <= ?"
+                )
+                for key, pid in conn.execute(sql, [*chunk, cap + 1]):
+                    found[str(key)].append(str(pid))
+            return {k: ([] if len(v) > cap else v) for k, v in found.items()}
+
+        return await self._db.read(fetch)
+
+    async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(profile_ids)
+        if not wanted:
+            return {}
+
+        def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT profile_id, data FROM match_records WHERE profile_id IN ({marks})"  # noqa: S608
+                for pid, data in conn.execute(sql, chunk):
+                    found[str(pid)] = bytes(data)
             return found
 
         return await self._db.read(fetch)
+
+    async def scan_match_records(self, after: str, limit: int) -> list[tuple[str, bytes]]:
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT profile_id, data FROM match_records WHERE profile_id > ? "
+                "ORDER BY profile_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        )
+        return [(str(pid), bytes(data)) for pid, data in rows]
 
     async def possible_matches(
         self, profile_id: str | None, status: str | None, after: int, limit: int

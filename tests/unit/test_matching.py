@@ -1,0 +1,435 @@
+"""Probabilistic matching: records, blocking, comparison levels, weights, EM and the matcher."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+
+import msgspec
+import pytest
+
+from segue.identity.matching import (
+    FIELDS,
+    LEVELS,
+    IncrementalMatcher,
+    MatchModel,
+    MatchRecord,
+    TermFrequencies,
+    blocking_keys,
+    compare,
+    estimate,
+    rank,
+    record_from_traits,
+)
+
+MODEL = MatchModel.default()
+
+
+def person(**changes: object) -> MatchRecord:
+    base: dict[str, object] = {
+        "firstName": "Katherine",
+        "lastName": "Oduya",
+        "birthday": "1984-03-11",
+        "email": "k.oduya@example.org",
+        "address": {
+            "street": "12 Tullaroop Street",
+            "city": "Box Hill",
+            "postalCode": "3128",
+            "state": "VIC",
+            "country": "AU",
+        },
+    }
+    base.update(changes)
+    record = record_from_traits(base)
+    assert record is not None
+    return record
+
+
+def level(a: MatchRecord, b: MatchRecord, field: str) -> str:
+    index = FIELDS.index(field)
+    found = compare(a, b)[index]
+    return "null" if found == -1 else LEVELS[field][found]
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+
+def test_record_from_traits_normalises():
+    record = record_from_traits(
+        {
+            "firstName": "  José ",
+            "lastName": "O'Brien-Smith",
+            "birthday": "1990-07-04T00:00:00.000Z",
+            "email": " Jo@Example.ORG ",
+            "phone": "+61 (3) 9123-4567",
+            "address": {"street": "12  Main   St.", "city": "MELBOURNE", "postalCode": "30 00"},
+        }
+    )
+    assert record == MatchRecord(
+        first_name="jose",
+        last_name="obrien smith",
+        birth=date(1990, 7, 4),
+        street="12 main st",
+        city="melbourne",
+        postal_code="3000",
+        email="jo@example.org",
+        phone="61391234567",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1982-06-28", date(1982, 6, 28)),
+        ("19820628", date(1982, 6, 28)),
+        ("1982-06-28T10:00:00Z", date(1982, 6, 28)),
+        ("19820638", None),  # day 38
+        ("28/06/1982", None),
+        ("not a date", None),
+        ("", None),
+        (19820628, date(1982, 6, 28)),
+        (None, None),
+        (True, None),
+    ],
+)
+def test_birthday_formats(value, expected):
+    record = record_from_traits({"birthday": value, "firstName": "a", "lastName": "b"})
+    assert record is not None
+    assert record.birth == expected
+
+
+def test_record_from_traits_reads_alternatives():
+    snake = record_from_traits({"first_name": "Ann", "last_name": "Lee", "email": "a@b.c"})
+    split = record_from_traits({"name": "Ann Marie Lee", "email": "a@b.c"})
+    assert snake is not None
+    assert split is not None
+    assert (snake.first_name, snake.last_name) == ("ann", "lee")
+    assert (split.first_name, split.last_name) == ("ann marie", "lee")
+
+
+@pytest.mark.parametrize(
+    "traits",
+    [
+        {},
+        {"email": "a@b.c"},
+        {"firstName": "Ann"},
+        {"address": {"state": "VIC", "country": "AU"}, "firstName": "Ann"},
+        {"firstName": "   ", "lastName": None, "birthday": "junk", "phone": "12"},
+        {"address": "not an object", "plan": "gold"},
+    ],
+)
+def test_too_little_to_match_on(traits):
+    assert record_from_traits(traits) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking and comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def test_blocking_keys_shape():
+    keys = blocking_keys(person())
+    assert len(keys) == len(set(keys))
+    assert all(":" in key for key in keys)
+    assert "dob:1984:3:11" in keys
+    assert "em:k.oduya@example.org" in keys
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        person(lastName="Oduyah"),
+        person(birthday="1984-11-03"),
+        person(firstName="Oduya", lastName="Katherine"),
+        person(birthday=None, address={"street": "12 Tullaroop St", "postalCode": "3128"}),
+        person(birthday="1948-03-11", email=None, address={"city": "Box Hill"}),
+    ],
+)
+def test_duplicates_share_a_block_key(other):
+    assert set(blocking_keys(person())) & set(blocking_keys(other))
+
+
+def test_missing_fields_compare_as_null_and_weigh_nothing():
+    a = person(email=None)
+    b = person()
+    assert level(a, b, "email") == "null"
+    assert level(a, b, "phone") == "null"
+    explained = {field for field, _, _ in MODEL.score(a, b).fields}
+    assert "email" not in explained
+    assert "phone" not in explained
+
+
+def test_comparison_levels():
+    a = person()
+    assert level(a, person(lastName="Oduyaa"), "last_name") == "close"
+    assert level(a, person(firstName="Kathryn"), "first_name") == "similar"
+    assert level(a, person(firstName="Xavier"), "first_name") == "different"
+    assert level(a, person(firstName="Oduya", lastName="Katherine"), "first_name") == "swapped"
+    assert level(a, person(birthday="1984-11-03"), "birth") == "day_month_swapped"
+    assert level(a, person(birthday="1985-03-11"), "birth") == "one_part_differs"
+    assert level(a, person(birthday="1961-08-30"), "birth") == "different"
+    assert level(a, person(address={"postalCode": "3129"}), "postal_code") == "one_edit"
+    assert level(a, person(address={"street": "Tullaroop Street 12"}), "street") == "close"
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+# ---------------------------------------------------------------------------------------------
+
+
+def crm(**changes: object) -> MatchRecord:
+    """A CRM export row: name, birthday and address, no e-mail (unless given)."""
+    return person(**{"email": None, **changes})
+
+
+def test_typo_in_name_still_matches():
+    score = MODEL.score(crm(), crm(lastName="Oduay", firstName="Katherin"))
+    assert score.probability >= MODEL.match_threshold
+
+
+def test_swapped_day_and_month_still_matches():
+    score = MODEL.score(crm(), crm(birthday="1984-11-03"))
+    assert ("birth", "day_month_swapped") in {(f, lv) for f, lv, _ in score.fields}
+    assert score.probability >= MODEL.match_threshold
+
+
+def test_same_common_name_different_birthday_is_not_a_match():
+    a = crm(firstName="John", lastName="Smith", birthday="1970-01-01")
+    b = crm(
+        firstName="John",
+        lastName="Smith",
+        birthday="1991-09-23",
+        address={"street": "4 Elm Road", "city": "Box Hill", "postalCode": "3128"},
+    )
+    tf = {"first_name": 0.03, "last_name": 0.01}
+    score = MODEL.score(a, b, lambda field, _: tf.get(field))
+    assert score.probability < MODEL.possible_threshold
+
+
+def test_household_members_are_not_merged():
+    """Same address and family name, different first name and birthday: another person."""
+    partner = crm(firstName="Daniel", birthday="1979-12-30")
+    score = MODEL.score(crm(), partner)
+    assert score.probability < MODEL.match_threshold
+
+
+def test_address_fields_count_once_by_default():
+    a, b = crm(), crm()
+    weights = {field: weight for field, _, weight in MODEL.score(a, b).fields}
+    positive = [f for f in ("street", "postal_code", "city", "state") if weights[f] > 0]
+    assert positive == ["street"]
+    independent = msgspec.structs.replace(
+        MODEL, address_independence=dict.fromkeys(("street", "postal_code", "city", "state"), 1.0)
+    )
+    assert independent.score(a, b).weight > MODEL.score(a, b).weight + 10
+
+
+def test_swapped_names_count_once():
+    swapped = crm(firstName="Oduya", lastName="Katherine")
+    weights = {field: weight for field, _, weight in MODEL.score(crm(), swapped).fields}
+    assert weights["first_name"] > 0
+    assert weights["last_name"] == 0.0
+    assert MODEL.score(crm(), swapped).probability >= MODEL.match_threshold
+
+
+def test_explanation_adds_up():
+    score = MODEL.score(crm(), crm(lastName="Oduay"))
+    fields = [field for field, _, _ in score.fields]
+    assert fields[0] == "prior"
+    assert {"first_name", "last_name", "birth", "street", "city", "postal_code"} <= set(fields)
+    assert score.weight == pytest.approx(sum(w for _, _, w in score.fields), abs=0.01)
+    labels = dict((f, lv) for f, lv, _ in score.fields)
+    assert labels["last_name"] == "close"
+    assert MODEL.weigh(crm(), crm(lastName="Oduay")) == pytest.approx(score.weight)
+    assert 0.0 < score.probability <= 1.0
+
+
+def test_term_frequency_lowers_a_common_surname_and_raises_a_rare_one():
+    a = crm(firstName="John", lastName="Smith")
+    b = crm(firstName="Jon", lastName="Smith", birthday="1984-03-12")
+
+    def weight_of(tf):
+        fields = MODEL.score(a, b, tf).fields
+        return next(w for f, _, w in fields if f == "last_name")
+
+    plain = weight_of(None)
+    assert weight_of(lambda field, value: 0.02) < plain - 2
+    assert weight_of(lambda field, value: 0.0002) > plain + 2
+    assert weight_of(lambda field, value: None) == plain
+
+
+def test_term_frequencies_count_and_forget():
+    tf = TermFrequencies(min_total=2)
+    assert tf.frequency("last_name", "smith") is None
+    for last in ("smith", "smith", "jones", "lee"):
+        tf.add(crm(lastName=last))
+    assert tf.frequency("last_name", "smith") == pytest.approx(0.5)
+    assert tf.frequency("last_name", "unseen") == pytest.approx(0.25)
+    tf.remove(crm(lastName="smith"))
+    assert tf.frequency("last_name", "smith") == pytest.approx(1 / 3)
+    assert msgspec.json.decode(msgspec.json.encode(tf), type=TermFrequencies) == tf
+
+
+def test_model_round_trips_through_msgspec():
+    encoded = msgspec.json.encode(MODEL)
+    decoded = msgspec.json.decode(encoded, type=MatchModel)
+    assert decoded == MODEL
+    assert decoded.score(crm(), crm(lastName="Oduay")) == MODEL.score(crm(), crm(lastName="Oduay"))
+
+
+def test_default_model_is_complete():
+    for field in FIELDS:
+        params = MODEL.fields[field]
+        assert len(params.m) == len(params.u) == len(LEVELS[field])
+        assert sum(params.m) == pytest.approx(1.0, abs=1e-6)
+        assert sum(params.u) == pytest.approx(1.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimation
+# ---------------------------------------------------------------------------------------------
+
+SYLLABLES = ("ka", "lo", "mi", "ra", "ten", "su", "vor", "an", "bel", "dri", "fa", "go", "hul")
+
+
+def _synthetic(rng: random.Random, people: int, duplicate_rate: float):
+    """People with distinct-looking names; duplicates with known error rates per field."""
+
+    def word() -> str:
+        return "".join(rng.choice(SYLLABLES) for _ in range(3))
+
+    def typo(text: str) -> str:
+        i = rng.randrange(1, len(text) - 1)
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+
+    records: list[MatchRecord] = []
+    for _ in range(people):
+        born = date(1940 + rng.randrange(60), 1 + rng.randrange(12), 1 + rng.randrange(28))
+        original = MatchRecord(
+            first_name=word(),
+            last_name=word(),
+            birth=born,
+            street=f"{rng.randrange(1, 300)} {word()} street",
+            city=word(),
+            postal_code=str(rng.randrange(1000, 9999)),
+        )
+        records.append(original)
+        if rng.random() < duplicate_rate:
+            changes: dict[str, object] = {}
+            if rng.random() < 0.2:  # m(first_name exact) = 0.8
+                changes["first_name"] = typo(original.first_name or "")
+            if rng.random() < 0.1 and born.day <= 12:  # some swapped day and month
+                changes["birth"] = date(born.year, born.day, born.month)
+            if rng.random() < 0.3:  # m(postal_code exact) = 0.7
+                changes["postal_code"] = str(rng.randrange(1000, 9999))
+            records.append(msgspec.structs.replace(original, **changes))
+    return records
+
+
+def test_em_recovers_m_and_the_prior():
+    rng = random.Random(20240601)
+    records = _synthetic(rng, people=1500, duplicate_rate=0.4)
+    matcher = IncrementalMatcher(MatchModel.default())
+    for i, record in enumerate(records):
+        matcher.insert(str(i), record)
+    model = estimate(
+        matcher.pairs(),
+        MatchModel.default(),
+        rng=random.Random(1),
+        records=records,
+        u_samples=20_000,
+    )
+    first = model.fields["first_name"].m
+    postal = model.fields["postal_code"].m
+    assert first[0] == pytest.approx(0.8, abs=0.06)
+    assert postal[0] == pytest.approx(0.7, abs=0.06)
+    assert postal[2] == pytest.approx(0.3, abs=0.06)  # a new random postcode: "different"
+    # About 600 duplicate pairs among 2,100 records.
+    n = len(records)
+    true_prior = (n - 1500) / (n * (n - 1) / 2)
+    assert true_prior / 1.5 < model.prior < true_prior * 1.5
+    # u from random pairs: names coined from 22 syllables rarely agree by chance.
+    assert model.fields["last_name"].u[0] < 0.01
+    # Independent synthetic addresses are found to be independent.
+    assert model.address_independence["city"] > 0.8
+
+
+def test_em_with_no_duplicates_lowers_the_prior():
+    rng = random.Random(7)
+    records = _synthetic(rng, people=1500, duplicate_rate=0.0)
+    matcher = IncrementalMatcher()
+    for i, record in enumerate(records):
+        matcher.insert(str(i), record)
+    model = estimate(matcher.pairs(), MODEL, rng=random.Random(1), u_samples=20_000)
+    assert model.prior < MODEL.prior / 10
+
+
+def test_em_keeps_parameters_without_evidence():
+    model = estimate([], MODEL, rng=random.Random(1))
+    assert model is MODEL
+    records = _synthetic(random.Random(3), people=300, duplicate_rate=0.3)
+    matcher = IncrementalMatcher()
+    for i, record in enumerate(records):
+        matcher.insert(str(i), record)
+    model = estimate(matcher.pairs(), MODEL, rng=random.Random(1), u_samples=5_000)
+    assert model.fields["phone"] == MODEL.fields["phone"]  # nobody has a phone
+    assert model.fields["email"] == MODEL.fields["email"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental matching
+# ---------------------------------------------------------------------------------------------
+
+
+def test_incremental_matcher_scores_on_arrival_and_clusters():
+    matcher = IncrementalMatcher()
+    assert matcher.add("a", crm()) == []
+    assert matcher.add("b", crm(firstName="Ben", lastName="Ward", birthday="1950-01-01")) == []
+    found = matcher.add("c", crm(lastName="Oduay"))
+    assert [record_id for record_id, _ in found] == ["a"]
+    assert found[0][1].probability >= matcher.model.match_threshold
+    matcher.link("c", "a")
+    assert matcher.cluster("c") == matcher.cluster("a")
+    assert matcher.clusters() == [["a", "c"], ["b"]]
+
+
+def test_rank_orders_best_first_and_drops_the_unlikely():
+    candidates = [
+        ("far", crm(firstName="Ben", lastName="Ward", birthday="1950-01-01")),
+        ("typo", crm(lastName="Oduay")),
+        ("same", crm()),
+    ]
+    ranked = rank(crm(), candidates, MODEL)
+    assert [record_id for record_id, _ in ranked] == ["same", "typo"]
+    assert ranked[0][1].weight > ranked[1][1].weight
+
+
+def test_resolve_keeps_possible_matches_and_reestimate_rescores_them():
+    matcher = IncrementalMatcher()
+    matcher.resolve("a", crm())
+    # Same name and birthday, but another address: a possible match only.
+    moved = crm(address={"street": "7 Rue Lepic", "city": "Paris", "postalCode": "75018"})
+    found = matcher.resolve("b", moved)
+    assert found
+    score = found[0][1]
+    assert MODEL.possible_threshold <= score.probability < MODEL.match_threshold
+    assert ("b", "a") in matcher.possible
+    assert matcher.cluster("b") != matcher.cluster("a")
+    # Under a model that expects more duplicates, the possible match is merged.
+    matcher.model = msgspec.structs.replace(matcher.model, prior=0.01)
+    assert matcher.rescore() == [("b", "a")]
+    assert matcher.cluster("b") == matcher.cluster("a")
+    assert not matcher.possible
+    assert not matcher.pending
+
+
+def test_reestimate_learns_from_the_records_held():
+    matcher = IncrementalMatcher()
+    for i, record in enumerate(_synthetic(random.Random(5), people=400, duplicate_rate=0.3)):
+        matcher.resolve(str(i), record)
+    before = matcher.model
+    matcher.reestimate(random.Random(1), u_samples=5_000)
+    assert matcher.model != before
+    assert matcher.model.prior > before.prior  # 30 % duplicates among 520 records
