@@ -8,7 +8,9 @@ import msgspec
 
 __all__ = [
     "Changeset",
+    "Decision",
     "Identifier",
+    "Item",
     "LogRecord",
     "MergeRecord",
     "NewRecord",
@@ -16,6 +18,7 @@ __all__ = [
     "PossibleMatch",
     "Profile",
     "QuarantineEntry",
+    "RankEvent",
     "TraitValue",
 ]
 
@@ -202,3 +205,81 @@ class Changeset(msgspec.Struct, kw_only=True):
     block_keys: dict[str, list[str]] = {}
     match_records: dict[str, bytes] = {}
     possible: list[PossibleMatch] = []
+
+
+class Item(msgspec.Struct, kw_only=True):
+    """A catalog entry (product, offer or content) with a content payload per channel.
+
+    Attributes:
+        item_id: the catalog's own id (stable; events refer to it as ``product_id``).
+        type: ``product``, ``offer`` or ``content``.
+        category / brand / price / tags: the attributes decisioning filters and ranks on.
+        attributes: any other attribute, kept as given.
+        available / stock: an unavailable or out-of-stock (``stock == 0``) item is never
+            recommended; ``stock`` None means not tracked.
+        start_at / end_at: availability window, epoch seconds (UTC); None = open.
+        content: channel (``web``, ``app``, ``email``, …) → the payload to render.
+        updated_at: when segue last stored it, epoch seconds.
+    """
+
+    item_id: str
+    type: str = "product"
+    title: str = ""
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    tags: list[str] = []
+    attributes: dict[str, Any] = {}
+    available: bool = True
+    stock: int | None = None
+    start_at: float | None = None
+    end_at: float | None = None
+    content: dict[str, dict[str, Any]] = {}
+    updated_at: float = 0.0
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    """One answer of decide, as logged: enough to attribute feedback and replay the policy.
+
+    ``propensities[i]`` is the probability with which the policy would have put
+    ``items[i]`` where it did — what off-policy evaluation needs.
+    """
+
+    decision_id: str
+    created_at: float
+    placement: str
+    profile_id: str | None
+    items: list[str]
+    scores: list[float]
+    propensities: list[float]
+    strategy: str
+    personalized: bool
+    reason: str = ""
+    model_version: str = ""
+    experiment: str | None = None
+    variant: str | None = None
+    features_used: list[str] = []
+    data_categories: list[str] = []
+    context: dict[str, Any] = {}
+
+
+class RankEvent(msgspec.Struct, kw_only=True):
+    """A rank call awaiting its reward (Azure Personalizer semantics).
+
+    ``ranking`` lists action ids best first with ``probabilities`` aligned to it;
+    ``reward_action_id`` is the one the caller should show. An event created with
+    ``defer_activation`` learns nothing until activated.
+    """
+
+    event_id: str
+    created_at: float
+    context_features: list[Any]
+    action_ids: list[str]
+    action_features: list[list[Any]]
+    ranking: list[str]
+    probabilities: list[float]
+    reward_action_id: str | None
+    activated: bool = True
+    reward: float | None = None
+    rewarded_at: float | None = None
+    learned: bool = False

@@ -10,15 +10,18 @@ from typing import Protocol
 
 from segue.core.model import (
     Changeset,
+    Decision,
     Identifier,
+    Item,
     LogRecord,
     NewRecord,
     PossibleMatch,
     Profile,
     QuarantineEntry,
+    RankEvent,
 )
 
-__all__ = ["Clock", "EventLog", "ProfileStore", "Quarantine"]
+__all__ = ["CatalogStore", "Clock", "DecisionStore", "EventLog", "ProfileStore", "Quarantine"]
 
 
 class Clock(Protocol):
@@ -178,4 +181,73 @@ class Quarantine(Protocol):
 
     async def count(self) -> int:
         """Return how many entries are held."""
+        ...
+
+
+class CatalogStore(Protocol):
+    """The headless catalog: items with attributes, availability and content per channel."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+        ...
+
+    async def put(self, items: Sequence[Item]) -> None:
+        """Insert or replace items by ``item_id`` (whole items), atomically."""
+        ...
+
+    async def get(self, item_ids: Iterable[str]) -> dict[str, Item]:
+        """The items with these ids; unknown ids are absent."""
+        ...
+
+    async def scan(self, after: str, limit: int) -> list[Item]:
+        """Items in id order after ``after`` (paging, model building)."""
+        ...
+
+    async def delete(self, item_id: str) -> bool:
+        """Remove an item; return whether it existed."""
+        ...
+
+    async def count(self) -> int:
+        """How many items are held."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+class DecisionStore(Protocol):
+    """The decision log and rank events awaiting rewards."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+        ...
+
+    async def put_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Append decisions (idempotent by ``decision_id``)."""
+        ...
+
+    async def get_decision(self, decision_id: str) -> Decision | None:
+        """One decision or None."""
+        ...
+
+    async def decisions_for(self, profile_id: str, limit: int) -> list[Decision]:
+        """The profile's most recent decisions, newest first."""
+        ...
+
+    async def put_rank_event(self, event: RankEvent) -> None:
+        """Insert or replace a rank event by ``event_id``."""
+        ...
+
+    async def get_rank_event(self, event_id: str) -> RankEvent | None:
+        """One rank event or None."""
+        ...
+
+    async def due_rank_events(self, created_before: float, limit: int) -> list[RankEvent]:
+        """Activated, not yet learned rank events created before the given time (their
+        reward wait is over), oldest first."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
         ...
