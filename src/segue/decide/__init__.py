@@ -1,0 +1,1 @@
+"""Decisioning: what should this person see now — candidates, rules, ranking, explanation."""

@@ -1,0 +1,103 @@
+import asyncio
+
+import pytest
+
+from segue.decide.cache import Cache
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_thousand_concurrent_misses_cause_one_load():
+    calls = 0
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return "v"
+
+    async def scenario():
+        cache = Cache(10, ttl=5)
+        values = await asyncio.gather(*(cache.get("k", load) for _ in range(1000)))
+        return cache, values
+
+    cache, values = run(scenario())
+    assert calls == 1
+    assert set(values) == {"v"}
+    assert cache.stats.coalesced == 999
+
+
+def test_stale_while_revalidate_serves_old_value_and_refreshes_once():
+    clock = Clock()
+    version = 0
+
+    async def load():
+        nonlocal version
+        version += 1
+        await asyncio.sleep(0)
+        return version
+
+    async def scenario():
+        cache = Cache(10, ttl=1, stale=10, clock=clock)
+        assert await cache.get("k", load) == 1
+        clock.now = 2.0  # stale, within the stale window
+        assert await asyncio.gather(*(cache.get("k", load) for _ in range(50))) == [1] * 50
+        await asyncio.sleep(0.01)  # the single background refresh lands
+        assert await cache.get("k", load) == 2
+        clock.now = 100.0  # past the stale window: wait for a fresh load
+        assert await cache.get("k", load) == 3
+        return cache
+
+    cache = run(scenario())
+    assert version == 3
+    assert cache.stats.stale == 50
+
+
+def test_invalidation_during_a_load_is_not_undone_by_it():
+    async def scenario():
+        cache = Cache(10, ttl=100)
+        gate = asyncio.Event()
+
+        async def slow():
+            await gate.wait()
+            return "old"
+
+        task = asyncio.ensure_future(cache.get("k", slow))
+        await asyncio.sleep(0)
+        cache.invalidate("k")  # e.g. consent revoked while the profile was being read
+        gate.set()
+        assert await task == "old"  # that caller gets what it asked for …
+
+        async def fresh():
+            return "new"
+
+        return await cache.get("k", fresh)  # … but the cache did not keep it
+
+    assert run(scenario()) == "new"
+
+
+def test_lru_bound_and_failed_loads_are_not_cached():
+    async def scenario():
+        cache = Cache(3, ttl=100)
+        for i in range(10):
+            await cache.get(i, lambda i=i: asyncio.sleep(0, result=i))
+        assert len(cache) == 3
+
+        async def boom():
+            raise RuntimeError("store down")
+
+        with pytest.raises(RuntimeError):
+            await cache.get("x", boom)
+        assert await cache.get("x", lambda: asyncio.sleep(0, result="ok")) == "ok"
+
+    run(scenario())
