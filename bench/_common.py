@@ -181,6 +181,8 @@ def machine() -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", ""
+    if os.environ.get("SEGUE_BENCH_COMMIT"):  # benchmarking a clean export of a commit
+        commit, dirty = os.environ["SEGUE_BENCH_COMMIT"], ""
     return {
         "commit": commit,
         "src_dirty": bool(dirty),

@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fixed_rate_events_per_s": max_eps / 2,
             "fixed_rate_p50_ms": median([r["p50_ms"] for r in fixed]),
             "fixed_rate_p99_ms": median([r["p99_ms"] for r in fixed]),
+            "foreign_share": max(r["cpu"]["foreign_share"] for r in [*runs, *ceiling, *fixed]),
         },
     )
     s = result["summary"]

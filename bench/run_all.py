@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n== summary: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, SQLite {m['sqlite']}"
     )
+    foreign = max(ingest["foreign_share"], proc["foreign_share"], fresh["cpu"]["foreign_share"])
+    if foreign > 0.05:
+        print(
+            f"  NOTE: other processes used up to {foreign:.0%} of the machine during these runs; "
+            "the figures understate segue"
+        )
     for name, value, target, ok in rows:
         status = "" if target == "-" else f"  target {target}: {verdict(ok)}"
         print(f"  {name:44s} {value}{status}")

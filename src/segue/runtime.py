@@ -11,12 +11,15 @@ import contextlib
 import importlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from segue.core.model import LogRecord, QuarantineEntry
-from segue.core.ports import EventLog, ProfileStore, Quarantine
+from segue.core.ports import CatalogStore, DecisionStore, EventLog, ProfileStore, Quarantine
+from segue.decide.engine import DecideEngine
+from segue.decide.rank import RankService
 from segue.errors import ConfigError
 from segue.identity.identifiers import IdentityRules
 from segue.ingest.pipeline import IngestService
@@ -26,7 +29,10 @@ from segue.keys import KeyRing, Keys, resolve_keys
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
-from segue.storage import LOGS, STORES
+from segue.storage import CATALOGS, DECISIONS, LOGS, STORES
+
+if TYPE_CHECKING:
+    from segue.decisioning import Decisioning
 
 __all__ = ["Runtime", "SystemClock"]
 
@@ -67,6 +73,11 @@ class Runtime:
         self.log: EventLog
         self.store: ProfileStore
         self.quarantine: Quarantine
+        self.catalog: CatalogStore
+        self.decisions: DecisionStore
+        self.rank: RankService
+        self.decisioning: Decisioning
+        self.engine: DecideEngine
         self.ingest: IngestService
         self.processor: Processor
         self.started_at = self.clock.now()
@@ -91,6 +102,11 @@ class Runtime:
             )
         log_cls = _load(LOGS, s.log, "log")
         store_cls = _load(STORES, s.store, "store")
+        catalog_cls = _load(CATALOGS, s.store, "catalog")
+        self.catalog = catalog_cls() if s.store.startswith("memory") else catalog_cls(self.data)
+        decisions_cls = _load(DECISIONS, s.store, "decisions")
+        memory = s.store.startswith("memory")
+        self.decisions = decisions_cls() if memory else decisions_cls(self.data)
         if s.log.startswith("memory") or s.store.startswith("memory"):
             from segue.storage.memory import MemoryQuarantine
 
@@ -106,6 +122,8 @@ class Runtime:
         await self.log.open()
         await self.store.open()
         await self.quarantine.open()
+        await self.catalog.open()
+        await self.decisions.open()
         plans = {
             src.name: TrackingPlan(src.tracking_plan.mode, src.tracking_plan.events)
             for src in s.sources
@@ -143,9 +161,30 @@ class Runtime:
             match_threshold=ident.match_threshold,
             possible_threshold=ident.possible_threshold,
         )
+        from segue.decisioning import start_decisioning
+
+        self.decisioning = await start_decisioning(self)
+        self.engine = self.decisioning.engine
+        self._tasks.append(asyncio.create_task(self.decisioning.run(), name="decisioning"))
         await self.processor.start()
         if run_processor:
             self._tasks.append(asyncio.create_task(self._run_processor(), name="processor"))
+        rank = s.rank
+        self.rank = RankService(
+            self.decisions,
+            self.store,
+            self.clock,
+            np.random.default_rng(),
+            algorithm=rank.algorithm,
+            exploration=rank.exploration,
+            alpha=rank.alpha,
+            feature_bits=rank.feature_bits,
+            reward_wait_s=rank.reward_wait_s,
+            default_reward=rank.default_reward,
+            reward_bounds=(rank.reward_min, rank.reward_max),
+        )
+        await self.rank.start()
+        self._tasks.append(asyncio.create_task(self.rank.run(), name="rank"))
         self.ready = True
 
     async def _run_processor(self) -> None:
@@ -191,6 +230,10 @@ class Runtime:
         self.ready = False
         if hasattr(self, "processor"):
             self.processor.stop()
+        if hasattr(self, "rank"):
+            self.rank.stop()
+        if hasattr(self, "decisioning"):
+            await self.decisioning.aclose()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)
@@ -198,7 +241,7 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for name in ("log", "store", "quarantine"):
+        for name in ("log", "store", "quarantine", "catalog", "decisions"):
             backend = getattr(self, name, None)
             if backend is not None:
                 await backend.aclose()

@@ -17,7 +17,9 @@ from segue.errors import ConfigError
 
 __all__ = [
     "IdentitySettings",
+    "PlacementSettings",
     "PlanSettings",
+    "RankSettings",
     "Settings",
     "SourceSettings",
     "SurvivorshipSettings",
@@ -98,6 +100,44 @@ class SurvivorshipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     traits: dict[str, TraitRule] = {}
 
 
+class RankSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Rank/Reward (``/v1/rank``): the contextual bandit and its reward loop.
+
+    ``reward_wait_s`` counts from the rank call: rewards and activations are taken within it,
+    and an activated event with no reward then learns ``default_reward``. Rewards are clamped
+    into ``[reward_min, reward_max]``. ``exploration`` is the ε floor (Personalizer's
+    exploration %); ``alpha`` the width of LinUCB's bound or the scale of Thompson's
+    posterior; ``feature_bits`` the log2 of the hashed feature space.
+    """
+
+    algorithm: str = "linucb"
+    exploration: float = 0.2
+    alpha: float = 0.5
+    feature_bits: int = 12
+    reward_wait_s: float = 10.0
+    default_reward: float = 0.0
+    reward_min: float = -1.0
+    reward_max: float = 1.0
+
+
+class PlacementSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A placement: a slot that asks for decisions, with its strategy and business rules."""
+
+    strategy: str = "personalized"
+    k: int = 10
+    channel: str = "web"
+    exploration: bool = True
+    types: list[str] = []
+    categories: list[str] = []
+    exclude_purchased: bool = True
+    exclude_cart: bool = False
+    frequency_cap: int | None = 10
+    pinned: list[str] = []
+    promoted: list[str] = []
+    promoted_share: float = 0.2
+    max_per_category: int | None = 3
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything segue can be configured with; defaults make ``segue serve`` useful alone."""
 
@@ -115,6 +155,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: str = "warning"
     identity: IdentitySettings = msgspec.field(default_factory=IdentitySettings)
     survivorship: SurvivorshipSettings = msgspec.field(default_factory=SurvivorshipSettings)
+    placements: dict[str, PlacementSettings] = {}
+    rank: RankSettings = msgspec.field(default_factory=RankSettings)
 
 
 _ENV = {
@@ -187,6 +229,26 @@ def load_settings(
             problems.append(f"survivorship rule for {name!r} must be one of {sorted(rules)}")
     if settings.max_message_bytes > settings.max_request_bytes:
         problems.append("max_message_bytes must not exceed max_request_bytes")
+    problems += _rank_problems(settings.rank)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _rank_problems(rank: RankSettings) -> list[str]:
+    problems = []
+    if rank.algorithm not in ("linucb", "thompson"):
+        problems.append("rank.algorithm must be linucb or thompson")
+    if not 0.0 <= rank.exploration <= 1.0:
+        problems.append("rank.exploration must be between 0 and 1")
+    if not rank.alpha >= 0:
+        problems.append("rank.alpha must not be negative")
+    if not 4 <= rank.feature_bits <= 20:
+        problems.append("rank.feature_bits must be between 4 and 20")
+    if not rank.reward_wait_s > 0:
+        problems.append("rank.reward_wait_s must be positive")
+    if not rank.reward_min < rank.reward_max:
+        problems.append("rank.reward_min must be below rank.reward_max")
+    elif not rank.reward_min <= rank.default_reward <= rank.reward_max:
+        problems.append("rank.default_reward must lie between rank.reward_min and reward_max")
+    return problems

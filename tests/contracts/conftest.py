@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 from segue.storage.memory import MemoryEventLog, MemoryProfileStore, MemoryQuarantine
+from segue.storage.memory_catalog import MemoryCatalogStore
+from segue.storage.memory_decisions import MemoryDecisionStore
 from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore, SqliteQuarantine
+from segue.storage.sqlite_catalog import SqliteCatalogStore
+from segue.storage.sqlite_decisions import SqliteDecisionStore
 
 
 class Sync:
@@ -52,3 +56,13 @@ def profile_store(request, tmp_path) -> Iterator[Sync]:
 @pytest.fixture(params=["memory", "sqlite"])
 def quarantine(request, tmp_path) -> Iterator[Sync]:
     yield from _make(request.param, MemoryQuarantine, SqliteQuarantine, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def catalog_store(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryCatalogStore, SqliteCatalogStore, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def decision_store(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryDecisionStore, SqliteDecisionStore, tmp_path)

@@ -182,3 +182,13 @@ def test_match_records_replace_scan_and_follow_merges(profile_store):
     assert profile_store.scan_match_records("p1", 10) == [("p2", b"two")]
     profile_store.commit(Changeset(redirects={"p2": "p1"}), "profiles", 3)
     assert profile_store.match_records(["p1", "p2"]) == {"p1": b"uno"}
+
+
+def test_features_replace_and_follow_merges(profile_store):
+    profile_store.commit(Changeset(features={"p1": b"f1", "p2": b"f2"}), "profiles", 1)
+    profile_store.commit(Changeset(features={"p1": b"f1b"}), "profiles", 2)
+    assert profile_store.features(["p1", "p2", "p3"]) == {"p1": b"f1b", "p2": b"f2"}
+    profile_store.commit(
+        Changeset(features={"p1": b"merged"}, redirects={"p2": "p1"}), "profiles", 3
+    )
+    assert profile_store.features(["p1", "p2"]) == {"p1": b"merged"}

@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from segue.api import schemas, sources
+from segue.api import catalog, decide, rank, schemas, sources
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
@@ -296,6 +296,9 @@ class SegueApp:
             ),
         ]
         routes += sources.routes(self)
+        routes += catalog.routes(self)
+        routes += rank.routes(self)
+        routes += decide.routes(self)
         return routes
 
     # --- ASGI ---------------------------------------------------------------------------

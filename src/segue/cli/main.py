@@ -105,6 +105,27 @@ def _import(args: argparse.Namespace) -> int:
     )
 
 
+def _catalog_import(args: argparse.Namespace) -> int:
+    from segue.cli.catalog_import import run_import
+
+    key = args.key or os.environ.get("SEGUE_ADMIN_KEY")
+    if not key:
+        print("segue catalog import: pass --key (or set SEGUE_ADMIN_KEY)", file=sys.stderr)
+        return 2
+    if not 1 <= args.chunk_items <= 1000:
+        print("segue catalog import: --chunk-items must be from 1 to 1000", file=sys.stderr)
+        return 2
+    return run_import(
+        path=args.file,
+        url=args.url,
+        key=key,
+        fmt=args.format,
+        chunk_items=args.chunk_items,
+        quiet=args.quiet,
+        out=sys.stdout,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segue", description="real-time personalization engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--chunk-bytes", type=int, default=256 * 1024, help="bytes per request")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(run=_import)
+    catalog = sub.add_parser("catalog", help="the headless catalog of a running segue")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    feed = catalog_sub.add_parser(
+        "import",
+        help="load a product feed (CSV, JSON, JSON Lines) into the catalog",
+        description="Upsert the items of FILE into a running segue's catalog in chunks. "
+        "Exit code 0: all stored; 1: items were rejected (listed by line); 2: the import "
+        "could not run.",
+    )
+    feed.add_argument("file", type=Path)
+    feed.add_argument("--url", default="http://127.0.0.1:8080", help="the running segue")
+    feed.add_argument("--key", default=None, help="admin key (default: $SEGUE_ADMIN_KEY)")
+    feed.add_argument("--format", choices=["csv", "json", "jsonl"], default=None)
+    feed.add_argument("--chunk-items", type=int, default=500, help="items per request")
+    feed.add_argument("--quiet", action="store_true", help="no progress bar")
+    feed.set_defaults(run=_catalog_import)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

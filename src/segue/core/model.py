@@ -190,6 +190,8 @@ class Changeset(msgspec.Struct, kw_only=True):
         match_records: profile id → its normalised match records (opaque bytes owned by
             the matcher), replacing the old ones; kept apart from the profile document so
             scoring candidates never loads whole profiles.
+        features: profile id → its real-time features (opaque bytes owned by the feature
+            code), replacing the old ones; a merged-away profile's row is dropped.
         possible: grey-zone matches to record.
     """
 
@@ -204,6 +206,7 @@ class Changeset(msgspec.Struct, kw_only=True):
     unlink: list[Identifier] = []
     block_keys: dict[str, list[str]] = {}
     match_records: dict[str, bytes] = {}
+    features: dict[str, bytes] = {}
     possible: list[PossibleMatch] = []
 
 

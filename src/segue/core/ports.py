@@ -121,6 +121,10 @@ class ProfileStore(Protocol):
         is too common to be useful and comes back empty."""
         ...
 
+    async def features(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored real-time features of these profiles (absent when none)."""
+        ...
+
     async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
         """The stored match records of these profiles (absent when none)."""
         ...

@@ -11,15 +11,17 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 import msgspec
 import structlog
 
-from segue.core.events import Event
+from segue.core.events import Event, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
 from segue.errors import BackendUnavailable, Conflict, NotFound
 from segue.identity.identifiers import IdentityRules
+from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
 from segue.profiles.golden import Survivorship
@@ -89,6 +91,7 @@ class Processor:
         matching: bool = True,
         match_threshold: float | None = None,
         possible_threshold: float | None = None,
+        behaviour: BehaviourStage | None = None,
     ) -> None:
         self._log = log
         self._store = store
@@ -111,6 +114,10 @@ class Processor:
             if matching
             else None
         )
+        #: features and item models (None: identity only)
+        self.behaviour: BehaviourStage | None = behaviour
+        #: called after each commit with the changes and the decision feedback seen
+        self.on_commit: Callable[[Changeset, list[Feedback]], None] | None = None
         self.position = 0
         self.processed = 0
         self.last_received_at = 0.0
@@ -143,20 +150,38 @@ class Processor:
         profiles = await self._store.profiles(set(links.values()))
         # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
-        await loop.run_in_executor(None, self._fold, ws, events)
+        landed = await loop.run_in_executor(None, self._fold, ws, events)
         if self.linker is not None:
             await self.linker.link(ws, self._clock.now())
+        feedback: list[Feedback] = []
+        if self.behaviour is not None and landed:
+            redirects = ws.changes.redirects
+            touched = {pid for _, _, pid, _ in landed} | set(redirects) | set(redirects.values())
+            stored = await self._store.features(touched)
+            ws.changes.features, feedback = await loop.run_in_executor(
+                None, self.behaviour.fold, stored, landed, redirects
+            )
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset)
+        if self.on_commit is not None:
+            self.on_commit(ws.changes, feedback)
         self.position = last.offset
         self.processed += len(records)
         self.last_received_at = last.received_at
         return len(records)
 
-    def _fold(self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]) -> None:
+    def _fold(
+        self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]
+    ) -> list[tuple[LogRecord, Event, str, float]]:
+        landed: list[tuple[LogRecord, Event, str, float]] = []
         for record, event in events:
-            if event is not None:
-                self.folder.apply(ws, record, event)
+            if event is None:
+                continue
+            pid = self.folder.apply(ws, record, event)
+            if pid is not None:
+                at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
+                landed.append((record, event, pid, at.timestamp()))
+        return landed
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
         """Undo the merge of ``merged_id`` into ``profile_id`` by re-deriving from the log.

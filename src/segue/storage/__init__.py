@@ -6,7 +6,7 @@ that backend is asked for, with the extra to install in the message.
 
 from __future__ import annotations
 
-__all__ = ["LOGS", "STORES"]
+__all__ = ["CATALOGS", "DECISIONS", "LOGS", "STORES"]
 
 #: scheme → factory path for the event log
 LOGS: dict[str, str] = {
@@ -17,4 +17,14 @@ LOGS: dict[str, str] = {
 STORES: dict[str, str] = {
     "sqlite": "segue.storage.sqlite:SqliteProfileStore",
     "memory": "segue.storage.memory:MemoryProfileStore",
+}
+#: scheme (of the store URL) → factory path for the catalog
+CATALOGS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_catalog:SqliteCatalogStore",
+    "memory": "segue.storage.memory_catalog:MemoryCatalogStore",
+}
+#: scheme (of the store URL) → factory path for the decision log and rank events
+DECISIONS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_decisions:SqliteDecisionStore",
+    "memory": "segue.storage.memory_decisions:MemoryDecisionStore",
 }

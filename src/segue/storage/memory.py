@@ -90,6 +90,7 @@ class MemoryProfileStore:
         self._keys_of: dict[str, list[str]] = {}
         self._possible: dict[int, PossibleMatch] = {}
         self._match_records: dict[str, bytes] = {}
+        self._features: dict[str, bytes] = {}
         self._blobs: dict[str, bytes] = {}
 
     async def open(self) -> None:
@@ -137,9 +138,11 @@ class MemoryProfileStore:
                 self._match_records[pid] = data
             else:
                 self._match_records.pop(pid, None)
+        self._features.update(changes.features)
         for old, new in changes.redirects.items():
             self._unindex(old)
             self._match_records.pop(old, None)
+            self._features.pop(old, None)
             for m in self._possible.values():
                 if m.profile_a == old:
                     m.profile_a = new
@@ -193,6 +196,9 @@ class MemoryProfileStore:
             members = self._blocks.get(key, set())
             found[key] = [] if len(members) > cap else sorted(members)
         return found
+
+    async def features(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        return {p: self._features[p] for p in profile_ids if p in self._features}
 
     async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
         return {p: self._match_records[p] for p in profile_ids if p in self._match_records}

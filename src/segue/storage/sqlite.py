@@ -152,6 +152,8 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE INDEX IF NOT EXISTS blocks_profile ON blocks (profile_id);
 CREATE TABLE IF NOT EXISTS match_records (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS features (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS possible_matches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, profile_a TEXT NOT NULL, profile_b TEXT NOT NULL,
     score REAL NOT NULL, explanation BLOB NOT NULL, created_at REAL NOT NULL,
@@ -304,9 +306,15 @@ class SqliteProfileStore:
                     )
                 else:
                     conn.execute("DELETE FROM match_records WHERE profile_id = ?", (pid,))
+            conn.executemany(
+                "INSERT INTO features (profile_id, data) VALUES (?, ?) "
+                "ON CONFLICT (profile_id) DO UPDATE SET data = excluded.data",
+                list(changes.features.items()),
+            )
             for old, new in changes.redirects.items():
                 conn.execute("DELETE FROM blocks WHERE profile_id = ?", (old,))
                 conn.execute("DELETE FROM match_records WHERE profile_id = ?", (old,))
+                conn.execute("DELETE FROM features WHERE profile_id = ?", (old,))
                 conn.execute(
                     "UPDATE possible_matches SET profile_a = ? WHERE profile_a = ?", (new, old)
                 )
@@ -395,7 +403,13 @@ class SqliteProfileStore:
 
         return await self._db.read(fetch)
 
+    async def features(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        return await self._blobs_of("features", profile_ids)
+
     async def match_records(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
+        return await self._blobs_of("match_records", profile_ids)
+
+    async def _blobs_of(self, table: str, profile_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = list(profile_ids)
         if not wanted:
             return {}
@@ -405,7 +419,7 @@ class SqliteProfileStore:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT profile_id, data FROM match_records WHERE profile_id IN ({marks})"  # noqa: S608
+                sql = f"SELECT profile_id, data FROM {table} WHERE profile_id IN ({marks})"  # noqa: S608
                 for pid, data in conn.execute(sql, chunk):
                     found[str(pid)] = bytes(data)
             return found

@@ -1,0 +1,454 @@
+"""decide(request) → decision: consent gate → candidates → rules → rank → explain → log.
+
+Everything on this path is in memory except the profile read, which goes through the
+in-process cache (invalidated when the processor changes the profile): the catalog mirror,
+the item models and the ranker live in the process. A request without a known person, or
+without consent to personalize, gets a contextual answer — page, item, category, coarse
+region and popularity — with ``personalized: false`` and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+import structlog
+
+from segue.core.model import Decision, Identifier
+from segue.core.ports import Clock, DecisionStore
+from segue.decide.catalog_view import CatalogView
+from segue.decide.ranking import FEATURES, LinearThompson
+from segue.decide.rules import Candidate, PlacementRules, apply_rules, fill_slots
+from segue.decide.signals import ItemSignals, PersonSignals
+from segue.privacy.consent import gate, request_preferences
+
+__all__ = ["DecideEngine", "DecideRequest", "Placement"]
+
+_log = structlog.get_logger("segue.decide")
+_SIGNAL_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+
+class DecideRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``POST /v1/decide``."""
+
+    placement: str
+    user: dict[str, str | int] = {}
+    context: dict[str, Any] = {}
+    k: int = 10
+    candidates: list[str] | None = None
+    channel: str | None = None
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True):
+    """A slot in an app or page, with its strategy and rules (configuration)."""
+
+    name: str
+    strategy: str = "personalized"  # personalized | popular | similar | bought_together | fresh
+    k: int = 10
+    channel: str = "web"
+    exploration: bool = True
+    rules: PlacementRules = PlacementRules()
+
+
+class PersonView(msgspec.Struct, frozen=True):
+    """What the engine knows of the requester after the consent gate."""
+
+    profile_id: str | None
+    signals: PersonSignals | None
+    personalized: bool
+    reason: str
+
+
+class FeedbackLike(Protocol):
+    """Feedback on a decision as the processor reports it."""
+
+    @property
+    def decision_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def item_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def at(self) -> float: ...
+
+
+ProfileReader = Callable[[dict[str, str]], Awaitable[tuple[str | None, dict[str, bool]]]]
+SignalsReader = Callable[[str], Awaitable[PersonSignals | None]]
+
+
+class DecideEngine:
+    """Answers decide requests.
+
+    Args:
+        catalog: the in-memory catalog mirror.
+        items: item models (popularity, neighbours, fresh).
+        find_profile: identifiers → (profile id, recorded consent), cached by the caller.
+        person_signals: profile id → its behaviour signals (cached by the caller).
+        decisions: the decision log.
+        clock: wall clock.
+        placements: configured placements; unknown ones get the defaults.
+        seed: seeds the exploration RNG (replayable tests).
+    """
+
+    def __init__(
+        self,
+        catalog: CatalogView,
+        items: ItemSignals,
+        find_profile: ProfileReader,
+        person_signals: SignalsReader,
+        decisions: DecisionStore,
+        clock: Clock,
+        placements: Mapping[str, Placement] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.items = items
+        self._find_profile = find_profile
+        self._person_signals = person_signals
+        self._decisions = decisions
+        self._clock = clock
+        self.placements = dict(placements or {})
+        self.rankers: dict[str, LinearThompson] = {}
+        self._rng = np.random.default_rng(seed)
+        self._pending: list[Decision] = []
+        self._flushing: asyncio.Task[None] | None = None
+        #: recent decisions by id, for feedback without a store round trip
+        self.recent: OrderedDict[str, Decision] = OrderedDict()
+        self.recent_size = 50_000
+        #: decision id → (exposure time, items shown, items clicked) awaiting the window
+        self._exposed: dict[str, tuple[float, tuple[str, ...], set[str]]] = {}
+        #: seconds after an exposure at which unclicked items count as not chosen
+        self.attribution_window = 10.0
+        self.feedback_seen = {"exposure": 0, "click": 0, "conversion": 0, "learned": 0}
+
+    def ranker(self, placement: str) -> LinearThompson:
+        model = self.rankers.get(placement)
+        if model is None:
+            model = self.rankers[placement] = LinearThompson()
+        return model
+
+    async def decide(self, request: DecideRequest, *, gpc: bool = False) -> dict[str, Any]:
+        """Answer one request (see DESIGN.md for the response shape)."""
+        now = self._clock.now()
+        placement = self.placements.get(request.placement) or Placement(name=request.placement)
+        k = max(1, min(request.k or placement.k, 100))
+        person = await self._person(request, gpc)
+        context = request.context
+        region = _text(context.get("region"))
+        item_id = _text(context.get("item_id"))
+        category = _text(context.get("category"))
+        if category is None and item_id is not None and item_id in self.catalog.items:
+            category = self.catalog.items[item_id].category
+        signals = person.signals if person.personalized else None
+        candidates = self._candidates(request, placement, signals, item_id, category, region, now)
+        if item_id is not None and request.candidates is None:
+            candidates.pop(item_id, None)  # not the item the person is looking at
+        removed: dict[str, str] = {}
+        kept = apply_rules(
+            candidates.values(),
+            self.catalog.items,
+            placement.rules,
+            now,
+            purchased=signals.purchased if signals else frozenset(),
+            cart=signals.cart if signals else frozenset(),
+            impressions=signals.impressions if signals else None,
+            removed=removed,
+        )
+        x = self._features(kept, signals, item_id)
+        ranker = self.ranker(request.placement)
+        order, scores, propensity = ranker.rank(
+            x, max(k * 3, k), self._rng, explore=placement.exploration
+        )
+        ranked: list[Candidate] = []
+        for pos, index in enumerate(order):
+            c = kept[int(index)]
+            c.score = round(float(scores[pos]), 6)
+            c.propensity = round(float(propensity[pos]), 4)
+            ranked.append(c)
+        featured = set(placement.rules.pinned) | set(placement.rules.promoted)
+        if featured:
+            in_ranked = {c.item_id for c in ranked}
+            ranked += [c for c in kept if c.item_id in featured and c.item_id not in in_ranked]
+        chosen = fill_slots(ranked, self.catalog.items, placement.rules, k)
+        rows = {c.item_id: x[i] for i, c in enumerate(kept)}
+        channel = request.channel or placement.channel
+        strategy = (
+            placement.strategy
+            if person.personalized or request.candidates is not None
+            else "contextual"
+        )
+        decision = Decision(
+            decision_id=uuid.uuid4().hex,
+            created_at=now,
+            placement=request.placement,
+            profile_id=person.profile_id if person.personalized else None,
+            items=[c.item_id for c in chosen],
+            scores=[c.score for c in chosen],
+            propensities=[c.propensity for c in chosen],
+            strategy=strategy,
+            personalized=person.personalized,
+            reason=person.reason,
+            model_version=f"lts-{ranker.version}",
+            features_used=[f for f in FEATURES if f != "bias"],
+            data_categories=["behavioural", "catalog"] if person.personalized else ["catalog"],
+            context={
+                "region": region,
+                "item_id": item_id,
+                "category": category,
+                "x": [rows[c.item_id].round(5).tolist() for c in chosen if c.item_id in rows],
+            },
+        )
+        self._log_decision(decision)
+        out_items = []
+        for c in chosen:
+            item = self.catalog.items[c.item_id]
+            out_items.append(
+                {
+                    "item_id": c.item_id,
+                    "score": c.score,
+                    "propensity": c.propensity,
+                    "content": item.content.get(channel) or {"title": item.title},
+                    "reason": c.reason or _reason(c, self.catalog, signals),
+                }
+            )
+        return {
+            "decision_id": decision.decision_id,
+            "items": out_items,
+            "personalized": person.personalized,
+            "strategy": strategy,
+            "explanation": {
+                "reason": person.reason,
+                "candidates": len(candidates),
+                "after_rules": len(kept),
+                "removed": _count(removed),
+                "model_version": decision.model_version,
+                "features": list(FEATURES[1:]),
+                "data_categories": decision.data_categories,
+            },
+            "experiment": None,
+        }
+
+    async def _person(self, request: DecideRequest, gpc: bool) -> PersonView:
+        identifiers = {str(k): str(v) for k, v in request.user.items() if v not in (None, "")}
+        if not identifiers:
+            return PersonView(None, None, False, "unknown_person")
+        profile_id, recorded = await self._find_profile(identifiers)
+        if profile_id is None:
+            return PersonView(None, None, False, "unknown_person")
+        verdict = gate("personalization", recorded, request_preferences(request.context), gpc=gpc)
+        if not verdict.allowed:
+            return PersonView(profile_id, None, False, verdict.reason)
+        signals = await self._person_signals(profile_id)
+        return PersonView(profile_id, signals, True, verdict.reason)
+
+    def _candidates(
+        self,
+        request: DecideRequest,
+        placement: Placement,
+        signals: PersonSignals | None,
+        item_id: str | None,
+        category: str | None,
+        region: str | None,
+        now: float,
+    ) -> dict[str, Candidate]:
+        found: dict[str, Candidate] = {}
+
+        def add(source: str, pairs: list[tuple[str, float]]) -> None:
+            for other, strength in pairs:
+                c = found.get(other)
+                if c is None:
+                    c = found[other] = Candidate(item_id=other, sources={})
+                c.sources[source] = max(c.sources.get(source, 0.0), strength)
+
+        if request.candidates is not None:
+            add("request", [(i, 1.0) for i in request.candidates[:1000]])
+            return found
+        featured = (*placement.rules.pinned, *placement.rules.promoted)
+        add("featured", [(i, 0.0) for i in featured])
+        strategy = placement.strategy
+        if item_id is not None:
+            add("co_visitation", self.items.neighbours(item_id, "co_visitation", 50))
+            add("bought_together", self.items.neighbours(item_id, "bought_together", 30))
+        if signals is not None:
+            for cart_item in list(signals.cart)[:5]:
+                add("bought_together", self.items.neighbours(cart_item, "bought_together", 20))
+            for seen in signals.recent[:5]:
+                add("co_visitation", self.items.neighbours(seen, "co_visitation", 20))
+            for liked, _ in sorted(signals.categories.items(), key=lambda kv: -kv[1])[:3]:
+                add("category_affinity", self.items.top(30, category=liked, now=now))
+        if category is not None:
+            add("popular_in_category", self.items.top(50, category=category, now=now))
+        if region is not None:
+            add("popular_in_region", self.items.top(50, region=region, now=now))
+        if strategy in ("personalized", "popular") or len(found) < 50:
+            add("popular", self.items.top(200, now=now))
+        add("fresh", self.items.fresh(20, now))
+        if len(found) < 20:  # a cold system: fall back to the catalog itself
+            add("catalog", [(i, 0.0) for i in list(self.catalog.items)[:200]])
+        return dict(list(found.items())[:500])
+
+    def _features(
+        self, kept: list[Candidate], signals: PersonSignals | None, item_id: str | None
+    ) -> np.ndarray[Any, np.dtype[np.float64]]:
+        x = np.zeros((len(kept), len(FEATURES)))
+        if not kept:
+            return x
+        x[:, 0] = 1.0
+        recent = set(signals.recent) if signals else set()
+        for i, c in enumerate(kept):
+            s = c.sources
+            x[i, 1] = math.log1p(
+                max(
+                    s.get("popular", 0.0),
+                    s.get("popular_in_category", 0.0),
+                    s.get("popular_in_region", 0.0),
+                    s.get("request", 0.0),
+                )
+            )
+            x[i, 2] = math.log1p(s.get("co_visitation", 0.0))
+            x[i, 3] = math.log1p(s.get("bought_together", 0.0))
+            x[i, 6] = 1.0 if "fresh" in s else 0.0
+            if item_id is not None:
+                x[i, 7] = self.catalog.similarity(item_id, c.item_id)
+            if signals is not None:
+                item = self.catalog.items.get(c.item_id)
+                if item is not None:
+                    if item.category:
+                        x[i, 4] = signals.categories.get(item.category, 0.0)
+                    if item.brand:
+                        x[i, 5] = signals.brands.get(item.brand, 0.0)
+                x[i, 8] = 1.0 if c.item_id in recent else 0.0
+        # popularity on a common scale across requests
+        top = x[:, 1].max()
+        if top > 0:
+            x[:, 1] /= top
+        for column in (2, 3):
+            peak = x[:, column].max()
+            if peak > 0:
+                x[:, column] /= peak
+        return x
+
+    def learn(self, decision: Decision, item_id: str, reward: float) -> bool:
+        """Feedback for one shown item of a logged decision; return whether it was learned."""
+        rows = decision.context.get("x")
+        if not isinstance(rows, list) or item_id not in decision.items:
+            return False
+        index = decision.items.index(item_id)
+        if index >= len(rows):
+            return False
+        self.ranker(decision.placement).update(np.asarray(rows[index], dtype=np.float64), reward)
+        return True
+
+    def decision_items(self, decision_id: str) -> list[str] | None:
+        decision = self.recent.get(decision_id)
+        return list(decision.items) if decision is not None else None
+
+    def feedback(self, events: Iterable[FeedbackLike]) -> None:
+        """Learn from exposures, clicks and conversions on logged decisions.
+
+        A click or a conversion on a shown item is a reward of 1 at once; an item exposed
+        and not clicked within ``attribution_window`` seconds counts 0 (see :meth:`settle`).
+        """
+        for fb in events:
+            self.feedback_seen[fb.kind] = self.feedback_seen.get(fb.kind, 0) + 1
+            decision = self.recent.get(fb.decision_id)
+            if decision is None:
+                continue
+            if fb.kind == "exposure":
+                shown = fb.item_ids or tuple(decision.items)
+                self._exposed.setdefault(fb.decision_id, (fb.at, shown, set()))
+                continue
+            pending = self._exposed.get(fb.decision_id)
+            for item_id in fb.item_ids:
+                if pending is not None:
+                    if item_id in pending[2]:
+                        continue
+                    pending[2].add(item_id)
+                if self.learn(decision, item_id, 1.0):
+                    self.feedback_seen["learned"] += 1
+
+    def settle(self, now: float) -> int:
+        """Count unclicked exposed items as 0 once their window passed; return how many."""
+        learned = 0
+        for decision_id, (at, shown, clicked) in list(self._exposed.items()):
+            if now - at < self.attribution_window:
+                continue
+            del self._exposed[decision_id]
+            decision = self.recent.get(decision_id)
+            if decision is None:
+                continue
+            for item_id in shown:
+                if item_id not in clicked and self.learn(decision, item_id, 0.0):
+                    learned += 1
+        self.feedback_seen["learned"] += learned
+        return learned
+
+    def _log_decision(self, decision: Decision) -> None:
+        self.recent[decision.decision_id] = decision
+        while len(self.recent) > self.recent_size:
+            self.recent.popitem(last=False)
+        self._pending.append(decision)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._decisions.put_decisions(batch)
+            except Exception:  # the decision log must never fail a decision already answered
+                _log.exception("decision_log_failed", decisions=len(batch))
+
+    async def aclose(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+        await self._flush()
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _count(removed: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for why in removed.values():
+        counts[why] = counts.get(why, 0) + 1
+    return counts
+
+
+def _reason(c: Candidate, catalog: CatalogView, signals: PersonSignals | None) -> str:
+    s = c.sources
+    item = catalog.items.get(c.item_id)
+    if "bought_together" in s:
+        return "often bought together with what you are looking at"
+    if "co_visitation" in s:
+        return "people who viewed this also viewed"
+    if signals is not None and item is not None and item.category in signals.categories:
+        return f"matches your interest in {item.category}"
+    if "popular_in_category" in s and item is not None:
+        return f"popular in {item.category}"
+    if "popular_in_region" in s:
+        return "popular in your region"
+    if "fresh" in s:
+        return "new arrival"
+    if "request" in s:
+        return "ranked from the candidates you sent"
+    return "popular right now"
+
+
+def profile_identifiers(user: Mapping[str, str]) -> list[Identifier]:
+    """``{"user_id": "42", "anonymous_id": "a"}`` → identifiers, in the caller's order."""
+    return [Identifier(k, v) for k, v in user.items() if v]

@@ -1,0 +1,212 @@
+"""Wiring of the read side: catalog mirror, item models, features stage, decide engine.
+
+Part of the composition root (``runtime`` calls :func:`start_decisioning`): it builds the
+objects that the processor and the decide path share in one process — the item models
+(written by the processor under a lock, read by decide through snapshots), the catalog
+mirror (written through by the catalog API), the caches invalidated on every commit — and a
+background loop that settles feedback and persists the learned state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from segue.core.model import Changeset, Identifier, Item
+from segue.core.ports import CatalogStore, ProfileStore
+from segue.decide.cache import Cache
+from segue.decide.catalog_view import CatalogView
+from segue.decide.engine import DecideEngine, Placement
+from segue.decide.item_view import ItemView
+from segue.decide.ranking import LinearThompson
+from segue.decide.rules import PlacementRules
+from segue.decide.signals import PersonSignals
+from segue.features._ecommerce import ItemInfo
+from segue.features.items import ItemModels
+from segue.processor.behaviour import (
+    BehaviourStage,
+    Feedback,
+    behaviour_signals,
+    decode_behaviour,
+)
+
+if TYPE_CHECKING:
+    from segue.runtime import Runtime
+
+__all__ = ["Decisioning", "ViewedCatalog", "start_decisioning"]
+
+_log = structlog.get_logger("segue.decisioning")
+_MODELS_BLOB = "item_models"
+_RANKERS_BLOB = "rankers"
+
+
+class ViewedCatalog:
+    """A CatalogStore that keeps the in-memory mirror in step with every write."""
+
+    def __init__(self, store: CatalogStore, view: CatalogView) -> None:
+        self.store = store
+        self.view = view
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def put(self, items: Sequence[Item]) -> None:
+        await self.store.put(items)
+        self.view.upsert(items)
+
+    async def get(self, item_ids: Iterable[str]) -> dict[str, Item]:
+        return await self.store.get(item_ids)
+
+    async def scan(self, after: str, limit: int) -> list[Item]:
+        return await self.store.scan(after, limit)
+
+    async def delete(self, item_id: str) -> bool:
+        found = await self.store.delete(item_id)
+        self.view.remove(item_id)
+        return found
+
+    async def count(self) -> int:
+        return await self.store.count()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+class Decisioning:
+    """The read side's shared objects and their background upkeep."""
+
+    def __init__(self, runtime: Runtime, view: CatalogView, models: ItemModels) -> None:
+        self.runtime = runtime
+        self.view = view
+        self.models = models
+        self.lock = threading.Lock()
+        self.items = ItemView(models, self.lock)
+        self.identity_cache: Cache[Identifier, str | None] = Cache(100_000, ttl=30.0)
+        self.signals_cache: Cache[str, PersonSignals | None] = Cache(100_000, ttl=30.0)
+        self.engine = DecideEngine(
+            view,
+            self.items,
+            self.find_profile,
+            self.person_signals,
+            runtime.decisions,
+            runtime.clock,
+            _placements(runtime),
+            seed=None,
+        )
+        self.behaviour = BehaviourStage(
+            models, self.item_info, self.engine.decision_items, self.lock
+        )
+        self._stopping = asyncio.Event()
+
+    def item_info(self, item_id: str) -> ItemInfo | None:
+        item = self.view.items.get(item_id)
+        if item is None:
+            return None
+        return ItemInfo(category=item.category, brand=item.brand, price=item.price)
+
+    async def find_profile(self, user: dict[str, str]) -> tuple[str | None, dict[str, bool]]:
+        store: ProfileStore = self.runtime.store
+        for kind, value in user.items():
+            identifier = Identifier(kind, value)
+
+            async def load(identifier: Identifier = identifier) -> str | None:
+                return (await store.lookup([identifier])).get(identifier)
+
+            profile_id = await self.identity_cache.get(identifier, load)
+            if profile_id is not None:
+                return profile_id, {}
+        return None, {}
+
+    async def person_signals(self, profile_id: str) -> PersonSignals | None:
+        async def load() -> PersonSignals | None:
+            found = await self.runtime.store.features([profile_id])
+            data = found.get(profile_id)
+            if data is None:
+                return PersonSignals()
+            return PersonSignals(
+                **behaviour_signals(decode_behaviour(data), self.runtime.clock.now())
+            )
+
+        return await self.signals_cache.get(profile_id, load)
+
+    def on_commit(self, changes: Changeset, feedback: list[Feedback]) -> None:
+        """The processor changed state: forget what the caches knew of it, pass feedback on."""
+        for identifier in (*changes.links, *changes.unlink):
+            self.identity_cache.invalidate(identifier)
+        for profile_id in (*changes.features, *changes.profiles, *changes.redirects):
+            self.signals_cache.invalidate(profile_id)
+        if feedback:
+            self.engine.feedback(feedback)
+
+    async def run(self) -> None:
+        """Settle feedback every second; persist the learned state every 30 seconds."""
+        ticks = 0
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+            self.engine.settle(self.runtime.clock.now())
+            ticks += 1
+            if ticks % 30 == 0:
+                await self.persist()
+
+    async def persist(self) -> None:
+        store = self.runtime.store
+        with self.lock:
+            models = self.models.to_bytes()
+        await store.save_blob(_MODELS_BLOB, models)
+        rankers = {name: r.to_bytes().hex() for name, r in self.engine.rankers.items()}
+        await store.save_blob(_RANKERS_BLOB, msgspec.json.encode(rankers))
+
+    async def aclose(self) -> None:
+        self._stopping.set()
+        await self.engine.aclose()
+        await self.persist()
+
+
+def _placements(runtime: Runtime) -> dict[str, Placement]:
+    out: dict[str, Placement] = {}
+    for name, p in runtime.settings.placements.items():
+        out[name] = Placement(
+            name=name,
+            strategy=p.strategy,
+            k=p.k,
+            channel=p.channel,
+            exploration=p.exploration,
+            rules=PlacementRules(
+                types=tuple(p.types),
+                categories=tuple(p.categories),
+                exclude_purchased=p.exclude_purchased,
+                exclude_cart=p.exclude_cart,
+                frequency_cap=p.frequency_cap,
+                pinned=tuple(p.pinned),
+                promoted=tuple(p.promoted),
+                promoted_share=p.promoted_share,
+                max_per_category=p.max_per_category,
+            ),
+        )
+    return out
+
+
+async def start_decisioning(runtime: Runtime) -> Decisioning:
+    """Load the catalog mirror and the learned state; hook the processor; start upkeep."""
+    view = CatalogView()
+    await view.load(runtime.catalog)
+    runtime.catalog = ViewedCatalog(runtime.catalog, view)
+    blob = await runtime.store.load_blob(_MODELS_BLOB)
+    models = ItemModels.from_bytes(blob) if blob else ItemModels()
+    decisioning = Decisioning(runtime, view, models)
+    saved = await runtime.store.load_blob(_RANKERS_BLOB)
+    if saved:
+        rankers: dict[str, Any] = msgspec.json.decode(saved)
+        for name, hexed in rankers.items():
+            decisioning.engine.rankers[name] = LinearThompson.from_bytes(bytes.fromhex(hexed))
+    runtime.processor.behaviour = decisioning.behaviour
+    runtime.processor.on_commit = decisioning.on_commit
+    _log.info("decisioning_ready", items=len(view.items))
+    return decisioning

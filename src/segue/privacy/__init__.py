@@ -1,0 +1,1 @@
+"""Privacy: consent policy, data subject requests, audit."""
