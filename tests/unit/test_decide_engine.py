@@ -87,7 +87,8 @@ def test_known_person_gets_personalised_explained_items_without_purchased_or_una
     ids = [i["item_id"] for i in out["items"]]
     assert out["personalized"] is True
     assert out["strategy"] == "personalized"
-    assert len(ids) == 8 and len(set(ids)) == 8
+    assert len(ids) == 8
+    assert len(set(ids)) == 8
     assert not {"i0", "i3"} & set(ids)  # purchased
     assert not {"i1", "i2"} & set(ids)  # out of stock, window over
     assert all(i["reason"] for i in out["items"])
