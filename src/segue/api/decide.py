@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from segue.api.http import Request, Response, Route, json_response
+from segue.api.http import Request, Response, Route, decode_json, json_response
 from segue.decide.engine import DecideRequest
 from segue.errors import InvalidInput
 
@@ -46,15 +46,7 @@ class DecideResponse(msgspec.Struct, kw_only=True):
 def routes(app: SegueApp) -> list[Route]:
     async def decide(request: Request) -> Response:
         body = await request.body(64 * 1024)
-        try:
-            parsed = _decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            text, _, path = str(exc).partition(" - at `")
-            raise InvalidInput(
-                text, field=path.rstrip("`") or "$", code="invalid_request"
-            ) from None
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+        parsed = decode_json(_decoder, body)
         if not parsed.placement.strip():
             raise InvalidInput("placement must not be empty", field="$.placement")
         if not 1 <= parsed.k <= 100:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
 from segue.errors import InvalidInput, PayloadTooLarge, SegueError
 
-__all__ = ["Request", "Response", "Route", "Router", "json_response"]
+__all__ = ["Request", "Response", "Route", "Router", "decode_json", "json_response"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -97,6 +97,28 @@ def _inflate(body: bytes, limit: int, *, gzip: bool) -> bytes:
     if not inflater.eof:
         raise InvalidInput("gzip body is truncated", code="invalid_gzip")
     return out
+
+
+T = TypeVar("T")
+
+
+def decode_json(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a request body with a typed decoder; errors name the JSON path at fault.
+
+    Raises:
+        InvalidInput: ``invalid_json`` (not JSON, not UTF-8, nested too deeply) or
+            ``invalid_request`` (wrong shape) with ``field`` set.
+    """
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text, _, path = str(exc).partition(" - at `")
+        field = path.rstrip("`") or "$"
+        if text.startswith("Object missing required field `"):
+            field = f"{field}.{text.split('`')[1]}"
+        raise InvalidInput(text, field=field, code="invalid_request") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 class Response:

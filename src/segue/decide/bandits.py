@@ -193,8 +193,69 @@ class _State(msgspec.Struct, frozen=True, kw_only=True):
     theta: bytes  # float64, m
 
 
+class _Posterior:
+    """``A⁻¹`` and ``θ`` over the ``m`` slots seen so far, in buffers that grow by doubling."""
+
+    __slots__ = ("ainv", "m", "row", "slots", "theta")
+
+    def __init__(self, dim: int) -> None:
+        self.row = np.full(dim, -1, dtype=np.int64)  # hashed slot → row of A⁻¹
+        self.slots = np.zeros(0, dtype=np.int64)  # row → hashed slot
+        self.ainv = np.zeros((0, 0))
+        self.theta = np.zeros(0)
+        self.m = 0
+
+    def copy(self) -> _Posterior:
+        other = _Posterior(0)
+        m = self.m
+        other.row, other.slots = self.row.copy(), self.slots[:m].copy()
+        other.ainv, other.theta = self.ainv[:m, :m].copy(), self.theta[:m].copy()
+        other.m = m
+        return other
+
+    def grow(self, slots: Ints, ridge: float) -> None:
+        new = slots[self.row[slots] < 0]
+        if not len(new):
+            return
+        m, n = self.m, self.m + len(new)
+        if n > len(self.theta):
+            capacity = max(n, 2 * len(self.theta), 16)
+            ainv = np.zeros((capacity, capacity))
+            ainv[:m, :m] = self.ainv[:m, :m]
+            theta = np.zeros(capacity)
+            theta[:m] = self.theta[:m]
+            slots_of = np.zeros(capacity, dtype=np.int64)
+            slots_of[:m] = self.slots[:m]
+            self.ainv, self.theta, self.slots = ainv, theta, slots_of
+        self.ainv[m:n, :] = 0.0
+        self.ainv[:, m:n] = 0.0
+        self.ainv[range(m, n), range(m, n)] = 1.0 / ridge
+        self.theta[m:n] = 0.0
+        self.slots[m:n] = new
+        self.row[new] = np.arange(m, n)
+        self.m = n
+
+    def update(self, slots: Ints, values: Floats, reward: float, ridge: float) -> None:
+        """One Sherman–Morrison step on ``A⁻¹`` and the matching recursive-least-squares
+        step on ``θ``: ``θ += A⁻¹x (r − θ·x) / (1 + xᵀA⁻¹x)``."""
+        self.grow(np.unique(slots), ridge)
+        rows = self.row[slots]
+        m = self.m
+        ainv = self.ainv[:m, :m]
+        u = ainv[:, rows] @ values  # A⁻¹x
+        denominator = 1.0 + float(values @ u[rows])  # 1 + xᵀA⁻¹x ≥ 1
+        error = reward - float(self.theta[rows] @ values)
+        self.theta[:m] += u * (error / denominator)
+        scaled = u / denominator
+        for start in range(0, m, 512):  # bounded temporaries for large models
+            ainv[start : start + 512] -= np.outer(u[start : start + 512], scaled)
+
+
 class LinearBandit:
     """A contextual bandit over joint (context, action) vectors with an ε floor.
+
+    ``choose`` may run while ``learn_batch`` runs in a worker thread: a batch is learned
+    on a copy of the posterior that replaces the old one in one assignment.
 
     Args:
         featurizer: builds the joint vectors; its ``dim`` sizes the model.
@@ -234,16 +295,12 @@ class LinearBandit:
         self.ridge = ridge
         self.samples = samples
         self.learned = 0
-        self._row = np.full(featurizer.dim, -1, dtype=np.int64)  # hashed slot → row of A⁻¹
-        self._slots = np.zeros(0, dtype=np.int64)  # row → hashed slot
-        self._ainv = np.zeros((0, 0))
-        self._theta = np.zeros(0)
-        self._m = 0
+        self._post = _Posterior(featurizer.dim)
 
     @property
     def size(self) -> int:
         """Rows of ``A⁻¹`` held: the slots seen so far."""
-        return self._m
+        return self._post.m
 
     # --- choosing -----------------------------------------------------------------------
     def choose(
@@ -261,10 +318,11 @@ class LinearBandit:
         if not eligible:
             return Choice(list(range(len(actions))), probabilities, None)
         xs = [self.featurizer.joint(context, actions[j]) for j in eligible]
+        post = self._post  # one read: a concurrent learn_batch swaps in a new one
         if self.algorithm == "linucb":
-            scores, greedy = self._linucb(xs)
+            scores, greedy = self._linucb(post, xs)
         else:
-            scores, greedy = self._thompson(xs)
+            scores, greedy = self._thompson(post, xs)
         p = (1.0 - self.exploration) * greedy + self.exploration / len(eligible)
         p /= p.sum()
         pick = int(self.rng.choice(len(eligible), p=p))
@@ -273,45 +331,43 @@ class LinearBandit:
         ranking = [eligible[i] for i in order] + sorted(excluded & set(range(len(actions))))
         return Choice(ranking, probabilities, eligible[pick])
 
-    def _moments(self, slots: Ints, values: Floats) -> tuple[float, float]:
-        """Posterior mean ``θ·x`` and variance ``xᵀA⁻¹x`` of one joint vector."""
-        rows = self._row[slots]
-        seen = rows >= 0
-        r, v = rows[seen], values[seen]
-        unseen = values[~seen]
-        mean = float(self._theta[r] @ v)
-        var = float(v @ self._ainv[np.ix_(r, r)] @ v) + float(unseen @ unseen) / self.ridge
-        return mean, max(var, 0.0)
-
-    def _linucb(self, xs: list[tuple[Ints, Floats]]) -> tuple[Floats, Floats]:
-        moments = [self._moments(s, v) for s, v in xs]
-        scores = np.array([m + self.alpha * math.sqrt(var) for m, var in moments])
+    def _linucb(self, post: _Posterior, xs: list[tuple[Ints, Floats]]) -> tuple[Floats, Floats]:
+        scores = np.zeros(len(xs))
+        for k, (slots, values) in enumerate(xs):
+            rows = post.row[slots]
+            seen = rows >= 0
+            r, v, unseen = rows[seen], values[seen], values[~seen]
+            var = float(v @ post.ainv[np.ix_(r, r)] @ v) + float(unseen @ unseen) / self.ridge
+            scores[k] = float(post.theta[r] @ v) + self.alpha * math.sqrt(max(var, 0.0))
         best = scores >= scores.max() - 1e-12  # ties share the greedy mass
         return scores, best / best.sum()
 
-    def _thompson(self, xs: list[tuple[Ints, Floats]]) -> tuple[Floats, Floats]:
+    def _thompson(self, post: _Posterior, xs: list[tuple[Ints, Floats]]) -> tuple[Floats, Floats]:
+        """Scores are linear in θ, so they are drawn from their own K-dimensional posterior
+        ``N(Xθ̂, alpha²·X A⁻¹ Xᵀ)``: exact, and cheap however many slots the actions use."""
         union, inverse = np.unique(np.concatenate([s for s, _ in xs]), return_inverse=True)
         design = np.zeros((len(xs), len(union)))
         start = 0
         for k, (s, v) in enumerate(xs):
             np.add.at(design[k], inverse[start : start + len(s)], v)
             start += len(s)
-        rows = self._row[union]
+        rows = post.row[union]
         seen = np.flatnonzero(rows >= 0)
-        mean = np.zeros(len(union))
-        mean[seen] = self._theta[rows[seen]]
-        cov = np.eye(len(union)) / self.ridge
-        cov[np.ix_(seen, seen)] = self._ainv[np.ix_(rows[seen], rows[seen])]
-        draws = mean[:, None] + self.alpha * (
-            _sqrt_psd(cov) @ self.rng.standard_normal((len(union), self.samples))
+        r = rows[seen]
+        scores = design[:, seen] @ post.theta[r]
+        known = design[:, seen]
+        cov = known @ post.ainv[np.ix_(r, r)] @ known.T
+        fresh = np.delete(design, seen, axis=1)
+        cov += fresh @ fresh.T / self.ridge
+        noise = _sqrt_psd(cov) @ self.rng.standard_normal((len(xs), self.samples))
+        wins = np.bincount(
+            np.argmax(scores[:, None] + self.alpha * noise, axis=0), minlength=len(xs)
         )
-        scores = design @ mean
-        wins = np.bincount(np.argmax(design @ draws, axis=0), minlength=len(xs))
         return scores, wins / self.samples
 
     # --- learning -----------------------------------------------------------------------
     def learn(self, context: Sparse, action: Sparse, reward: float) -> bool:
-        """Fold one observed reward into the model (one Sherman–Morrison step).
+        """Fold one observed reward into the model (one Sherman–Morrison step), in place.
 
         Returns:
             False when the reward or the features are not finite (nothing learned).
@@ -319,64 +375,52 @@ class LinearBandit:
         slots, values = self.featurizer.joint(context, action)
         if not math.isfinite(reward) or not np.all(np.isfinite(values)):
             return False
-        self._grow(np.unique(slots))
-        rows = self._row[slots]
-        m = self._m
-        ainv = self._ainv[:m, :m]
-        u = ainv[:, rows] @ values  # A⁻¹x
-        denominator = 1.0 + float(values @ u[rows])  # 1 + xᵀA⁻¹x ≥ 1
-        error = reward - float(self._theta[rows] @ values)
-        self._theta[:m] += u * (error / denominator)
-        scaled = u / denominator
-        for start in range(0, m, 512):  # bounded temporaries for large models
-            ainv[start : start + 512] -= np.outer(u[start : start + 512], scaled)
+        self._post.update(slots, values, reward, self.ridge)
         self.learned += 1
         return True
 
-    def _grow(self, slots: Ints) -> None:
-        new = slots[self._row[slots] < 0]
-        if not len(new):
-            return
-        m, n = self._m, self._m + len(new)
-        if n > len(self._theta):
-            capacity = max(n, 2 * len(self._theta), 16)
-            ainv = np.zeros((capacity, capacity))
-            ainv[:m, :m] = self._ainv[:m, :m]
-            theta = np.zeros(capacity)
-            theta[:m] = self._theta[:m]
-            slots_of = np.zeros(capacity, dtype=np.int64)
-            slots_of[:m] = self._slots[:m]
-            self._ainv, self._theta, self._slots = ainv, theta, slots_of
-        self._ainv[m:n, :] = 0.0
-        self._ainv[:, m:n] = 0.0
-        self._ainv[range(m, n), range(m, n)] = 1.0 / self.ridge
-        self._theta[m:n] = 0.0
-        self._slots[m:n] = new
-        self._row[new] = np.arange(m, n)
-        self._m = n
+    def learn_batch(self, batch: Sequence[tuple[Sparse, Sparse, float]]) -> int:
+        """Learn ``(context, action, reward)`` triples on a copy of the model, then swap it
+        in; safe to run in a worker thread while ``choose`` runs (one writer at a time).
+
+        Returns:
+            how many were learned (non-finite ones are skipped).
+        """
+        post = self._post.copy()
+        learned = 0
+        for context, action, reward in batch:
+            slots, values = self.featurizer.joint(context, action)
+            if math.isfinite(reward) and np.all(np.isfinite(values)):
+                post.update(slots, values, reward, self.ridge)
+                learned += 1
+        self._post = post
+        self.learned += learned
+        return learned
 
     def inverse(self) -> tuple[Ints, Floats]:
         """The seen slots and ``A⁻¹`` over them (a copy; for inspection and tests)."""
-        m = self._m
-        return self._slots[:m].copy(), self._ainv[:m, :m].copy()
+        post = self._post
+        return post.slots[: post.m].copy(), post.ainv[: post.m, : post.m].copy()
 
     def weights(self) -> tuple[Ints, Floats]:
         """The seen slots and ``θ`` over them (a copy)."""
-        return self._slots[: self._m].copy(), self._theta[: self._m].copy()
+        post = self._post
+        return post.slots[: post.m].copy(), post.theta[: post.m].copy()
 
     # --- state --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The learned state (not the policy settings), versioned, as msgpack."""
-        m = self._m
+        post = self._post
+        m = post.m
         return msgspec.msgpack.encode(
             _State(
                 version=STATE_VERSION,
                 dim=self.featurizer.dim,
                 ridge=self.ridge,
                 learned=self.learned,
-                slots=self._slots[:m].tobytes(),
-                ainv=np.ascontiguousarray(self._ainv[:m, :m]).tobytes(),
-                theta=self._theta[:m].tobytes(),
+                slots=post.slots[:m].tobytes(),
+                ainv=np.ascontiguousarray(post.ainv[:m, :m]).tobytes(),
+                theta=post.theta[:m].tobytes(),
             )
         )
 
@@ -392,20 +436,21 @@ class LinearBandit:
             raise ValueError(f"not a bandit state: {exc}") from None
         if state.version != STATE_VERSION:
             raise ValueError(f"bandit state version {state.version}, expected {STATE_VERSION}")
-        if state.dim != self.featurizer.dim or state.ridge != self.ridge:
+        dim = self.featurizer.dim
+        if state.dim != dim or state.ridge != self.ridge:
             raise ValueError("bandit state was learned with another dimension or ridge")
         slots = np.frombuffer(state.slots, dtype=np.int64).copy()
         m = len(slots)
         ainv = np.frombuffer(state.ainv, dtype=np.float64)
         theta = np.frombuffer(state.theta, dtype=np.float64)
         valid = len(ainv) == m * m and len(theta) == m and len(np.unique(slots)) == m
-        if not valid or (m and (slots.min() < 0 or slots.max() >= self.featurizer.dim)):
+        if not valid or (m and (slots.min() < 0 or slots.max() >= dim)):
             raise ValueError("bandit state is inconsistent")
-        self._row = np.full(self.featurizer.dim, -1, dtype=np.int64)
-        self._row[slots] = np.arange(m)
-        self._slots, self._theta = slots, theta.copy()
-        self._ainv = ainv.reshape(m, m).copy()
-        self._m = m
+        post = _Posterior(dim)
+        post.row[slots] = np.arange(m)
+        post.slots, post.theta, post.ainv = slots, theta.copy(), ainv.reshape(m, m).copy()
+        post.m = m
+        self._post = post
         self.learned = state.learned
 
 
