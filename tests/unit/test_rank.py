@@ -74,6 +74,15 @@ def test_bad_requests_name_the_field(actions, excluded, field):
     assert caught.value.field == field
 
 
+def test_too_many_joint_features_are_refused_before_any_work():
+    rank, *_ = service()
+    wide = [{"f": list(range(40))}]
+    with pytest.raises(InvalidInput, match="joint features") as caught:
+        run(rank.rank([(f"a{i}", wide) for i in range(3)], wide))  # 3 × 41 × 41 > 4096
+    assert caught.value.field == "$.actions"
+    assert run(rank.rank([(f"a{i}", wide) for i in range(2)], wide)).reward_action_id
+
+
 def test_reward_is_learned_at_the_next_settle_and_the_latest_wins_until_then():
     async def main():
         rank, store, _, clock = service()
@@ -176,5 +185,18 @@ def test_run_settles_until_stopped_and_saves_at_stop():
         await asyncio.wait_for(task, 5)
         assert rank.bandit.learned == 1
         assert await blobs.load_blob(MODEL_BLOB) is not None
+
+    run(main())
+
+
+def test_concurrent_ranks_with_one_event_id_create_it_once():
+    async def main():
+        rank, *_ = service()
+        results = await asyncio.gather(
+            *(rank.rank(ACTIONS, CONTEXT, event_id="same") for _ in range(5)),
+            return_exceptions=True,
+        )
+        assert sum(not isinstance(r, BaseException) for r in results) == 1
+        assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
 
     run(main())

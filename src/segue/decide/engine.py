@@ -10,21 +10,21 @@ region and popularity — with ``personalized: false`` and the reason.
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from segue.core.model import Decision, Identifier
 from segue.core.ports import Clock, DecisionStore
-from segue.decide.catalog_view import CatalogView
+from segue.decide.catalog_view import CatalogView, Columns
 from segue.decide.ranking import FEATURES, LinearThompson
-from segue.decide.rules import Candidate, PlacementRules, apply_rules, fill_slots
+from segue.decide.rules import Candidate, PlacementRules, fill_slots
 from segue.decide.signals import ItemSignals, PersonSignals
 from segue.privacy.consent import gate, request_preferences
 
@@ -146,40 +146,40 @@ class DecideEngine:
         region = _text(context.get("region"))
         item_id = _text(context.get("item_id"))
         category = _text(context.get("category"))
-        if category is None and item_id is not None and item_id in self.catalog.items:
-            category = self.catalog.items[item_id].category
+        items = self.catalog.items
+        if category is None and item_id is not None and item_id in items:
+            category = items[item_id].category
         signals = person.signals if person.personalized else None
-        candidates = self._candidates(request, placement, signals, item_id, category, region, now)
+        pool = self._candidates(request, placement, signals, item_id, category, region, now)
         if item_id is not None and request.candidates is None:
-            candidates.pop(item_id, None)  # not the item the person is looking at
-        removed: dict[str, str] = {}
-        kept = apply_rules(
-            candidates.values(),
-            self.catalog.items,
-            placement.rules,
-            now,
-            purchased=signals.purchased if signals else frozenset(),
-            cart=signals.cart if signals else frozenset(),
-            impressions=signals.impressions if signals else None,
-            removed=removed,
-        )
-        x = self._features(kept, signals, item_id)
+            pool.drop(item_id)  # not the item the person is looking at
+        cols = self.catalog.columns
+        rows = cols.rows(pool.ids)
+        keep, removed = _eligible(pool.ids, pool.pos, rows, cols, placement.rules, now, signals)
+        kept_ids = [pool.ids[i] for i in np.flatnonzero(keep)]
+        kept = np.flatnonzero(keep)
+        x = self._features(pool, kept, rows[kept], signals, item_id, kept_ids)
         ranker = self.ranker(request.placement)
-        order, scores, propensity = ranker.rank(
-            x, max(k * 3, k), self._rng, explore=placement.exploration
-        )
+        order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
         ranked: list[Candidate] = []
-        for pos, index in enumerate(order):
-            c = kept[int(index)]
-            c.score = round(float(scores[pos]), 6)
-            c.propensity = round(float(propensity[pos]), 4)
-            ranked.append(c)
+        for position, index in enumerate(order.tolist()):
+            ranked.append(
+                Candidate(
+                    item_id=kept_ids[index],
+                    row=index,
+                    score=round(float(scores[position]), 6),
+                    propensity=round(float(propensity[position]), 4),
+                )
+            )
         featured = set(placement.rules.pinned) | set(placement.rules.promoted)
         if featured:
             in_ranked = {c.item_id for c in ranked}
-            ranked += [c for c in kept if c.item_id in featured and c.item_id not in in_ranked]
-        chosen = fill_slots(ranked, self.catalog.items, placement.rules, k)
-        rows = {c.item_id: x[i] for i, c in enumerate(kept)}
+            for i, other in enumerate(kept_ids):
+                if other in featured and other not in in_ranked:
+                    ranked.append(Candidate(item_id=other, row=i))
+        chosen = fill_slots(ranked, items, placement.rules, k)
+        for c in chosen:
+            c.sources = pool.sources_of(int(kept[c.row]))
         channel = request.channel or placement.channel
         strategy = (
             placement.strategy
@@ -204,13 +204,13 @@ class DecideEngine:
                 "region": region,
                 "item_id": item_id,
                 "category": category,
-                "x": [rows[c.item_id].round(5).tolist() for c in chosen if c.item_id in rows],
+                "x": [x[c.row].round(5).tolist() for c in chosen],
             },
         )
         self._log_decision(decision)
         out_items = []
         for c in chosen:
-            item = self.catalog.items[c.item_id]
+            item = items[c.item_id]
             out_items.append(
                 {
                     "item_id": c.item_id,
@@ -227,9 +227,9 @@ class DecideEngine:
             "strategy": strategy,
             "explanation": {
                 "reason": person.reason,
-                "candidates": len(candidates),
-                "after_rules": len(kept),
-                "removed": _count(removed),
+                "candidates": len(pool.ids),
+                "after_rules": len(kept_ids),
+                "removed": removed,
                 "model_version": decision.model_version,
                 "features": list(FEATURES[1:]),
                 "data_categories": decision.data_categories,
@@ -259,79 +259,75 @@ class DecideEngine:
         category: str | None,
         region: str | None,
         now: float,
-    ) -> dict[str, Candidate]:
-        found: dict[str, Candidate] = {}
-
-        def add(source: str, pairs: list[tuple[str, float]]) -> None:
-            for other, strength in pairs:
-                c = found.get(other)
-                if c is None:
-                    c = found[other] = Candidate(item_id=other, sources={})
-                c.sources[source] = max(c.sources.get(source, 0.0), strength)
-
+    ) -> _Pool:
+        pool = _Pool()
         if request.candidates is not None:
-            add("request", [(i, 1.0) for i in request.candidates[:1000]])
-            return found
-        featured = (*placement.rules.pinned, *placement.rules.promoted)
-        add("featured", [(i, 0.0) for i in featured])
-        strategy = placement.strategy
+            pool.add_all("request", request.candidates[:1000])
+            return pool
+        pool.add(
+            "featured", [(i, 0.0) for i in (*placement.rules.pinned, *placement.rules.promoted)]
+        )
         if item_id is not None:
-            add("co_visitation", self.items.neighbours(item_id, "co_visitation", 50))
-            add("bought_together", self.items.neighbours(item_id, "bought_together", 30))
+            pool.add("co_visitation", self.items.neighbours(item_id, "co_visitation", 50))
+            pool.add("bought_together", self.items.neighbours(item_id, "bought_together", 30))
         if signals is not None:
             for cart_item in list(signals.cart)[:5]:
-                add("bought_together", self.items.neighbours(cart_item, "bought_together", 20))
+                pool.add("bought_together", self.items.neighbours(cart_item, "bought_together", 20))
             for seen in signals.recent[:5]:
-                add("co_visitation", self.items.neighbours(seen, "co_visitation", 20))
+                pool.add("co_visitation", self.items.neighbours(seen, "co_visitation", 20))
             for liked, _ in sorted(signals.categories.items(), key=lambda kv: -kv[1])[:3]:
-                add("category_affinity", self.items.top(30, category=liked, now=now))
+                pool.add("category_affinity", self.items.top(30, category=liked, now=now))
         if category is not None:
-            add("popular_in_category", self.items.top(50, category=category, now=now))
+            pool.add("popular_in_category", self.items.top(50, category=category, now=now))
         if region is not None:
-            add("popular_in_region", self.items.top(50, region=region, now=now))
-        if strategy in ("personalized", "popular") or len(found) < 50:
-            add("popular", self.items.top(200, now=now))
-        add("fresh", self.items.fresh(20, now))
-        if len(found) < 20:  # a cold system: fall back to the catalog itself
-            add("catalog", [(i, 0.0) for i in list(self.catalog.items)[:200]])
-        return dict(list(found.items())[:500])
+            pool.add("popular_in_region", self.items.top(50, region=region, now=now))
+        if placement.strategy in ("personalized", "popular") or len(pool.ids) < 50:
+            pool.add("popular", self.items.top(200, now=now))
+        pool.add("fresh", self.items.fresh(20, now))
+        if len(pool.ids) < 20:  # a cold system: fall back to the catalog itself
+            pool.add("catalog", [(i, 0.0) for i in list(self.catalog.items)[:200]])
+        return pool
 
     def _features(
-        self, kept: list[Candidate], signals: PersonSignals | None, item_id: str | None
-    ) -> np.ndarray[Any, np.dtype[np.float64]]:
-        x = np.zeros((len(kept), len(FEATURES)))
-        if not kept:
+        self,
+        pool: _Pool,
+        kept: NDArray[np.intp],
+        rows: NDArray[np.intp],
+        signals: PersonSignals | None,
+        item_id: str | None,
+        kept_ids: list[str],
+    ) -> NDArray[np.float64]:
+        n = len(kept)
+        x = np.zeros((n, len(FEATURES)))
+        if n == 0:
             return x
+        s = pool.strength[:, kept]
         x[:, 0] = 1.0
-        recent = set(signals.recent) if signals else set()
-        for i, c in enumerate(kept):
-            s = c.sources
-            x[i, 1] = math.log1p(
-                max(
-                    s.get("popular", 0.0),
-                    s.get("popular_in_category", 0.0),
-                    s.get("popular_in_region", 0.0),
-                    s.get("request", 0.0),
-                )
-            )
-            x[i, 2] = math.log1p(s.get("co_visitation", 0.0))
-            x[i, 3] = math.log1p(s.get("bought_together", 0.0))
-            x[i, 6] = 1.0 if "fresh" in s else 0.0
-            if item_id is not None:
-                x[i, 7] = self.catalog.similarity(item_id, c.item_id)
-            if signals is not None:
-                item = self.catalog.items.get(c.item_id)
-                if item is not None:
-                    if item.category:
-                        x[i, 4] = signals.categories.get(item.category, 0.0)
-                    if item.brand:
-                        x[i, 5] = signals.brands.get(item.brand, 0.0)
-                x[i, 8] = 1.0 if c.item_id in recent else 0.0
-        # popularity on a common scale across requests
-        top = x[:, 1].max()
-        if top > 0:
-            x[:, 1] /= top
-        for column in (2, 3):
+        popular = s[
+            [
+                _SOURCE["popular"],
+                _SOURCE["popular_in_category"],
+                _SOURCE["popular_in_region"],
+                _SOURCE["request"],
+            ]
+        ].max(axis=0)
+        x[:, 1] = np.log1p(popular)
+        x[:, 2] = np.log1p(s[_SOURCE["co_visitation"]])
+        x[:, 3] = np.log1p(s[_SOURCE["bought_together"]])
+        x[:, 6] = s[_SOURCE["fresh"]] > 0
+        cols = self.catalog.columns
+        if item_id is not None:
+            x[:, 7] = cols.similarity(cols.row.get(item_id, cols.unknown), rows)
+        if signals is not None:
+            x[:, 4] = cols.codes(signals.categories, cols.categories)[cols.category[rows]]
+            x[:, 5] = cols.codes(signals.brands, cols.brands)[cols.brand[rows]]
+            if signals.recent:
+                at = {p: i for i, p in enumerate(kept.tolist())}
+                for seen in signals.recent:
+                    p = pool.pos.get(seen)
+                    if p is not None and p in at:
+                        x[at[p], 8] = 1.0
+        for column in (1, 2, 3):
             peak = x[:, column].max()
             if peak > 0:
                 x[:, column] /= peak
@@ -414,19 +410,115 @@ class DecideEngine:
         await self._flush()
 
 
+_SOURCES: Final = (
+    "request",
+    "featured",
+    "co_visitation",
+    "bought_together",
+    "category_affinity",
+    "popular_in_category",
+    "popular_in_region",
+    "popular",
+    "fresh",
+    "catalog",
+)
+_SOURCE: Final = {name: i for i, name in enumerate(_SOURCES)}
+_CAP: Final = 1000
+
+
+class _Pool:
+    """Candidates in arrival order with a strength per source, as one array."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.strength = np.zeros((len(_SOURCES), _CAP))
+
+    def add(self, source: str, pairs: Iterable[tuple[str, float]]) -> None:
+        row = self.strength[_SOURCE[source]]
+        ids, pos = self.ids, self.pos
+        for item_id, value in pairs:
+            p = pos.get(item_id)
+            if p is None:
+                if len(ids) >= _CAP:
+                    continue
+                p = pos[item_id] = len(ids)
+                ids.append(item_id)
+            if value > row[p]:
+                row[p] = value
+
+    def add_all(self, source: str, item_ids: Iterable[str]) -> None:
+        """Start the pool from a list (the request's own candidates): no per-item work."""
+        self.ids = list(dict.fromkeys(item_ids))[:_CAP]
+        self.pos = dict(zip(self.ids, range(len(self.ids)), strict=True))
+        self.strength[_SOURCE[source], : len(self.ids)] = 1.0
+
+    def drop(self, item_id: str) -> None:
+        p = self.pos.get(item_id)
+        if p is not None:
+            self.strength[:, p] = 0.0
+            self.ids[p] = ""  # keeps positions stable; "" is never in the catalog
+
+    def sources_of(self, p: int) -> dict[str, float]:
+        column = self.strength[:, p]
+        return {_SOURCES[i]: float(column[i]) for i in np.flatnonzero(column > 0)}
+
+
+def _eligible(
+    ids: list[str],
+    pos: dict[str, int],
+    rows: NDArray[np.intp],
+    cols: Columns,
+    rules: PlacementRules,
+    now: float,
+    signals: PersonSignals | None,
+) -> tuple[NDArray[np.bool_], dict[str, int]]:
+    """The candidates the placement's rules allow, and how many each rule removed."""
+    removed: dict[str, int] = {}
+
+    def apply(name: str, keep: NDArray[np.bool_], ok: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        out: NDArray[np.bool_] = keep & ok
+        dropped = int(keep.sum() - out.sum())
+        if dropped:
+            removed[name] = dropped
+        return out
+
+    keep = apply("not_in_catalog", np.ones(len(ids), dtype=bool), rows != cols.unknown)
+    keep = apply("unavailable", keep, cols.available_at(rows, now))
+    if rules.types:
+        kinds = {"product": 0, "offer": 1, "content": 2}
+        allowed = [kinds.get(t, 3) for t in rules.types]
+        keep = apply("placement_type", keep, np.isin(cols.kind[rows], allowed))
+    if rules.categories:
+        codes = [cols.categories[c] for c in rules.categories if c in cols.categories]
+        keep = apply("placement_category", keep, np.isin(cols.category[rows], codes))
+    if signals is not None:
+
+        def without(found: Iterable[str]) -> NDArray[np.bool_]:
+            ok = np.ones(len(ids), dtype=bool)
+            for item_id in found:  # iterate the person's few items, not the candidates
+                p = pos.get(item_id)
+                if p is not None:
+                    ok[p] = False
+            return ok
+
+        if rules.exclude_purchased and signals.purchased:
+            keep = apply("purchased", keep, without(signals.purchased))
+        if rules.exclude_cart and signals.cart:
+            keep = apply("in_cart", keep, without(signals.cart))
+        cap = rules.frequency_cap
+        if cap is not None and signals.impressions:
+            capped = (i for i, shown in signals.impressions.items() if shown >= cap)
+            keep = apply("frequency_cap", keep, without(capped))
+    return keep, removed
+
+
 def _text(value: object) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def _count(removed: dict[str, str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for why in removed.values():
-        counts[why] = counts.get(why, 0) + 1
-    return counts
 
 
 def _reason(c: Candidate, catalog: CatalogView, signals: PersonSignals | None) -> str:

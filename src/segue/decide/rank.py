@@ -59,6 +59,8 @@ class RankService:
         reward_bounds: rewards are clamped into ``[low, high]``.
         max_actions / max_features: request limits (actions per call; flattened features
             per context or action).
+        max_joint: most joint features (bias, context, action, crosses) over all the
+            actions of one call; ranking costs grow with their square.
         save_every_s: the model is saved at most this often while it changes.
     """
 
@@ -78,6 +80,7 @@ class RankService:
         reward_bounds: tuple[float, float] = (-1.0, 1.0),
         max_actions: int = 100,
         max_features: int = 256,
+        max_joint: int = 4096,
         save_every_s: float = 5.0,
     ) -> None:
         self._store = store
@@ -91,6 +94,7 @@ class RankService:
         self.default_reward = default_reward
         self.reward_bounds = reward_bounds
         self.max_actions = max_actions
+        self.max_joint = max_joint
         self.save_every_s = save_every_s
         self._lock = asyncio.Lock()  # reward, activate and settle change events
         self._creating: set[str] = set()
@@ -130,7 +134,7 @@ class RankService:
 
         Raises:
             InvalidInput: no action, too many, a repeated action id, an excluded id that is
-                not an action, too many features.
+                not an action, too many features or joint features (``max_joint``).
             Conflict: ``event_id`` was used before.
         """
         ids = [action_id for action_id, _ in actions]
@@ -140,11 +144,20 @@ class RankService:
             self._encode(features, f"$.actions[{i}].features", action_id)
             for i, (action_id, features) in enumerate(actions)
         ]
+        joint = sum((1 + len(context.hashes)) * (1 + len(a.hashes)) for a in encoded)
+        if joint > self.max_joint:
+            raise InvalidInput(
+                f"{joint} joint features (context × action features over all actions); "
+                f"at most {self.max_joint}",
+                field="$.actions",
+            )
         event_id = event_id or uuid.uuid4().hex
-        if event_id in self._creating or await self._store.get_rank_event(event_id) is not None:
+        if event_id in self._creating:  # being created by a concurrent call
             raise Conflict(f"event {event_id!r} exists already", field="$.event_id")
         self._creating.add(event_id)
         try:
+            if await self._store.get_rank_event(event_id) is not None:
+                raise Conflict(f"event {event_id!r} exists already", field="$.event_id")
             wanted = set(excluded)
             choice = self.bandit.choose(
                 context, encoded, frozenset(i for i, a in enumerate(ids) if a in wanted)
@@ -221,7 +234,8 @@ class RankService:
     # --- learning -----------------------------------------------------------------------
     async def settle(self) -> int:
         """Learn the rewarded activated events, then give those whose wait is over the
-        default reward; save the model when due.
+        default reward; save the model when due. The model learns in a worker thread, so
+        ranking goes on meanwhile.
 
         Returns:
             how many events were learned.
@@ -229,16 +243,15 @@ class RankService:
         learned = 0
         async with self._lock:
             pending, self._pending = sorted(self._pending), set()
+            rewarded = []
             for event_id in pending:
                 event = await self._store.get_rank_event(event_id)
                 if event is not None and event.activated and not event.learned:
-                    await self._learn(event)
-                    learned += 1
+                    rewarded.append(event)
+            learned += await self._learn(rewarded)
             while True:
                 due = await self._store.due_rank_events(self._clock.now() - self.reward_wait_s, 500)
-                for event in due:
-                    await self._learn(event)
-                learned += len(due)
+                learned += await self._learn(due)
                 if len(due) < 500:
                     break
         if self._dirty and self._clock.now() - self._saved_at >= self.save_every_s:
@@ -252,7 +265,8 @@ class RankService:
         self._dirty = False
         self._saved_at = self._clock.now()
         try:
-            await self._blobs.save_blob(MODEL_BLOB, self.bandit.to_bytes())
+            data = await asyncio.to_thread(self.bandit.to_bytes)
+            await self._blobs.save_blob(MODEL_BLOB, data)
         except BackendUnavailable:
             self._dirty = True
             raise
@@ -274,20 +288,29 @@ class RankService:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _learn(self, event: RankEvent) -> None:
-        if event.reward is None:
-            event.reward = self.default_reward
-        if event.reward_action_id is not None:
+    async def _learn(self, events: list[RankEvent]) -> int:
+        """Learn a batch of events (the default reward where none came) and mark them."""
+        batch: list[tuple[Sparse, Sparse, float]] = []
+        for event in events:
+            if event.reward is None:
+                event.reward = self.default_reward
+            if event.reward_action_id is None:
+                continue
             j = event.action_ids.index(event.reward_action_id)
             try:
                 context = self.featurizer.encode(event.context_features)
                 action = self.featurizer.action(event.action_ids[j], event.action_features[j])
             except ValueError:  # stored under looser limits than today's: skip
                 _log.warning("rank_event_not_learned", event_id=event.event_id)
-            else:
-                self._dirty |= self.bandit.learn(context, action, event.reward)
-        event.learned = True
-        await self._store.put_rank_event(event)
+                continue
+            batch.append((context, action, event.reward))
+        if batch:
+            learned = await asyncio.to_thread(self.bandit.learn_batch, batch)
+            self._dirty = self._dirty or learned > 0
+        for event in events:
+            event.learned = True
+            await self._store.put_rank_event(event)
+        return len(events)
 
     # --- checks -------------------------------------------------------------------------
     async def _open_event(self, event_id: str) -> RankEvent:

@@ -1,19 +1,21 @@
-"""Business rules: pure predicates and slot policies applied after candidate generation.
+"""Business rules of a placement, and the slot policy that picks the final items.
 
-Order matters and is fixed: eligibility (availability, stock, window, placement filters) →
-exclusions (purchased, in cart, capped by impressions) → pinned and promoted slots → diversity
-per category. Each rule says why it removed an item, for the explanation and for tests.
+Eligibility (availability, stock, window, placement filters) and exclusions (purchased, in
+cart, capped by impressions) are applied to all candidates at once, vectorised, by the
+engine; this module holds the rules' configuration and the last step — pinned items first,
+promoted items up to their share of slots, then the ranked rest with at most
+``max_per_category`` per category.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import msgspec
 
 from segue.core.model import Item
 
-__all__ = ["Candidate", "PlacementRules", "apply_rules", "fill_slots", "is_available"]
+__all__ = ["Candidate", "PlacementRules", "fill_slots"]
 
 
 class PlacementRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,67 +36,13 @@ class Candidate(msgspec.Struct, kw_only=True):
     """A candidate item with the evidence that brought it in (source → strength)."""
 
     item_id: str
+    row: int = -1
     sources: dict[str, float] = {}
     score: float = 0.0
     propensity: float = 1.0
     reason: str = ""
     pinned: bool = False
     promoted: bool = False
-
-
-def is_available(item: Item, now: float) -> bool:
-    """Available, in stock (or stock not tracked) and inside its availability window."""
-    if not item.available or item.stock == 0:
-        return False
-    if item.start_at is not None and now < item.start_at:
-        return False
-    return not (item.end_at is not None and now >= item.end_at)
-
-
-def apply_rules(
-    candidates: Iterable[Candidate],
-    items: Mapping[str, Item],
-    rules: PlacementRules,
-    now: float,
-    *,
-    purchased: frozenset[str] = frozenset(),
-    cart: frozenset[str] = frozenset(),
-    impressions: Mapping[str, int] | None = None,
-    removed: dict[str, str] | None = None,
-) -> list[Candidate]:
-    """Keep the candidates the rules allow, in their order.
-
-    Args:
-        removed: if given, filled with item id → the rule that removed it.
-    """
-    kept: list[Candidate] = []
-    seen: set[str] = set()
-    why = removed if removed is not None else {}
-    impressions = impressions or {}
-    for c in candidates:
-        if c.item_id in seen:
-            continue
-        seen.add(c.item_id)
-        item = items.get(c.item_id)
-        if item is None:
-            why[c.item_id] = "not_in_catalog"
-        elif not is_available(item, now):
-            why[c.item_id] = "unavailable"
-        elif rules.types and item.type not in rules.types:
-            why[c.item_id] = "placement_type"
-        elif rules.categories and item.category not in rules.categories:
-            why[c.item_id] = "placement_category"
-        elif rules.exclude_purchased and c.item_id in purchased:
-            why[c.item_id] = "purchased"
-        elif rules.exclude_cart and c.item_id in cart:
-            why[c.item_id] = "in_cart"
-        elif (
-            rules.frequency_cap is not None and impressions.get(c.item_id, 0) >= rules.frequency_cap
-        ):
-            why[c.item_id] = "frequency_cap"
-        else:
-            kept.append(c)
-    return kept
 
 
 def fill_slots(

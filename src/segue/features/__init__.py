@@ -6,24 +6,17 @@ take ``now``), no randomness. The processor owns persistence; see each module's 
 
 from segue.features.aggregates import (
     DEFAULT_CONFIG,
-    FEATURE_NAMES,
     CartLine,
     FeatureConfig,
     ItemInfo,
     ItemLookup,
     ProfileFeatures,
-    affinities,
     compact_features,
     decode_features,
     encode_features,
-    feature_vector,
-    features_view,
     fold_features,
     merge_features,
-    relative_affinities,
-    rfm_scores,
     session_key,
-    window_counts,
 )
 from segue.features.content import ContentIndex, item_tokens
 from segue.features.folder import FeatureFolder
@@ -33,6 +26,15 @@ from segue.features.items import (
     ItemModelsState,
     ItemStats,
     NeighbourKind,
+)
+from segue.features.view import (
+    FEATURE_NAMES,
+    affinities,
+    feature_vector,
+    features_view,
+    relative_affinities,
+    rfm_scores,
+    window_counts,
 )
 
 __all__ = [

@@ -23,8 +23,8 @@ from segue.core.model import Item
 __all__ = ["ContentIndex", "item_tokens"]
 
 _CATEGORY: Final = 2.0
-_PARENT: Final = 1.0
-_BRAND: Final = 1.5
+_PARENT: Final = 1.5
+_BRAND: Final = 1.0
 _TAG: Final = 1.0
 _ATTRIBUTE: Final = 0.5
 _PRICE: Final = 0.75

@@ -221,6 +221,11 @@ class ItemModels:
         """
         return cls(config, _decoder.decode(data))
 
+    def snapshot(self) -> ItemModels:
+        """An independent copy, for readers in another thread while this one keeps learning
+        (the reads iterate dicts that ``apply`` mutates)."""
+        return ItemModels(self.config, _decoder.decode(self.to_bytes()))
+
     # --- learning ----------------------------------------------------------------------------
     def apply(
         self,

@@ -1,0 +1,174 @@
+"""Decide latency in process: 100,000 items, 100,000 profiles' worth of signals, 500 candidates.
+
+Builds the engine on in-memory parts exactly as the server wires it (catalog mirror, item
+models behind the snapshot view, the Thompson-sampling ranker, the in-memory decision log),
+with item models trained on synthetic traffic so neighbour and popularity lists are full,
+then times ``DecideEngine.decide`` for a mix of known people (with cart, purchases and
+affinities) and strangers, each request with 500 candidates. Prints p50/p99 and decisions/s.
+
+Usage: python bench/decide.py [--items 100000] [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, save
+
+from segue.core.events import to_event
+from segue.core.model import Item
+from segue.decide.catalog_view import CatalogView
+from segue.decide.engine import DecideEngine, DecideRequest
+from segue.decide.item_view import ItemView
+from segue.decide.signals import PersonSignals
+from segue.features.items import ItemModels
+from segue.storage.memory_decisions import MemoryDecisionStore
+
+
+class Clock:
+    def now(self) -> float:
+        return 1_800_000_000.0
+
+
+def build(n_items: int, seed: int) -> tuple[CatalogView, ItemModels]:
+    rng = random.Random(seed)
+    categories = [f"cat{c}" for c in range(40)]
+    view = CatalogView()
+    view.upsert(
+        Item(
+            item_id=f"i{j}",
+            title=f"Item {j}",
+            category=categories[j % 40],
+            brand=f"brand{j % 300}",
+            price=float(5 + j % 400),
+            tags=[f"t{j % 50}"],
+            stock=None if j % 97 else 0,
+            content={"web": {"title": f"Item {j}"}},
+        )
+        for j in range(n_items)
+    )
+    models = ItemModels()
+    now = 1_800_000_000.0 - 3600
+    for s in range(20_000):  # sessions: a few views in one category, sometimes an order
+        cat = rng.randrange(40)
+        viewed = [f"i{rng.randrange(n_items // 40) * 40 + cat}" for _ in range(4)]
+        key = f"s{s}"
+        for pid in viewed:
+            event = to_event(
+                {
+                    "type": "track",
+                    "messageId": "m",
+                    "userId": key,
+                    "event": "Product Viewed",
+                    "properties": {"product_id": pid, "category": f"cat{cat}"},
+                }
+            )
+            models.apply(event, now, key, "DE")
+        if s % 5 == 0:
+            event = to_event(
+                {
+                    "type": "track",
+                    "messageId": "m",
+                    "userId": key,
+                    "event": "Order Completed",
+                    "properties": {
+                        "order_id": f"o{s}",
+                        "products": [{"product_id": p, "price": 10.0} for p in viewed[:2]],
+                    },
+                }
+            )
+            models.apply(event, now, key, "DE")
+        now += 0.1
+    return view, models
+
+
+async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
+    view, models = build(n_items, seed)
+    rng = random.Random(seed)
+    people = {
+        f"u{p}": PersonSignals(
+            purchased=frozenset(f"i{rng.randrange(n_items)}" for _ in range(20)),
+            cart=frozenset(f"i{rng.randrange(n_items)}" for _ in range(2)),
+            recent=tuple(f"i{rng.randrange(n_items)}" for _ in range(10)),
+            categories=dict([(f"cat{rng.randrange(40)}", 1.0), (f"cat{rng.randrange(40)}", 0.5)]),
+            brands={f"brand{rng.randrange(300)}": 1.0},
+        )
+        for p in range(2000)
+    }
+
+    async def find(user: dict[str, str]) -> tuple[str | None, dict[str, bool]]:
+        uid = user.get("user_id")
+        return (uid, {}) if uid in people else (None, {})
+
+    async def signals(pid: str) -> PersonSignals | None:
+        return people.get(pid)
+
+    engine = DecideEngine(
+        view,
+        ItemView(models, threading.Lock()),
+        find,
+        signals,
+        MemoryDecisionStore(),
+        Clock(),
+        seed=seed,
+    )
+    pool = [f"i{j}" for j in range(n_items)]
+    reqs = []
+    for r in range(requests):
+        user = {"user_id": f"u{rng.randrange(2000)}"} if r % 4 else {"anonymous_id": f"a{r}"}
+        reqs.append(
+            DecideRequest(
+                placement="home",
+                user=user,
+                k=10,
+                context={"item_id": f"i{rng.randrange(n_items)}"},
+                candidates=rng.sample(pool, 500),
+            )
+        )
+    for r in reqs[:200]:  # warm up
+        await engine.decide(r)
+    times = []
+    start = time.perf_counter()
+    for r in reqs:
+        t0 = time.perf_counter()
+        await engine.decide(r)
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    await engine.aclose()
+    times.sort()
+    return {
+        "items": n_items,
+        "requests": requests,
+        "candidates": 500,
+        "p50_ms": round(statistics.median(times) * 1000, 3),
+        "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3),
+        "decisions_per_s": round(requests / elapsed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.items, args.requests, args.seed))
+    print(
+        f"decide in process: {result['items']} items, 500 candidates: p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms, {result['decisions_per_s']} decisions/s"
+    )
+    save("decide", {"machine": machine(), "result": result})
+
+
+if __name__ == "__main__":
+    main()
