@@ -36,7 +36,9 @@ def test_core_imports_only_stdlib_msgspec_and_itself():
             assert allowed, f"{module} imports {name}"
 
 
-@pytest.mark.parametrize("package", ["ingest", "processor", "identity", "profiles", "connectors"])
+@pytest.mark.parametrize(
+    "package", ["ingest", "processor", "identity", "profiles", "connectors", "features", "decide"]
+)
 def test_domain_packages_never_import_adapters_runtime_or_api(package):
     for module, names in imports_of(package).items():
         for name in names:

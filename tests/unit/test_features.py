@@ -1,6 +1,9 @@
 """Per-profile features: windows, decay, affinities, sessions, cart, purchases, RFM, bounds."""
 
+import ast
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -8,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import segue.features
 from segue.core.events import Event, to_event
 from segue.features import (
     FEATURE_NAMES,
@@ -608,3 +612,20 @@ def test_random_event_sequences_never_raise_and_stay_within_bounds(stream, confi
         fold_features(other, event, at, None, config)
     merge_features(f, other, config)
     check_bounds(f, config)
+
+
+def test_features_import_only_the_stdlib_msgspec_and_the_core():
+    for path in Path(segue.features.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert (
+                    top in sys.stdlib_module_names
+                    or top == "msgspec"
+                    or name.startswith(("segue.core", "segue.errors", "segue.features"))
+                ), f"{path.name} imports {name}"

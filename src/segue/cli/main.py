@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import FrameType
 
 import structlog
 
@@ -60,8 +61,19 @@ def _serve(args: argparse.Namespace) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
     )
     runtime = Runtime(settings)
+    demo = None
+    on_started = _banner
+    if args.demo:
+        from segue.cli.demo import DemoChild
+
+        demo = DemoChild()
+
+        def on_started(runtime: Runtime) -> None:
+            _banner(runtime)
+            demo.start(runtime)
+
     try:
-        app = create_app(runtime, on_started=_banner)
+        app = create_app(runtime, on_started=on_started)
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 2
@@ -77,7 +89,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if demo is not None:
+        stop_server = server.handle_exit
+
+        def handle_exit(sig: int, frame: FrameType | None) -> None:
+            demo.stop()  # the demo first, so it does not count the server's shutdown as errors
+            stop_server(sig, frame)
+
+        server.handle_exit = handle_exit  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        if demo is not None:
+            demo.wait()
     return 0
 
 
@@ -126,6 +151,12 @@ def _catalog_import(args: argparse.Namespace) -> int:
     )
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from segue.cli.demo import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segue", description="real-time personalization engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,7 +165,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--data", default=None, help="state folder (default ./segue-data)")
     serve.add_argument("--config", type=Path, default=None, help="segue.yaml")
+    serve.add_argument(
+        "--demo", action="store_true", help="also run the demo shop's traffic against it"
+    )
     serve.set_defaults(run=_serve)
+    demo = sub.add_parser(
+        "demo",
+        help="load a demo shop into segue and simulate its visitors",
+        description="Load a synthetic shop (2,000 products, 5,000 customers) into a running "
+        "segue, then simulate visitors who browse, click on decisions and buy according to "
+        "hidden tastes; print the click-through rate of personalised and contextual "
+        "decisions as it learns. Without --url, a temporary segue is started for the run.",
+    )
+    demo.add_argument("--url", default=None, help="a running segue (default: a temporary one)")
+    demo.add_argument("--admin-key", default=None, help="default: $SEGUE_ADMIN_KEY")
+    demo.add_argument("--publishable-key", default=None, help="default: $SEGUE_PUBLISHABLE_KEY")
+    demo.add_argument("--write-key", default=None, help="default: $SEGUE_WRITE_KEY")
+    demo.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of traffic; 0 runs until stopped"
+    )
+    demo.add_argument("--rate", type=float, default=200.0, help="most HTTP requests per second")
+    demo.add_argument("--seed", type=int, default=1, help="the shop and the visitors' choices")
+    demo.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    demo.set_defaults(run=_demo)
     imp = sub.add_parser(
         "import",
         help="run a connector on a file, sending it to a running segue",

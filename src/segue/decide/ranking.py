@@ -91,7 +91,7 @@ class LinearThompson:
         rng: np.random.Generator,
         *,
         explore: bool = True,
-        propensity_samples: int = 16,
+        propensity_samples: int = 8,
     ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
         """Order candidates.
 

@@ -10,6 +10,7 @@ with ``Content-Length``, chunked encoding, or read-to-close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -122,10 +123,8 @@ class HttpClient:
         for connection in idle:
             connection.close()
         for connection in idle:
-            try:
+            with contextlib.suppress(OSError):
                 await connection.writer.wait_closed()
-            except OSError:
-                pass
 
 
 async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[int, bytes, bool]:

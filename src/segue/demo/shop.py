@@ -433,7 +433,8 @@ def random_taste(rng: random.Random) -> Taste:
         if pick not in favourites:
             favourites.append(pick)
     strengths = sorted((rng.uniform(0.3, 1.0) for _ in favourites), reverse=True)
-    categories = {name: round(s / strengths[0], 3) for name, s in zip(favourites, strengths)}
+    pairs = zip(favourites, strengths, strict=True)
+    categories = {name: round(strength / strengths[0], 3) for name, strength in pairs}
     brand_pool = sorted(
         {brand for name, _, brands, _ in CATEGORIES if name in favourites for brand in brands}
     )

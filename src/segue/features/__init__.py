@@ -11,12 +11,15 @@ from segue.features.aggregates import (
     ItemInfo,
     ItemLookup,
     ProfileFeatures,
+    affinities,
     compact_features,
     decode_features,
     encode_features,
     fold_features,
     merge_features,
+    relative_affinities,
     session_key,
+    window_counts,
 )
 from segue.features.content import ContentIndex, item_tokens
 from segue.features.folder import FeatureFolder
@@ -29,12 +32,9 @@ from segue.features.items import (
 )
 from segue.features.view import (
     FEATURE_NAMES,
-    affinities,
     feature_vector,
     features_view,
-    relative_affinities,
     rfm_scores,
-    window_counts,
 )
 
 __all__ = [

@@ -66,13 +66,16 @@ __all__ = [
     "ItemInfo",
     "ItemLookup",
     "ProfileFeatures",
+    "affinities",
     "compact_features",
     "decode_features",
     "encode_features",
     "fold_features",
     "fold_parsed",
     "merge_features",
+    "relative_affinities",
     "session_key",
+    "window_counts",
 ]
 
 MINUTE: Final = 60.0
@@ -198,8 +201,8 @@ class ProfileFeatures(msgspec.Struct, kw_only=True, omit_defaults=True, rename=_
     """One profile's features: mutable, folded in place, a few hundred bytes encoded.
 
     Times are epoch seconds (UTC). Read it through ``segue.features.view`` (the API view,
-    the ranker's vector, counts, affinities, RFM) rather than field by field: counts and affinities mean something
-    only at a given ``now``.
+    the ranker's vector, counts, affinities, RFM) rather
+    than field by field: counts and affinities mean something only at a given ``now``.
 
     Attributes:
         minutes / hours / days: time buckets ``[index, page views, product views, clicks,
@@ -711,3 +714,66 @@ def session_key(profile_id: str, f: ProfileFeatures) -> str | None:
         return None
     raw = f"{profile_id}@{f.session_start!r}".encode()
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+# --- reads -----------------------------------------------------------------------------------
+def window_counts(f: ProfileFeatures, now: float) -> dict[str, dict[str, int]]:
+    """Counts per window (``1h``, ``24h``, ``30d``) as of ``now``.
+
+    Each window holds ``views`` (page and product views), ``page_views``, ``product_views``,
+    ``clicks``, ``adds`` (to cart), ``orders`` and ``products_purchased`` (units).
+    """
+    result: dict[str, dict[str, int]] = {}
+    for (name, width, keep), buckets in zip(_WINDOWS, (f.minutes, f.hours, f.days), strict=True):
+        top = int(now // width)
+        low = top - keep
+        sums = [0] * _SLOTS
+        for bucket in buckets:
+            if low < bucket[0] <= top:
+                for slot in range(1, _SLOTS):
+                    sums[slot] += bucket[slot]
+        result[name] = {
+            "views": sums[_PAGE_VIEWS] + sums[_PRODUCT_VIEWS],
+            "page_views": sums[_PAGE_VIEWS],
+            "product_views": sums[_PRODUCT_VIEWS],
+            "clicks": sums[_CLICKS],
+            "adds": sums[_ADDS],
+            "orders": sums[_ORDERS],
+            "products_purchased": sums[_UNITS],
+        }
+    return result
+
+
+def affinities(
+    f: ProfileFeatures, kind: str, now: float, config: FeatureConfig = DEFAULT_CONFIG
+) -> list[tuple[str, float]]:
+    """Affinity scores of ``kind`` (``category`` or ``brand``) decayed to ``now``, strongest
+    first (ties by name).
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind == "category":
+        scores = f.categories
+    elif kind == "brand":
+        scores = f.brands
+    else:
+        raise ValueError(f"unknown affinity kind {kind!r}; use 'category' or 'brand'")
+    factor = 0.5 ** (max(0.0, now - f.affinity_at) / config.half_life)
+    return sorted(((k, v * factor) for k, v in scores.items()), key=lambda kv: (-kv[1], kv[0]))
+
+
+def relative_affinities(
+    f: ProfileFeatures, kind: str, now: float, config: FeatureConfig = DEFAULT_CONFIG
+) -> dict[str, float]:
+    """Affinities of ``kind`` in (0, 1], the strongest being 1, strongest first: what decide
+    compares across items (the absolute scale depends on how active the person is).
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    ranked = affinities(f, kind, now, config)
+    if not ranked or ranked[0][1] <= 0:
+        return {}
+    top = ranked[0][1]
+    return {name: score / top for name, score in ranked if score > 0}

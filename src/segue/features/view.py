@@ -11,92 +11,21 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from segue.features.aggregates import (
-    _ADDS,
-    _CLICKS,
-    _ORDERS,
-    _PAGE_VIEWS,
-    _PRODUCT_VIEWS,
-    _SLOTS,
-    _UNITS,
-    _WINDOWS,
     DAY,
     DEFAULT_CONFIG,
     MINUTE,
     FeatureConfig,
     ProfileFeatures,
+    affinities,
+    window_counts,
 )
 
 __all__ = [
     "FEATURE_NAMES",
-    "affinities",
     "feature_vector",
     "features_view",
-    "relative_affinities",
     "rfm_scores",
-    "window_counts",
 ]
-
-
-def window_counts(f: ProfileFeatures, now: float) -> dict[str, dict[str, int]]:
-    """Counts per window (``1h``, ``24h``, ``30d``) as of ``now``.
-
-    Each window holds ``views`` (page and product views), ``page_views``, ``product_views``,
-    ``clicks``, ``adds`` (to cart), ``orders`` and ``products_purchased`` (units).
-    """
-    result: dict[str, dict[str, int]] = {}
-    for (name, width, keep), buckets in zip(_WINDOWS, (f.minutes, f.hours, f.days), strict=True):
-        top = int(now // width)
-        low = top - keep
-        sums = [0] * _SLOTS
-        for bucket in buckets:
-            if low < bucket[0] <= top:
-                for slot in range(1, _SLOTS):
-                    sums[slot] += bucket[slot]
-        result[name] = {
-            "views": sums[_PAGE_VIEWS] + sums[_PRODUCT_VIEWS],
-            "page_views": sums[_PAGE_VIEWS],
-            "product_views": sums[_PRODUCT_VIEWS],
-            "clicks": sums[_CLICKS],
-            "adds": sums[_ADDS],
-            "orders": sums[_ORDERS],
-            "products_purchased": sums[_UNITS],
-        }
-    return result
-
-
-def affinities(
-    f: ProfileFeatures, kind: str, now: float, config: FeatureConfig = DEFAULT_CONFIG
-) -> list[tuple[str, float]]:
-    """Affinity scores of ``kind`` (``category`` or ``brand``) decayed to ``now``, strongest
-    first (ties by name).
-
-    Raises:
-        ValueError: unknown kind.
-    """
-    if kind == "category":
-        scores = f.categories
-    elif kind == "brand":
-        scores = f.brands
-    else:
-        raise ValueError(f"unknown affinity kind {kind!r}; use 'category' or 'brand'")
-    factor = 0.5 ** (max(0.0, now - f.affinity_at) / config.half_life)
-    return sorted(((k, v * factor) for k, v in scores.items()), key=lambda kv: (-kv[1], kv[0]))
-
-
-def relative_affinities(
-    f: ProfileFeatures, kind: str, now: float, config: FeatureConfig = DEFAULT_CONFIG
-) -> dict[str, float]:
-    """Affinities of ``kind`` in (0, 1], the strongest being 1, strongest first: what decide
-    compares across items (the absolute scale depends on how active the person is).
-
-    Raises:
-        ValueError: unknown kind.
-    """
-    ranked = affinities(f, kind, now, config)
-    if not ranked or ranked[0][1] <= 0:
-        return {}
-    top = ranked[0][1]
-    return {name: score / top for name, score in ranked if score > 0}
 
 
 def rfm_scores(
