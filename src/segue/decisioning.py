@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,6 +29,7 @@ from segue.decide.rules import PlacementRules
 from segue.decide.signals import PersonSignals
 from segue.features._ecommerce import ItemInfo
 from segue.features.items import ItemModels
+from segue.features.view import features_view
 from segue.processor.behaviour import (
     BehaviourStage,
     Feedback,
@@ -47,11 +48,18 @@ _RANKERS_BLOB = "rankers"
 
 
 class ViewedCatalog:
-    """A CatalogStore that keeps the in-memory mirror in step with every write."""
+    """A CatalogStore that keeps the in-memory mirror (and the item models' notion of new
+    items, for cold start) in step with every write."""
 
-    def __init__(self, store: CatalogStore, view: CatalogView) -> None:
+    def __init__(
+        self,
+        store: CatalogStore,
+        view: CatalogView,
+        observe: Callable[[Sequence[Item]], None] | None = None,
+    ) -> None:
         self.store = store
         self.view = view
+        self.observe = observe
 
     async def open(self) -> None:
         await self.store.open()
@@ -59,6 +67,8 @@ class ViewedCatalog:
     async def put(self, items: Sequence[Item]) -> None:
         await self.store.put(items)
         self.view.upsert(items)
+        if self.observe is not None:
+            self.observe(items)
 
     async def get(self, item_ids: Iterable[str]) -> dict[str, Item]:
         return await self.store.get(item_ids)
@@ -104,6 +114,14 @@ class Decisioning:
         )
         self._stopping = asyncio.Event()
 
+    def observe_items(self, items: Sequence[Item]) -> None:
+        """New or changed catalog items: fresh items get exposure before any traffic."""
+        now = self.runtime.clock.now()
+        with self.lock:
+            for item in items:
+                self.models.observe_item(item, now)
+        self.items.invalidate()
+
     def item_info(self, item_id: str) -> ItemInfo | None:
         item = self.view.items.get(item_id)
         if item is None:
@@ -134,6 +152,14 @@ class Decisioning:
             )
 
         return await self.signals_cache.get(profile_id, load)
+
+    async def profile_features(self, profile_id: str) -> dict[str, Any]:
+        """The ``features`` object of the profile API: counts, affinities, cart, RFM…"""
+        found = await self.runtime.store.features([profile_id])
+        if profile_id not in found:
+            return {}
+        behaviour = decode_behaviour(found[profile_id])
+        return features_view(behaviour.features, self.runtime.clock.now())
 
     def on_commit(self, changes: Changeset, feedback: list[Feedback]) -> None:
         """The processor changed state: forget what the caches knew of it, pass feedback on."""
@@ -197,10 +223,10 @@ async def start_decisioning(runtime: Runtime) -> Decisioning:
     """Load the catalog mirror and the learned state; hook the processor; start upkeep."""
     view = CatalogView()
     await view.load(runtime.catalog)
-    runtime.catalog = ViewedCatalog(runtime.catalog, view)
     blob = await runtime.store.load_blob(_MODELS_BLOB)
     models = ItemModels.from_bytes(blob) if blob else ItemModels()
     decisioning = Decisioning(runtime, view, models)
+    runtime.catalog = ViewedCatalog(runtime.catalog, view, decisioning.observe_items)
     saved = await runtime.store.load_blob(_RANKERS_BLOB)
     if saved:
         rankers: dict[str, Any] = msgspec.json.decode(saved)

@@ -88,8 +88,12 @@ def test_known_person_gets_personalised_explained_items_never_bought_or_out_of_s
 
 
 def test_a_purchase_excludes_the_item_from_the_very_next_decision(shop):
-    body = {"placement": "steady", "user": {"user_id": "bob"}, "k": 32,
-            "candidates": [f"sku-{i}" for i in range(32)]}
+    body = {
+        "placement": "steady",
+        "user": {"user_id": "bob"},
+        "k": 32,
+        "candidates": [f"sku-{i}" for i in range(32)],
+    }
     track(shop, "bob", "Product Viewed", product_id="sku-7")
     shop.wait_processed()
     assert "sku-7" in [i["item_id"] for i in decide(shop, body)["items"]]
@@ -132,8 +136,12 @@ def test_strangers_and_refusals_get_a_contextual_answer(shop):
 
 
 def test_feedback_changes_later_rankings(shop):
-    body = {"placement": "steady", "user": {"user_id": "cara"}, "k": 30,
-            "candidates": [f"sku-{i}" for i in range(30)]}
+    body = {
+        "placement": "steady",
+        "user": {"user_id": "cara"},
+        "k": 30,
+        "candidates": [f"sku-{i}" for i in range(30)],
+    }
     track(shop, "cara", "Product Viewed", product_id="sku-2")
     shop.wait_processed()
     before = decide(shop, body)
@@ -194,3 +202,15 @@ def test_bad_requests_and_keys(shop):
         url, json={"placement": "x"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     assert admin.status_code == 200
+
+
+def test_features_are_visible_on_the_profile(shop):
+    track(shop, "dora", "Product Viewed", product_id="sku-4", category="Bags")
+    track(shop, "dora", "Product Added", product_id="sku-4", price=14.0, quantity=2)
+    shop.wait_processed()
+    with shop.admin() as a:
+        features = a.get("/v1/profiles/user_id:dora").json()["features"]
+    assert features, "the profile shows its real-time features"
+    text = str(features)
+    assert "sku-4" in text
+    assert "Bags" in text

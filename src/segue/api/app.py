@@ -421,7 +421,8 @@ class SegueApp:
         if profile is None:
             raise NotFound(f"no profile for {request.params['ref']}")
         matches = await self.runtime.store.possible_matches(profile.profile_id, "open", 0, 100)
-        body = profile_body(profile, [_possible_out(m) for m in matches])
+        features = await self.runtime.decisioning.profile_features(profile.profile_id)
+        body = profile_body(profile, [_possible_out(m) for m in matches], features)
         return json_response(body)
 
     async def unmerge(self, request: Request) -> Response:

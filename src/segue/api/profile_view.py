@@ -22,7 +22,9 @@ def _ids(identifiers: list[Identifier]) -> list[str]:
 
 
 def profile_body(
-    profile: Profile, possible_matches: list[dict[str, Any]] | None = None
+    profile: Profile,
+    possible_matches: list[dict[str, Any]] | None = None,
+    features: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``GET /v1/profiles/{ref}``."""
     return {
@@ -57,7 +59,7 @@ def profile_body(
             for name, observations in profile.alternates.items()
             if len(observations) > 1
         },
-        "features": {},
+        "features": features or {},
         "segments": [],
         "consent": {},
         "created_at": iso(profile.created_at),

@@ -157,6 +157,7 @@ class DemoChild:
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = False
 
     def start(self, runtime: Runtime) -> None:
         """Start ``segue demo --url …`` against this server with its keys (call once)."""
@@ -179,10 +180,12 @@ class DemoChild:
 
     def stop(self) -> None:
         """Ask the demo to stop (SIGTERM); it prints its summary and exits."""
+        self.stopping = True
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float = 10.0) -> None:
+        """Stop the demo and wait for it to exit (kill it after ``timeout`` seconds)."""
         if self.process is not None:
             self.stop()
             try:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -94,8 +95,13 @@ def _serve(args: argparse.Namespace) -> int:
         stop_server = server.handle_exit
 
         def handle_exit(sig: int, frame: FrameType | None) -> None:
-            demo.stop()  # the demo first, so it does not count the server's shutdown as errors
-            stop_server(sig, frame)
+            # stop the demo first and keep serving until it has finished (at most 10 s), so
+            # its last requests are answered; a second signal stops the server at once
+            if demo.stopping:
+                stop_server(sig, frame)
+                return
+            demo.stop()
+            threading.Thread(target=lambda: (demo.wait(), stop_server(sig, None))).start()
 
         server.handle_exit = handle_exit  # type: ignore[method-assign]
     try:

@@ -756,19 +756,25 @@ async def _main(options: DemoOptions, out: TextIO, stats: DemoStats) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, interrupted.set)
-    try:
+
+    async def setup() -> Shop:
         await _wait_ready(client, time.monotonic() + 60.0)
         shop = build_shop(options.seed, options.products, options.customers)
         _say(out, f"loading the demo shop (seed {options.seed}) into {options.url}")
-        loader = asyncio.ensure_future(_load(shop, api, options, out))
-        stopper = asyncio.ensure_future(interrupted.wait())
-        await asyncio.wait({loader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not loader.done():
-            loader.cancel()
-            stopper.cancel()
-            return 130
-        stopper.cancel()
-        loader.result()
+        await _load(shop, api, options, out)
+        return shop
+
+    loader = asyncio.ensure_future(setup())
+    stopper = asyncio.ensure_future(interrupted.wait())
+    await asyncio.wait({loader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not loader.done():  # stopped while waiting for segue or loading the shop
+        loader.cancel()
+        await asyncio.gather(loader, stopper, return_exceptions=True)
+        await client.aclose()
+        return 130
+    try:
+        shop = loader.result()
     except _Fatal as exc:
         print(f"segue demo: {exc}", file=sys.stderr, flush=True)
         await client.aclose()

@@ -21,6 +21,7 @@ from segue.core.model import LogRecord
 from segue.features._ecommerce import ItemLookup
 from segue.features.aggregates import (
     ProfileFeatures,
+    compact_features,
     fold_features,
     merge_features,
     relative_affinities,
@@ -161,7 +162,12 @@ class BehaviourStage:
                     feedback.append(found)
                     if found.kind == "exposure":
                         _remember_shown(b, found.item_ids, at)
-        out = {pid: _encode(b) for pid, b in state.items() if pid not in redirects}
+        latest = max((at for _, _, _, at in landed), default=0.0)
+        out: dict[str, bytes] = {}
+        for pid, b in state.items():
+            if pid not in redirects:
+                compact_features(b.features, latest)
+                out[pid] = _encode(b)
         return out, feedback
 
     def _feedback(self, event: Track, pid: str, at: float) -> Feedback | None:

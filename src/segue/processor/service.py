@@ -180,7 +180,8 @@ class Processor:
             pid = self.folder.apply(ws, record, event)
             if pid is not None:
                 at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
-                landed.append((record, event, pid, at.timestamp()))
+                # a device clock ahead of the server must not push windows into the future
+                landed.append((record, event, pid, min(at.timestamp(), record.received_at)))
         return landed
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
