@@ -101,7 +101,12 @@ def _serve(args: argparse.Namespace) -> int:
                 stop_server(sig, frame)
                 return
             demo.stop()
-            threading.Thread(target=lambda: (demo.wait(), stop_server(sig, None))).start()
+
+            def then() -> None:
+                demo.wait()
+                stop_server(sig, None)
+
+            threading.Thread(target=then, name="demo-stop", daemon=True).start()
 
         server.handle_exit = handle_exit  # type: ignore[method-assign]
     try:
