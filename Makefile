@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/segue serve --data ./segue-data 
+	$(BIN)/segue serve --data ./segue-data --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

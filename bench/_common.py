@@ -113,19 +113,19 @@ class CpuWatch:
     """Measures CPU used by processes that are not ours (other jobs on a shared machine).
 
     foreign = all busy CPU (/proc/stat) - this process and its waited children - the server;
-    own = the CPU this process, its waited children and the server used.
+    own = the CPU this process, its waited children and the server used; server = the pids.
     """
 
     def __init__(self, *pids: int) -> None:
         self.pids = pids
         self.hz = os.sysconf("SC_CLK_TCK")
 
-    def _sample(self) -> tuple[int, int, float]:
+    def _sample(self) -> tuple[int, int, float, int]:
         with open("/proc/stat") as fh:
             ticks = [int(x) for x in fh.readline().split()[1:]]
         busy = sum(ticks) - ticks[3] - ticks[4]
-        ours = _ticks("self", children=True) + sum(_ticks(p) for p in self.pids)
-        return busy, ours, time.monotonic()
+        server = sum(_ticks(p) for p in self.pids)
+        return busy, _ticks("self", children=True) + server, time.monotonic(), server
 
     def __enter__(self) -> CpuWatch:
         self.start = self._sample()
@@ -133,12 +133,13 @@ class CpuWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        busy, ours, now = self._sample()
+        busy, ours, now, server = self._sample()
         wall = now - self.start[2]
         foreign = max(0, (busy - self.start[0]) - (ours - self.start[1])) / self.hz
         self.result = {
             "wall_s": round(wall, 2),
             "own_cpu_s": round((ours - self.start[1]) / self.hz, 2),
+            "server_cpu_s": round((server - self.start[3]) / self.hz, 2),
             "foreign_cpu_s": round(foreign, 2),
             "foreign_share": round(foreign / max(1e-9, wall * (os.cpu_count() or 1)), 3),
         }

@@ -109,6 +109,9 @@ def batch_run(server: Server, seconds: float, connections: int, users: int) -> d
             f"run not clean: errors={report['errors']} stored={stored} acked={acked}"
         )
     report["events_per_s"] = report["rps"] * BATCH
+    # CPU the server spent per acknowledged event (ingest and the in-process processor): a
+    # figure that other load on a shared machine does not distort much
+    report["server_cpu_us_per_event"] = watch.result["server_cpu_s"] / max(1, acked) * 1e6
     report["stored"] = stored
     report["waited_for_processor_s"] = round(caught_up, 2)
     return report
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fixed_rate_events_per_s": max_eps / 2,
             "fixed_rate_p50_ms": median([r["p50_ms"] for r in fixed]),
             "fixed_rate_p99_ms": median([r["p99_ms"] for r in fixed]),
+            "server_cpu_us_per_event": median([r["server_cpu_us_per_event"] for r in runs]),
             "foreign_share": max(r["cpu"]["foreign_share"] for r in [*runs, *ceiling, *fixed]),
         },
     )

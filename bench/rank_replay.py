@@ -9,12 +9,14 @@ scored with the dataset's TRUE expected reward (``expected_reward``), over all r
 
 Baselines, scored the same way: the uniform logging policy, ε-greedy over actions (no
 context, ε as segue's, replayed on the same logged data), the best single action in hindsight
-and the optimal policy. segue's figure is given twice: ``chosen`` (the action it asked the
-caller to show, exploration included) and ``greedy`` (the action it gave the highest
-probability, i.e. what the learned policy would show without its ε floor).
+(an oracle that never explores; ``_explored`` is the same oracle shown with segue's ε floor,
+(1 − ε)·best + ε·uniform) and the optimal policy. segue's figure is given twice: ``chosen``
+(the action it asked the caller to show, exploration included: compare with the explored
+baselines) and ``greedy`` (the action it gave the highest probability: what the learned
+policy shows without its ε floor; compare with the oracles).
 
 Usage: python bench/rank_replay.py [--seeds 5] [--rounds 50000] [--algorithm linucb]
-       [--alpha 0.5] [--segue .venv/bin/segue]
+       [--algorithm thompson] [--alpha 0.5] [--segue .venv/bin/segue] [--resummarize]
 Needs (in its own virtualenv, it pulls torch): pip install torch==2.13.0 && pip install obp
 (obp 0.5.7 declares Python < 3.11; it installs with --no-deps --ignore-requires-python plus
 matplotlib, pandas, scikit-learn, scipy, seaborn, tqdm, pyyaml, mypy-extensions) and orjson.
@@ -40,7 +42,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ADMIN_KEY, Connection, free_port, http_get, machine, save
+from _common import ADMIN_KEY, RESULTS, Connection, free_port, http_get, machine, save
 
 N_ACTIONS = 10
 DIM_CONTEXT = 5
@@ -163,6 +165,37 @@ async def replay(port: int, feedback: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+BASELINES = ("uniform", "epsilon_greedy", "best_single_action", "best_single_action_explored")
+
+
+def explored(row: dict[str, Any]) -> float:
+    """The best single action shown with segue's ε floor: (1 − ε)·best + ε·uniform."""
+    return (1 - EPSILON) * row["best_single_action"] + EPSILON * row["uniform"]
+
+
+def summarize(per_seed: list[dict[str, Any]], algorithms: list[str]) -> dict[str, float]:
+    for row in per_seed:
+        row["best_single_action_explored"] = explored(row)
+
+    def mean(key: str, sub: str | None = None) -> float:
+        values = [r[key][sub] if sub else r[key] for r in per_seed]
+        return round(statistics.fmean(values), 4)
+
+    summary = {key: mean(key) for key in (*BASELINES, "optimal")}
+    for algorithm in algorithms:
+        for sub in ("chosen", "greedy", "chosen_last_20pct", "greedy_last_20pct"):
+            summary[f"segue_{algorithm}_{sub}"] = mean(f"segue_{algorithm}", sub)
+    return summary
+
+
+def report(result: dict[str, Any], name: str) -> None:
+    path = save(name, result)
+    print(f"\n{'policy':<36}{'mean true expected reward':>26}")
+    for key, value in result["summary"].items():
+        print(f"{key:<36}{value:>26.4f}")
+    print(f"\nwritten to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -173,7 +206,15 @@ def main() -> None:
         "--segue", default=str(Path(__file__).resolve().parents[1] / ".venv/bin/segue")
     )
     parser.add_argument("--name", default="rank_replay")
+    parser.add_argument(
+        "--resummarize", action="store_true", help="recompute the summary of a saved result"
+    )
     args = parser.parse_args()
+    if args.resummarize:
+        result = orjson.loads((RESULTS / f"{args.name}.json").read_bytes())
+        result["summary"] = summarize(result["per_seed"], result["config"]["algorithms"])
+        report(result, args.name)
+        return
     algorithms = args.algorithm or ["linucb"]
     per_seed: list[dict[str, Any]] = []
     for seed in range(args.seeds):
@@ -194,17 +235,6 @@ def main() -> None:
                 server.stop()
         per_seed.append(row)
         print(orjson.dumps(row).decode(), flush=True)
-
-    def mean(key: str, sub: str | None = None) -> float:
-        values = [r[key][sub] if sub else r[key] for r in per_seed]
-        return round(statistics.fmean(values), 4)
-
-    summary: dict[str, Any] = {
-        key: mean(key) for key in ("uniform", "epsilon_greedy", "best_single_action", "optimal")
-    }
-    for algorithm in algorithms:
-        for sub in ("chosen", "greedy", "chosen_last_20pct", "greedy_last_20pct"):
-            summary[f"segue_{algorithm}_{sub}"] = mean(f"segue_{algorithm}", sub)
     result = {
         "benchmark": "rank_replay",
         "method": "replay (Li et al. 2011) of obp SyntheticBanditDataset, logistic binary "
@@ -219,14 +249,10 @@ def main() -> None:
             "algorithms": algorithms,
         },
         "machine": machine(),
-        "summary": summary,
+        "summary": summarize(per_seed, algorithms),
         "per_seed": per_seed,
     }
-    path = save(args.name, result)
-    print(f"\n{'policy':<34}{'mean true expected reward':>26}")
-    for key, value in summary.items():
-        print(f"{key:<34}{value:>26.4f}")
-    print(f"\nwritten to {path}")
+    report(result, args.name)
 
 
 if __name__ == "__main__":

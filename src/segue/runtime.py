@@ -157,6 +157,7 @@ class Runtime:
             batch_size=s.processor_batch,
             rules=rules,
             survivorship=survivorship,
+            legal_basis={src.name: src.legal_basis for src in s.sources if src.legal_basis},
             matching=ident.matching,
             match_threshold=ident.match_threshold,
             possible_threshold=ident.possible_threshold,

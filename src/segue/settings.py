@@ -46,6 +46,8 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     name: str
     write_key: str | None = None
+    #: recorded in the lineage of every trait this source sets (consent, contract, …)
+    legal_basis: str | None = None
     tracking_plan: PlanSettings | None = None
     connector: str | None = None
     connector_options: dict[str, Any] = {}
@@ -221,6 +223,25 @@ def load_settings(
             problems.append(
                 f"source {src.name!r}: webhook_secret and connector_options need a connector"
             )
+    if settings.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        problems.append("log_level must be debug, info, warning, error or critical")
+    keys = [s.write_key for s in settings.sources if s.write_key]
+    if len(keys) != len(set(keys)):
+        problems.append("two sources share a write key; each source needs its own")
+    ident = settings.identity
+    for name, value in (
+        ("match_threshold", ident.match_threshold),
+        ("possible_threshold", ident.possible_threshold),
+    ):
+        if value is not None and not 0.0 < value < 1.0:
+            problems.append(f"identity.{name} must be a probability between 0 and 1")
+    if any(limit < 1 for limit in ident.limits.values()):
+        problems.append("identity.limits must be at least 1 per type")
+    for pname, placement in settings.placements.items():
+        if not 1 <= placement.k <= 100:
+            problems.append(f"placements.{pname}.k must be between 1 and 100")
+        if not 0.0 <= placement.promoted_share <= 1.0:
+            problems.append(f"placements.{pname}.promoted_share must be between 0 and 1")
     rules = {"non_empty", "most_recent", "most_frequent", "first_seen", "source_priority"}
     for name, rule in [("default", settings.survivorship.default)] + [
         (trait, r.rule) for trait, r in settings.survivorship.traits.items()

@@ -42,9 +42,9 @@ def test_demo_loads_the_shop_and_drives_decisions_without_errors(server):
         "SEGUE_WRITE_KEY": WRITE_KEY,
     }
     started = time.monotonic()
+    command = [sys.executable, "-m", "segue", "demo", "--url", server.url]
     result = subprocess.run(
-        [sys.executable, "-m", "segue", "demo", "--url", server.url]
-        + ["--duration", "8", "--seed", "1", "--rate", "200"],
+        [*command, "--duration", "8", "--seed", "1", "--rate", "200"],
         env=env,
         capture_output=True,
         text=True,
@@ -63,6 +63,8 @@ def test_demo_loads_the_shop_and_drives_decisions_without_errors(server):
     assert summary["contextual_decisions"] > 0
     assert summary["clicks"] > 0
     assert summary["orders"] > 0
+    assert summary["identifies"] > 5000  # the customers, then logins at checkout
+    assert summary["stitched"] > 0
     assert summary["events"] > 5000 + summary["decisions"]
     assert "CTR last" in result.stdout  # the live line
 
@@ -107,3 +109,21 @@ def test_serve_demo_runs_traffic_beside_the_server_and_stops_with_it(tmp_path):
     assert summary["http_errors"] == 0, log
     for pid in demo:
         assert not running(pid), f"the demo ({pid}) outlived the server"
+
+
+def test_demo_refuses_to_run_without_keys_or_with_a_wrong_one(server):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
+    command = [sys.executable, "-m", "segue", "demo", "--url", server.url, "--duration", "1"]
+    missing = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2
+    assert "SEGUE_ADMIN_KEY" in missing.stderr
+    keys = ["--publishable-key", PUBLISHABLE_KEY, "--write-key", WRITE_KEY]
+    wrong = subprocess.run(
+        [*command, "--admin-key", "not-the-key", *keys],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "admin key was refused" in wrong.stderr

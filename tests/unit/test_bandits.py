@@ -213,3 +213,22 @@ def test_bad_settings_are_refused():
         bandit(exploration=1.5)
     with pytest.raises(ValueError, match="bits"):
         Featurizer(30)
+
+
+def test_learn_batch_equals_one_by_one_and_leaves_the_old_posterior_untouched():
+    one, batch = bandit(seed=1), bandit(seed=1)
+    f = one.featurizer
+    rng = np.random.default_rng(4)
+    items = [
+        (f.encode([{"x": float(rng.normal())}]), f.action(f"a{i % 3}", []), float(i % 2))
+        for i in range(50)
+    ]
+    for context, action, reward in items:
+        one.learn(context, action, reward)
+    before = batch.inverse()
+    old = batch._post  # what a concurrent choose may still be reading
+    assert batch.learn_batch([*items, (items[0][0], items[0][1], float("nan"))]) == 50
+    assert old.m == before[0].size == 0  # the old posterior was not modified in place
+    for got, want in zip(batch.inverse(), one.inverse(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    assert batch.learned == one.learned == 50

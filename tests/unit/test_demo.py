@@ -147,3 +147,23 @@ def test_client_retries_once_when_the_server_closed_an_idle_connection():
             await client.request("GET", "/")
 
     asyncio.run(main())
+
+
+def test_the_demo_is_a_pure_http_client_of_segue():
+    import ast
+    import sys
+    from pathlib import Path
+
+    import segue.demo
+
+    for path in Path(segue.demo.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                allowed = top in sys.stdlib_module_names or top == "msgspec"
+                assert allowed or name.startswith("segue.demo"), f"{path.name} imports {name}"

@@ -202,3 +202,11 @@ def test_separation_blocks_a_merge():
     fold(type="identify", anonymousId="b", traits={"email": "x@y.io"})
     assert fold.profile_of("anonymous_id", "a") is not fold.profile_of("anonymous_id", "b")
     assert fold.profile_of("email", "x@y.io") is fold.profile_of("anonymous_id", "a")
+
+
+def test_source_priority_ignores_empty_values_from_the_preferred_source():
+    fold = Fold(Survivorship("source_priority", ["crm", "web"]))
+    fold(type="identify", userId="1", traits={"birthday": "1980-01-02"})
+    fold(source="crm", type="identify", userId="1", traits={"birthday": "", "lastName": None})
+    traits = fold.profile_of("user_id", "1").traits
+    assert traits["birthday"].value == "1980-01-02"

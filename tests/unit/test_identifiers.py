@@ -92,3 +92,23 @@ def test_email_normalisation():
     assert normalise_email("  A.B@Example.org ") == "a.b@example.org"
     assert normalise_email("not-an-email") is None
     assert normalise_email(5) is None
+
+
+def test_external_ids_of_email_and_phone_type_are_normalised():
+    event = to_event(
+        {
+            "type": "track",
+            "messageId": "m",
+            "event": "A",
+            "anonymousId": "x",
+            "context": {
+                "externalIds": [
+                    {"id": "Ada@Example.COM", "type": "email"},
+                    {"id": "0151 23456789", "type": "phone"},
+                ]
+            },
+        }
+    )
+    found = identifiers_of(event, RULES)
+    assert Identifier("email", "ada@example.com") in found
+    assert Identifier("phone", "+4915123456789") in found

@@ -27,6 +27,13 @@ __all__ = ["create_app"]
 
 _log = structlog.get_logger("segue.api")
 _SUCCESS = b'{"success":true}'
+_ALLOW_ORIGIN = (b"access-control-allow-origin", b"*")
+_PREFLIGHT = (
+    _ALLOW_ORIGIN,
+    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+    (b"access-control-allow-headers", b"authorization, content-type, content-encoding, sec-gpc"),
+    (b"access-control-max-age", b"86400"),
+)
 _COLLECT = {
     "/v1/batch": None,
     "/v1/import": None,
@@ -332,6 +339,10 @@ class SegueApp:
         route_label = "unmatched"
         route: Route | None = None
         try:
+            if request.method == "OPTIONS":  # CORS preflight: browsers call collect and decide
+                response = Response(204, b"", headers=list(_PREFLIGHT))
+                await response.send(send)
+                return
             if request.path.startswith("/docs/"):
                 response = self._static(request.path[6:])
             else:
@@ -346,6 +357,7 @@ class SegueApp:
             response = json_response(
                 {"code": "internal_error", "message": "internal error; it was logged"}, 500
             )
+        response.headers.append(_ALLOW_ORIGIN)
         await response.send(send)
         self.latency.labels(request.method, route_label, str(response.status)).observe(
             time.perf_counter() - start
@@ -439,8 +451,10 @@ class SegueApp:
 
     async def get_possible_matches(self, request: Request) -> Response:
         status = request.query.get("status") or "open"
-        if status not in ("open", "accepted", "rejected", "all"):
-            raise InvalidInput("status must be open, accepted, rejected or all", field="status")
+        if status not in ("open", "accepted", "rejected", "dismissed", "all"):
+            raise InvalidInput(
+                "status must be open, accepted, rejected, dismissed or all", field="status"
+            )
         after = _int_param(request, "after", 0, 0, 2**62)
         limit = _int_param(request, "limit", 100, 1, 1000)
         found = await self.runtime.store.possible_matches(

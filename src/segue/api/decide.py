@@ -49,7 +49,7 @@ def routes(app: SegueApp) -> list[Route]:
         parsed = decode_json(_decoder, body)
         if not parsed.placement.strip():
             raise InvalidInput("placement must not be empty", field="$.placement")
-        if not 1 <= parsed.k <= 100:
+        if parsed.k is not None and not 1 <= parsed.k <= 100:
             raise InvalidInput("k must be between 1 and 100", field="$.k")
         gpc = request.headers.get("sec-gpc", "").strip() == "1"
         return json_response(await app.runtime.engine.decide(parsed, gpc=gpc))

@@ -61,6 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
     )
+    # The processor folds in worker threads of this process; a short GIL switch interval
+    # lets the event loop answer requests between its slices (latency over throughput).
+    sys.setswitchinterval(0.001)
     runtime = Runtime(settings)
     demo = None
     on_started = _banner

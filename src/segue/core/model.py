@@ -158,7 +158,8 @@ class Profile(msgspec.Struct, kw_only=True):
 class PossibleMatch(msgspec.Struct, kw_only=True):
     """Two profiles that look like one person but scored in the grey zone: a human decides.
 
-    ``status`` is ``open``, ``accepted`` (they were merged) or ``rejected`` (kept apart).
+    ``status`` is ``open``, ``accepted`` (they were merged), ``rejected`` (kept apart) or
+    ``dismissed`` (a re-estimated model no longer finds them alike).
     """
 
     id: int = 0

@@ -40,7 +40,7 @@ class DecideRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     placement: str
     user: dict[str, str | int] = {}
     context: dict[str, Any] = {}
-    k: int = 10
+    k: int | None = None
     candidates: list[str] | None = None
     channel: str | None = None
 

@@ -166,7 +166,11 @@ def identifiers_of(event: Event, rules: IdentityRules) -> list[Identifier]:
         for item in external[:20]:
             if isinstance(item, dict):
                 kind = _TYPE.sub("_", str(item.get("type", "")).strip().lower()).strip("_")
-                if kind and kind not in ("user_id", "anonymous_id"):
+                if kind == "email":
+                    add(kind, normalise_email(item.get("id")))
+                elif kind == "phone":
+                    add(kind, normalise_phone(item.get("id"), rules.phone_region))
+                elif kind and kind not in ("user_id", "anonymous_id"):
                     add(kind, _text(item.get("id")))
     if isinstance(event, Alias):
         pass  # previousId: see the fold

@@ -239,8 +239,10 @@ class Linker:
         return out
 
     def _index(self, ws: WorkingSet) -> None:
-        """Block keys and match records of every profile whose snapshots changed."""
-        for pid in {_resolve(ws, p) for p, _, _ in ws.new_records}:
+        """Block keys and match records of every profile whose snapshots changed: new
+        snapshots, and survivors of merges (they inherit the merged profile's snapshots)."""
+        changed = {p for p, _, _ in ws.new_records} | set(ws.changes.redirects.values())
+        for pid in {_resolve(ws, p) for p in changed}:
             touched = ws.profiles.get(pid)
             if touched is not None:
                 records = _records(touched)

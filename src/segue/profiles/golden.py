@@ -58,7 +58,7 @@ class Survivorship:
         """Return the winning observation and the rule that chose it."""
         rule, ranking = self._rule(name)
         pool = observations
-        if rule == "non_empty":
+        if rule in ("non_empty", "source_priority"):  # a source "has" a value only if non-empty
             pool = [o for o in observations if not _empty(o.value)] or observations
         key: Callable[[Observation], tuple[float, ...]]
         if rule == "most_frequent":
