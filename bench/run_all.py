@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             True,
         ),
         (
+            "server CPU per acknowledged event (µs)",
+            f"{ingest['server_cpu_us_per_event']:.1f}",
+            "-",
+            True,
+        ),
+        (
             "GET /healthz ceiling, req/s",
             f"{ingest['healthz_rps']:,.0f} (batch req/s = "
             f"{ingest['batch_rps_over_healthz_rps']:.1%})",
