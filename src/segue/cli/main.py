@@ -10,11 +10,15 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-import structlog
+# Before numpy loads: small matrix products (ranking, bandits) run many times slower when
+# OpenBLAS spreads them over threads on a small machine. An explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from segue.errors import ConfigError
-from segue.runtime import Runtime
-from segue.settings import load_settings
+import structlog  # noqa: E402 - after the BLAS setting above
+
+from segue.errors import ConfigError  # noqa: E402
+from segue.runtime import Runtime  # noqa: E402
+from segue.settings import load_settings  # noqa: E402
 
 __all__ = ["main"]
 
