@@ -14,11 +14,11 @@ from types import FrameType
 # OpenBLAS spreads them over threads on a small machine. An explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import structlog  # noqa: E402 - after the BLAS setting above
+import structlog  # imported after the BLAS setting above, on purpose
 
-from segue.errors import ConfigError  # noqa: E402
-from segue.runtime import Runtime  # noqa: E402
-from segue.settings import load_settings  # noqa: E402
+from segue.errors import ConfigError
+from segue.runtime import Runtime
+from segue.settings import load_settings
 
 __all__ = ["main"]
 
