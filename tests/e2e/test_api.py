@@ -215,3 +215,24 @@ def test_rotated_write_key_replaces_the_stored_one(tmp_path):
             srv.url + "/v1/track", auth=("first-key-0123", ""), json={"userId": "1", "event": "A"}
         )
         assert (ok.status_code, old.status_code) == (200, 401)
+
+
+def test_cors_lets_browser_sdks_collect_and_decide(server):
+    preflight = httpx.options(
+        server.url + "/v1/batch",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    with server.writer() as w:
+        r = w.post(
+            "/v1/track",
+            json={"userId": "cors", "event": "A"},
+            headers={"Origin": "https://shop.example"},
+        )
+    assert r.headers["access-control-allow-origin"] == "*"
