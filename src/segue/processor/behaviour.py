@@ -115,8 +115,13 @@ class BehaviourStage:
         stored: dict[str, bytes],
         landed: list[tuple[LogRecord, Event, str, float]],
         redirects: dict[str, str],
+        *,
+        learn: bool = True,
     ) -> tuple[dict[str, bytes], list[Feedback]]:
         """Fold events (record, event, profile id at fold time, event time) in order.
+
+        ``learn=False`` re-derives profile features only (an unmerge): the shared item models
+        saw these events already.
 
         Returns:
             profile id → its new behaviour bytes, and the feedback seen.

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 
 import msgspec
 import structlog
@@ -220,8 +221,13 @@ class Processor:
             ws = WorkingSet({}, {})
             ws.separations = [*survivor.separations, (split_off, rest)]
             owned = set(survivor.identities)
-            await loop.run_in_executor(None, self._refold, ws, events, owned, survivor)
+            landed = await loop.run_in_executor(None, self._refold, ws, events, owned, survivor)
             changes = ws.changes
+            if self.behaviour is not None:
+                # features re-derived from the same events; item models already learned them
+                changes.features, _ = await loop.run_in_executor(
+                    None, partial(self.behaviour.fold, {}, landed, changes.redirects, learn=False)
+                )
             changes.drop_profiles = [profile_id]
             changes.clear_redirects = [pid for pid in ws.profiles if pid != profile_id]
             changes.unlink = sorted(owned - set(ws.links))
@@ -295,10 +301,14 @@ class Processor:
         events: list[tuple[LogRecord, Event | None]],
         owned: set[Identifier],
         survivor: Profile,
-    ) -> None:
+    ) -> list[tuple[LogRecord, Event, str, float]]:
+        landed: list[tuple[LogRecord, Event, str, float]] = []
         for record, event in events:
             if event is not None:
-                self.folder.apply(ws, record, event, only=owned)
+                pid = self.folder.apply(ws, record, event, only=owned)
+                if pid is not None:
+                    at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
+                    landed.append((record, event, pid, min(at.timestamp(), record.received_at)))
         for merge in survivor.merges:
             if merge.reason == "identifier" or len(merge.via) != 2:
                 continue
@@ -320,6 +330,7 @@ class Processor:
                 )
         for profile in ws.profiles.values():
             profile.separations = list(ws.separations)
+        return landed
 
     async def run(self, on_poison: PoisonHandler | None = None) -> None:
         """Process until ``stop``; wait on the log when caught up; re-estimate the match

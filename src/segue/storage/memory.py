@@ -109,6 +109,9 @@ class MemoryProfileStore:
         for pid in changes.drop_profiles:
             self._profiles.pop(pid, None)
             self._timeline.pop(pid, None)
+            self._features.pop(pid, None)
+            self._match_records.pop(pid, None)
+            self._unindex(pid)
         for pid in changes.clear_redirects:
             self._redirects.pop(pid, None)
         for identifier in changes.unlink:

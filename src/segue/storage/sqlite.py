@@ -258,8 +258,8 @@ class SqliteProfileStore:
     async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
         def body(conn: sqlite3.Connection) -> None:
             for pid in changes.drop_profiles:
-                conn.execute("DELETE FROM profiles WHERE profile_id = ?", (pid,))
-                conn.execute("DELETE FROM timeline WHERE profile_id = ?", (pid,))
+                for table in ("profiles", "timeline", "features", "blocks", "match_records"):
+                    conn.execute(f"DELETE FROM {table} WHERE profile_id = ?", (pid,))  # noqa: S608
             conn.executemany(
                 "DELETE FROM redirects WHERE old = ?", [(pid,) for pid in changes.clear_redirects]
             )
