@@ -230,8 +230,14 @@ class SqliteProfileStore:
                 chunk = wanted[start : start + 400]
                 marks = ",".join("(?, ?)" for _ in chunk)
                 params = [part for ident in chunk for part in ident]
-                # only "?" placeholders are interpolated
-                sql = f"SELECT type, value, profile_id FROM identities WHERE (type, value) IN (VALUES {marks})"  # noqa: S608, E501
+                # A join, not "(type, value) IN (VALUES …)": SQLite answers the row-value IN
+                # with a scan of the whole table, the join with one primary-key search per
+                # identifier. Only "?" placeholders are interpolated.
+                sql = (
+                    "SELECT i.type, i.value, i.profile_id "  # noqa: S608
+                    f"FROM (VALUES {marks}) AS w CROSS JOIN identities AS i "
+                    "ON i.type = w.column1 AND i.value = w.column2"
+                )
                 for kind, value, pid in conn.execute(sql, params):
                     found[Identifier(kind, value)] = pid
             return found
