@@ -122,6 +122,79 @@ class RankSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reward_max: float = 1.0
 
 
+class RegionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A region's consent regime: ``opt_in`` (GDPR-style: nothing but ``necessary`` until
+    granted) or ``opt_out`` (CCPA-style: allowed until refused; GPC is a binding opt-out of
+    sale/share and targeted advertising). ``codes`` are the ISO 3166 country or subdivision
+    codes (``DE``, ``US-CA``) that belong to it."""
+
+    regime: str = "opt_in"
+    codes: list[str] = []
+
+
+def _default_regions() -> dict[str, RegionSettings]:
+    eea = [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    ]
+    return {
+        "EEA": RegionSettings(regime="opt_in", codes=eea),
+        "UK": RegionSettings(regime="opt_in", codes=["GB", "UK"]),
+        "CH": RegionSettings(regime="opt_in", codes=["CH"]),
+        "US-CA": RegionSettings(regime="opt_out", codes=["US-CA"]),
+        "US": RegionSettings(regime="opt_out", codes=["US"]),
+    }
+
+
+class PrivacySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Consent, regions, IAB TCF, retention and erasure.
+
+    ``default_region`` applies when neither the consent record nor the request names a
+    region; ``default_regime`` applies to a region no entry of ``regions`` lists.
+    ``tcf_vendor_id`` is segue's own vendor id in IAB TCF strings (``SEGUE_TCF_VENDOR_ID``):
+    personalised content needs TCF purposes 5 and 6 and consent for this vendor.
+    ``retention_days`` limits how long events are kept per purpose (0 = forever).
+    ``hash_fields`` / ``drop_fields`` are the dotted paths of personal fields hashed or dropped
+    from events that arrive without analytics consent.
+    """
+
+    default_region: str | None = None
+    default_regime: str = "opt_out"
+    regions: dict[str, RegionSettings] = msgspec.field(default_factory=_default_regions)
+    tcf_vendor_id: int | None = None
+    retention_days: dict[str, int] = {}
+    hash_fields: list[str] = msgspec.field(default_factory=lambda: ["context.ip"])
+    drop_fields: list[str] = msgspec.field(default_factory=lambda: ["traits", "context.traits"])
+
+
 class PlacementSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A placement: a slot that asks for decisions, with its strategy and business rules."""
 
@@ -159,6 +232,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     survivorship: SurvivorshipSettings = msgspec.field(default_factory=SurvivorshipSettings)
     placements: dict[str, PlacementSettings] = {}
     rank: RankSettings = msgspec.field(default_factory=RankSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
 
 
 _ENV = {
@@ -172,6 +246,11 @@ _ENV = {
     "SEGUE_MAX_MESSAGE_BYTES": "max_message_bytes",
     "SEGUE_MAX_REQUEST_BYTES": "max_request_bytes",
     "SEGUE_LOG_LEVEL": "log_level",
+}
+#: environment variables that set a key inside a section: name → (section, key)
+_ENV_NESTED = {
+    "SEGUE_TCF_VENDOR_ID": ("privacy", "tcf_vendor_id"),
+    "SEGUE_DEFAULT_REGION": ("privacy", "default_region"),
 }
 
 
@@ -198,6 +277,10 @@ def load_settings(
     for name, key in _ENV.items():
         if name in env and env[name] != "":
             raw[key] = env[name]
+    for name, (section, key) in _ENV_NESTED.items():
+        if name in env and env[name] != "":
+            part = raw.get(section)
+            raw[section] = {**(part if isinstance(part, dict) else {}), key: env[name]}
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
@@ -228,6 +311,7 @@ def load_settings(
     keys = [s.write_key for s in settings.sources if s.write_key]
     if len(keys) != len(set(keys)):
         problems.append("two sources share a write key; each source needs its own")
+    problems += _privacy_problems(settings.privacy)
     ident = settings.identity
     for name, value in (
         ("match_threshold", ident.match_threshold),
@@ -272,4 +356,18 @@ def _rank_problems(rank: RankSettings) -> list[str]:
         problems.append("rank.reward_min must be below rank.reward_max")
     elif not rank.reward_min <= rank.default_reward <= rank.reward_max:
         problems.append("rank.default_reward must lie between rank.reward_min and reward_max")
+    return problems
+
+
+def _privacy_problems(privacy: PrivacySettings) -> list[str]:
+    problems = []
+    for name, region in privacy.regions.items():
+        if region.regime not in ("opt_in", "opt_out"):
+            problems.append(f"privacy.regions.{name}.regime must be opt_in or opt_out")
+    if privacy.default_regime not in ("opt_in", "opt_out"):
+        problems.append("privacy.default_regime must be opt_in or opt_out")
+    if privacy.tcf_vendor_id is not None and not 1 <= privacy.tcf_vendor_id <= 65535:
+        problems.append("privacy.tcf_vendor_id must be between 1 and 65535")
+    if any(days < 0 for days in privacy.retention_days.values()):
+        problems.append("privacy.retention_days must be 0 (forever) or more days")
     return problems

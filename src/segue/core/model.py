@@ -8,6 +8,7 @@ import msgspec
 
 __all__ = [
     "Changeset",
+    "ConsentRecord",
     "Decision",
     "Identifier",
     "Item",
@@ -287,3 +288,24 @@ class RankEvent(msgspec.Struct, kw_only=True):
     reward: float | None = None
     rewarded_at: float | None = None
     learned: bool = False
+
+
+class ConsentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One consent signal about one subject, as the consent ledger keeps it (never edited).
+
+    ``subject`` is an identifier (``user_id:42``, ``anonymous_id:…``). ``purposes`` holds
+    only what this signal said (purpose → granted); ``region`` and ``gpc`` likewise, ``None``
+    when it said nothing. ``proof`` is the raw signal as received (a TC string, a US Privacy
+    string, the JSON body), so the ledger can show what consent rested on. ``seq`` is the
+    ledger's order, set by the store.
+    """
+
+    subject: str
+    at: float
+    source: str
+    purposes: dict[str, bool] = {}
+    region: str | None = None
+    gpc: bool | None = None
+    objects_to_automated: bool | None = None
+    proof: str | None = None
+    seq: int = 0

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from segue.core.model import (
     Changeset,
+    ConsentRecord,
     Decision,
     Identifier,
     Item,
@@ -21,7 +22,15 @@ from segue.core.model import (
     RankEvent,
 )
 
-__all__ = ["CatalogStore", "Clock", "DecisionStore", "EventLog", "ProfileStore", "Quarantine"]
+__all__ = [
+    "CatalogStore",
+    "Clock",
+    "ConsentStore",
+    "DecisionStore",
+    "EventLog",
+    "ProfileStore",
+    "Quarantine",
+]
 
 
 class Clock(Protocol):
@@ -254,4 +263,28 @@ class DecisionStore(Protocol):
 
     async def aclose(self) -> None:
         """Release resources."""
+        ...
+
+
+class ConsentStore(Protocol):
+    """The consent ledger: every consent signal per subject, in order, with its proof."""
+
+    async def open(self) -> None:
+        """Create what is missing."""
+        ...
+
+    async def record(self, records: Sequence[ConsentRecord]) -> list[ConsentRecord]:
+        """Append ``records`` durably; return them with ``seq`` set."""
+        ...
+
+    async def history(self, subjects: Iterable[str], limit: int = 10_000) -> list[ConsentRecord]:
+        """The ledger entries of ``subjects``, oldest first (at most ``limit``, the newest)."""
+        ...
+
+    async def erase(self, subjects: Iterable[str]) -> int:
+        """Remove every entry of ``subjects`` (a person's erasure); return how many."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
         ...
