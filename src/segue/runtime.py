@@ -17,7 +17,14 @@ import numpy as np
 import structlog
 
 from segue.core.model import LogRecord, QuarantineEntry
-from segue.core.ports import CatalogStore, DecisionStore, EventLog, ProfileStore, Quarantine
+from segue.core.ports import (
+    CatalogStore,
+    ConsentStore,
+    DecisionStore,
+    EventLog,
+    ProfileStore,
+    Quarantine,
+)
 from segue.decide.engine import DecideEngine
 from segue.decide.rank import RankService
 from segue.errors import ConfigError
@@ -29,7 +36,7 @@ from segue.keys import KeyRing, Keys, resolve_keys
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
-from segue.storage import CATALOGS, DECISIONS, LOGS, STORES
+from segue.storage import CATALOGS, CONSENTS, DECISIONS, LOGS, STORES
 
 if TYPE_CHECKING:
     from segue.decisioning import Decisioning
@@ -75,6 +82,7 @@ class Runtime:
         self.quarantine: Quarantine
         self.catalog: CatalogStore
         self.decisions: DecisionStore
+        self.consents: ConsentStore
         self.rank: RankService
         self.decisioning: Decisioning
         self.engine: DecideEngine
@@ -107,6 +115,8 @@ class Runtime:
         decisions_cls = _load(DECISIONS, s.store, "decisions")
         memory = s.store.startswith("memory")
         self.decisions = decisions_cls() if memory else decisions_cls(self.data)
+        consents_cls = _load(CONSENTS, s.store, "consent")
+        self.consents = consents_cls() if memory else consents_cls(self.data)
         if s.log.startswith("memory") or s.store.startswith("memory"):
             from segue.storage.memory import MemoryQuarantine
 
@@ -124,6 +134,7 @@ class Runtime:
         await self.quarantine.open()
         await self.catalog.open()
         await self.decisions.open()
+        await self.consents.open()
         plans = {
             src.name: TrackingPlan(src.tracking_plan.mode, src.tracking_plan.events)
             for src in s.sources
@@ -242,7 +253,7 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for name in ("log", "store", "quarantine", "catalog", "decisions"):
+        for name in ("log", "store", "quarantine", "catalog", "decisions", "consents"):
             backend = getattr(self, name, None)
             if backend is not None:
                 await backend.aclose()

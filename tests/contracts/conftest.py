@@ -10,9 +10,11 @@ import pytest
 
 from segue.storage.memory import MemoryEventLog, MemoryProfileStore, MemoryQuarantine
 from segue.storage.memory_catalog import MemoryCatalogStore
+from segue.storage.memory_consent import MemoryConsentStore
 from segue.storage.memory_decisions import MemoryDecisionStore
 from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore, SqliteQuarantine
 from segue.storage.sqlite_catalog import SqliteCatalogStore
+from segue.storage.sqlite_consent import SqliteConsentStore
 from segue.storage.sqlite_decisions import SqliteDecisionStore
 
 
@@ -66,3 +68,8 @@ def catalog_store(request, tmp_path) -> Iterator[Sync]:
 @pytest.fixture(params=["memory", "sqlite"])
 def decision_store(request, tmp_path) -> Iterator[Sync]:
     yield from _make(request.param, MemoryDecisionStore, SqliteDecisionStore, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def consent_store(request, tmp_path) -> Iterator[Sync]:
+    yield from _make(request.param, MemoryConsentStore, SqliteConsentStore, tmp_path)

@@ -6,7 +6,7 @@ that backend is asked for, with the extra to install in the message.
 
 from __future__ import annotations
 
-__all__ = ["CATALOGS", "DECISIONS", "LOGS", "STORES"]
+__all__ = ["CATALOGS", "CONSENTS", "DECISIONS", "LOGS", "STORES"]
 
 #: scheme → factory path for the event log
 LOGS: dict[str, str] = {
@@ -27,4 +27,9 @@ CATALOGS: dict[str, str] = {
 DECISIONS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_decisions:SqliteDecisionStore",
     "memory": "segue.storage.memory_decisions:MemoryDecisionStore",
+}
+#: scheme (of the store URL) → factory path for the consent ledger
+CONSENTS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_consent:SqliteConsentStore",
+    "memory": "segue.storage.memory_consent:MemoryConsentStore",
 }
