@@ -101,3 +101,32 @@ def test_lru_bound_and_failed_loads_are_not_cached():
         assert await cache.get("x", lambda: asyncio.sleep(0, result="ok")) == "ok"
 
     run(scenario())
+
+
+def test_a_caller_after_invalidation_never_joins_a_load_that_began_before():
+    """Revocation then decide: the decide must not be answered by a read started earlier."""
+
+    async def scenario() -> tuple[str, str, int]:
+        cache: Cache[str, str] = Cache(maxsize=10, ttl=60)
+        state = {"consent": "granted"}
+        release = asyncio.Event()
+        loads = 0
+
+        async def load() -> str:
+            nonlocal loads
+            loads += 1
+            seen = state["consent"]
+            if loads == 1:
+                await release.wait()  # the first read is slow and saw the old state
+            return seen
+
+        before = asyncio.ensure_future(cache.get("p1", load))
+        await asyncio.sleep(0)
+        state["consent"] = "revoked"
+        cache.invalidate("p1")
+        after = await cache.get("p1", load)
+        release.set()
+        return await before, after, loads
+
+    before, after, loads = asyncio.run(scenario())
+    assert (before, after, loads) == ("granted", "revoked", 2)

@@ -107,7 +107,8 @@ class Cache(Generic[K, V]):
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
             raise
         finally:
-            self._loading.pop(key, None)
+            if self._loading.get(key) is future:
+                del self._loading[key]
         if self._versions.get(key) == version:  # not invalidated while loading
             now = self._clock()
             self._data[key] = _Entry(value, now + self.ttl, now + self.ttl + self.stale_for)
@@ -120,6 +121,9 @@ class Cache(Generic[K, V]):
     def invalidate(self, key: K) -> None:
         """Forget a key now; a load already running for it will not be stored."""
         self._data.pop(key, None)
+        # a caller arriving from now on must not join a load that began before: it could
+        # read what was true before the change (a revoked consent, say)
+        self._loading.pop(key, None)
         self._counter += 1
         self._versions[key] = self._counter
         if len(self._versions) > 4 * self.maxsize:
