@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,10 +34,12 @@ from segue.ingest.pipeline import IngestService
 from segue.ingest.plans import TrackingPlan
 from segue.ingest.validate import Limits
 from segue.keys import KeyRing, Keys, resolve_keys
+from segue.privacy.audit import Verdict
+from segue.privacy.audit_service import AuditService
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
-from segue.storage import CATALOGS, CONSENTS, DECISIONS, LOGS, STORES
+from segue.storage import AUDITS, CATALOGS, CONSENTS, DECISIONS, LOGS, STORES
 
 if TYPE_CHECKING:
     from segue.decisioning import Decisioning
@@ -76,6 +79,7 @@ class Runtime:
         self.data = Path(settings.data)
         self.keys: Keys
         self.keyring: KeyRing
+        self.audit: AuditService
         self.generated_keys: list[str] = []
         self.log: EventLog
         self.store: ProfileStore
@@ -108,6 +112,8 @@ class Runtime:
                     "checkpoint past the end of a log that starts empty at every restart"
                 ]
             )
+        self.audit = self._audit_service(self.keys.secret)
+        await self.audit.open()
         log_cls = _load(LOGS, s.log, "log")
         store_cls = _load(STORES, s.store, "store")
         catalog_cls = _load(CATALOGS, s.store, "catalog")
@@ -199,6 +205,38 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.rank.run(), name="rank"))
         self.ready = True
 
+    def _audit_service(self, secret: str) -> AuditService:
+        """The audit log on the store's backend, keyed with the installation secret."""
+        audit_cls = _load(AUDITS, self.settings.store, "audit")
+        key = secret.encode()
+        memory = self.settings.store.startswith("memory")
+        return AuditService(
+            audit_cls(key) if memory else audit_cls(self.data, key), key, self.clock
+        )
+
+    async def verify_audit(self) -> Verdict:
+        """Verify the audit log of the data folder without starting anything else.
+
+        Reads the secret from ``keys.json`` and never writes it (``segue audit verify``).
+
+        Raises:
+            ConfigError: the data folder holds no audit log or no keys.
+        """
+        keys_path, audit_path = self.data / "keys.json", self.data / "audit.db"
+        if self.settings.store.startswith("memory"):
+            raise ConfigError(["a memory store keeps no audit log to verify"])
+        if not audit_path.exists() or not keys_path.exists():
+            raise ConfigError([f"no audit log in {self.data} (audit.db and keys.json)"])
+        secret = json.loads(keys_path.read_text()).get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError([f"{keys_path} holds no secret"])
+        audit = self._audit_service(secret)
+        await audit.log.open()
+        try:
+            return await audit.verify()
+        finally:
+            await audit.log.aclose()
+
     async def _run_processor(self) -> None:
         await self.processor.run(on_poison=self._quarantine_poison)
 
@@ -257,3 +295,5 @@ class Runtime:
             backend = getattr(self, name, None)
             if backend is not None:
                 await backend.aclose()
+        if hasattr(self, "audit"):  # last: the services above may still record entries
+            await self.audit.aclose()

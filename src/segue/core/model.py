@@ -309,3 +309,39 @@ class ConsentRecord(msgspec.Struct, frozen=True, kw_only=True):
     objects_to_automated: bool | None = None
     proof: str | None = None
     seq: int = 0
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of the tamper-evident audit log (never edited, never erased).
+
+    ``subjects`` are keyed hashes of the identifiers or profile ids the action touched, so
+    the log can be filtered by person yet holds nothing personal and outlives an erasure.
+    ``details`` is JSON data about the action (no personal data). ``hash`` is
+    SHA-256 over ``prev_hash`` and the entry's canonical encoding, which chains every
+    entry to all before it; ``seq``, ``prev_hash`` and ``hash`` are set by the audit log.
+    """
+
+    seq: int = 0
+    at: float
+    actor: str
+    action: str
+    subjects: list[str] = []
+    details: dict[str, Any] = {}
+    prev_hash: str = ""
+    hash: str = ""
+
+
+class AuditHead(msgspec.Struct, frozen=True, kw_only=True):
+    """The last entry of the audit log as the log itself recorded it, sealed with a key.
+
+    A chain of plain hashes cannot show that its tail was cut off, nor that it was
+    rewritten from some entry onwards; the head's seal (an HMAC with the installation
+    secret) can, as long as the secret is not in the attacker's hands.
+    """
+
+    seq: int
+    hash: str
+    seal: str
+
+
+__all__ += ["AuditEntry", "AuditHead"]

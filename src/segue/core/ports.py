@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from segue.core.model import (
+    AuditEntry,
+    AuditHead,
     Changeset,
     ConsentRecord,
     Decision,
@@ -288,3 +290,54 @@ class ConsentStore(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+class AuditLog(Protocol):
+    """The append-only, hash-chained audit log (see ``segue.privacy.audit``)."""
+
+    async def open(self) -> None:
+        """Create what is missing; idempotent."""
+        ...
+
+    async def append(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+        """Chain ``entries`` in order after the current head and store them durably.
+
+        ``seq``, ``prev_hash`` and ``hash`` of the given entries are ignored: the log sets
+        them. Appends are serialised (one writer), so concurrent calls never fork the chain;
+        the head is re-sealed in the same transaction. Returns only once durable.
+
+        Returns:
+            the entries as stored, with ``seq``, ``prev_hash`` and ``hash`` set.
+        """
+        ...
+
+    async def list(
+        self,
+        *,
+        subjects: Sequence[str] = (),
+        action: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Entries with seq > ``after`` in seq order, at most ``limit``: only those naming
+        any of ``subjects`` (subject hashes) when given, of ``action`` when given, and with
+        ``since <= at < until`` when given."""
+        ...
+
+    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
+        """Up to ``limit`` entries with seq > ``after`` in seq order, exactly as stored
+        (every stored field, for verification)."""
+        ...
+
+    async def head(self) -> AuditHead | None:
+        """The sealed head (None while the log is empty)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish pending appends and release resources."""
+        ...
+
+
+__all__ += ["AuditLog"]

@@ -33,3 +33,9 @@ CONSENTS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_consent:SqliteConsentStore",
     "memory": "segue.storage.memory_consent:MemoryConsentStore",
 }
+#: scheme (of the store URL) → factory path for the hash-chained audit log
+AUDITS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_audit:SqliteAuditLog",
+    "memory": "segue.storage.memory_audit:MemoryAuditLog",
+}
+__all__ += ["AUDITS"]
