@@ -32,6 +32,10 @@ from segue.decide.engine import DecideEngine, DecideRequest
 from segue.decide.item_view import ItemView
 from segue.decide.signals import PersonSignals
 from segue.features.items import ItemModels
+from segue.privacy.policy import RegionPolicy
+from segue.privacy.service import ConsentService
+from segue.privacy.signals import Signal
+from segue.storage.memory_consent import MemoryConsentStore
 from segue.storage.memory_decisions import MemoryDecisionStore
 
 
@@ -106,18 +110,26 @@ async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
         for p in range(2000)
     }
 
-    async def find(user: dict[str, str]) -> tuple[str | None, dict[str, bool]]:
+    async def find(user: dict[str, str]) -> tuple[str | None, list[str]]:
         uid = user.get("user_id")
-        return (uid, {}) if uid in people else (None, {})
+        return (uid, [f"user_id:{uid}"]) if uid in people else (None, [])
 
     async def signals(pid: str) -> PersonSignals | None:
         return people.get(pid)
 
+    consent = ConsentService(MemoryConsentStore(), RegionPolicy({}), Clock())
+    await consent.start()
+    for p in range(0, 2000, 10):
+        await consent.record(
+            [f"user_id:u{p}"], Signal(purposes={"personalization": True}), source="api", actor="b"
+        )
     engine = DecideEngine(
         view,
         ItemView(models, threading.Lock()),
         find,
         signals,
+        # the real consent gate, over a ledger that holds a choice for a tenth of the people
+        consent.gate,
         MemoryDecisionStore(),
         Clock(),
         seed=seed,

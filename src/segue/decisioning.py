@@ -99,11 +99,13 @@ class Decisioning:
         self.items = ItemView(models, self.lock)
         self.identity_cache: Cache[Identifier, str | None] = Cache(100_000, ttl=30.0)
         self.signals_cache: Cache[str, PersonSignals | None] = Cache(100_000, ttl=30.0)
+        self.subjects_cache: Cache[str, tuple[str, ...]] = Cache(100_000, ttl=30.0)
         self.engine = DecideEngine(
             view,
             self.items,
             self.find_profile,
             self.person_signals,
+            runtime.consent.gate,
             runtime.decisions,
             runtime.clock,
             _placements(runtime),
@@ -128,7 +130,10 @@ class Decisioning:
             return None
         return ItemInfo(category=item.category, brand=item.brand, price=item.price)
 
-    async def find_profile(self, user: dict[str, str]) -> tuple[str | None, dict[str, bool]]:
+    async def find_profile(self, user: dict[str, str]) -> tuple[str | None, list[str]]:
+        """The profile of the first identifier that resolves, and the person's subjects:
+        the request's identifiers and every identity of the profile (consent given under
+        any of them is the person's)."""
         store: ProfileStore = self.runtime.store
         for kind, value in user.items():
             identifier = Identifier(kind, value)
@@ -138,8 +143,14 @@ class Decisioning:
 
             profile_id = await self.identity_cache.get(identifier, load)
             if profile_id is not None:
-                return profile_id, {}
-        return None, {}
+
+                async def identities(found: str = profile_id) -> tuple[str, ...]:
+                    return tuple(str(i) for i in await store.identities(found))
+
+                known = await self.subjects_cache.get(profile_id, identities)
+                asked = [f"{k}:{v}" for k, v in user.items()]
+                return profile_id, list(dict.fromkeys((*asked, *known)))
+        return None, []
 
     async def person_signals(self, profile_id: str) -> PersonSignals | None:
         async def load() -> PersonSignals | None:
@@ -167,6 +178,8 @@ class Decisioning:
             self.identity_cache.invalidate(identifier)
         for profile_id in (*changes.features, *changes.profiles, *changes.redirects):
             self.signals_cache.invalidate(profile_id)
+        for profile_id in (*changes.profiles, *changes.redirects, *changes.drop_profiles):
+            self.subjects_cache.invalidate(profile_id)
         if feedback:
             self.engine.feedback(feedback)
 

@@ -55,6 +55,7 @@ def test_erase_removes_only_the_subjects_given(consent_store):
     assert consent_store.history(["user_id:1"]) == []
     assert [r.subject for r in consent_store.history(["user_id:2"])] == ["user_id:2"]
     assert consent_store.erase(["user_id:1"]) == 0
+    assert consent_store.subjects() == ["user_id:2"]
 
 
 def test_sqlite_erasure_leaves_no_byte_of_the_subject_in_the_files(tmp_path):

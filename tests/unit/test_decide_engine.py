@@ -11,6 +11,10 @@ from segue.decide.catalog_view import CatalogView
 from segue.decide.engine import DecideEngine, DecideRequest, Placement
 from segue.decide.rules import PlacementRules
 from segue.decide.signals import PersonSignals
+from segue.privacy.policy import RegionPolicy
+from segue.privacy.service import ConsentService
+from segue.privacy.signals import Signal
+from segue.storage.memory_consent import MemoryConsentStore
 from segue.storage.memory_decisions import MemoryDecisionStore
 
 NOW = 1_800_000_000.0
@@ -62,16 +66,30 @@ def catalog(n: int = 40) -> CatalogView:
 def engine(
     signals: PersonSignals | None, consent: dict[str, bool] | None = None, placements=None
 ) -> DecideEngine:
+    gate = ConsentService(MemoryConsentStore(), RegionPolicy({}), Clock())
+    if consent:
+        asyncio.run(
+            gate.record(["user_id:known"], Signal(purposes=consent), source="api", actor="test")
+        )
+
     async def find(user):
         if user.get("user_id") == "known":
-            return "p1", consent or {}
-        return None, {}
+            return "p1", ["user_id:known"]
+        return None, []
 
     async def person(profile_id):
         return signals
 
     return DecideEngine(
-        catalog(), Items(40), find, person, MemoryDecisionStore(), Clock(), placements, seed=7
+        catalog(),
+        Items(40),
+        find,
+        person,
+        gate.gate,
+        MemoryDecisionStore(),
+        Clock(),
+        placements,
+        seed=7,
     )
 
 

@@ -287,6 +287,10 @@ class ConsentStore(Protocol):
         """Remove every entry of ``subjects`` (a person's erasure); return how many."""
         ...
 
+    async def subjects(self) -> list[str]:
+        """Every subject with at least one entry (lets readers skip people with none)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...

@@ -26,7 +26,6 @@ from segue.decide.catalog_view import CatalogView, Columns
 from segue.decide.ranking import FEATURES, LinearThompson
 from segue.decide.rules import Candidate, PlacementRules, fill_slots
 from segue.decide.signals import ItemSignals, PersonSignals
-from segue.privacy.consent import gate, request_preferences
 
 __all__ = ["DecideEngine", "DecideRequest", "Placement"]
 
@@ -81,7 +80,19 @@ class FeedbackLike(Protocol):
     def at(self) -> float: ...
 
 
-ProfileReader = Callable[[dict[str, str]], Awaitable[tuple[str | None, dict[str, bool]]]]
+ProfileReader = Callable[[dict[str, str]], Awaitable[tuple[str | None, list[str]]]]
+
+
+class ConsentVerdict(Protocol):
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+#: (subjects of the person, the request's context, Sec-GPC) → the personalization verdict
+ConsentGate = Callable[[list[str], Mapping[str, Any], bool], Awaitable[ConsentVerdict]]
 SignalsReader = Callable[[str], Awaitable[PersonSignals | None]]
 
 
@@ -91,7 +102,9 @@ class DecideEngine:
     Args:
         catalog: the in-memory catalog mirror.
         items: item models (popularity, neighbours, fresh).
-        find_profile: identifiers → (profile id, recorded consent), cached by the caller.
+        find_profile: identifiers → (profile id, the person's subjects), cached by the caller.
+        consent: the consent gate for ``personalization`` (every read of personal data
+            waits for its yes).
         person_signals: profile id → its behaviour signals (cached by the caller).
         decisions: the decision log.
         clock: wall clock.
@@ -105,6 +118,7 @@ class DecideEngine:
         items: ItemSignals,
         find_profile: ProfileReader,
         person_signals: SignalsReader,
+        consent: ConsentGate,
         decisions: DecisionStore,
         clock: Clock,
         placements: Mapping[str, Placement] | None = None,
@@ -113,6 +127,7 @@ class DecideEngine:
         self.catalog = catalog
         self.items = items
         self._find_profile = find_profile
+        self._consent = consent
         self._person_signals = person_signals
         self._decisions = decisions
         self._clock = clock
@@ -241,10 +256,10 @@ class DecideEngine:
         identifiers = {str(k): str(v) for k, v in request.user.items() if v not in (None, "")}
         if not identifiers:
             return PersonView(None, None, False, "unknown_person")
-        profile_id, recorded = await self._find_profile(identifiers)
+        profile_id, subjects = await self._find_profile(identifiers)
         if profile_id is None:
             return PersonView(None, None, False, "unknown_person")
-        verdict = gate("personalization", recorded, request_preferences(request.context), gpc=gpc)
+        verdict = await self._consent(subjects, request.context, gpc)
         if not verdict.allowed:
             return PersonView(profile_id, None, False, verdict.reason)
         signals = await self._person_signals(profile_id)

@@ -19,6 +19,7 @@ from segue.core.model import Identifier
 __all__ = [
     "BLOCKED_VALUES",
     "IdentityRules",
+    "attachable",
     "identifiers_of",
     "normalise_email",
     "normalise_phone",
@@ -135,6 +136,13 @@ def person_traits(event: Event) -> dict[str, Any]:
     return traits
 
 
+def attachable(event: Event) -> bool:
+    """False for an event that arrived without analytics consent: ingestion marked it
+    (``context.segue.attach = false``) and no profile may take it in."""
+    marker = event.context.get("segue")
+    return not (isinstance(marker, dict) and marker.get("attach") is False)
+
+
 def identifiers_of(event: Event, rules: IdentityRules) -> list[Identifier]:
     """Every usable identifier of a message, highest priority first, without duplicates.
 
@@ -143,6 +151,8 @@ def identifiers_of(event: Event, rules: IdentityRules) -> list[Identifier]:
     and configured trait identifiers. An alias's ``previousId`` is resolved by the fold,
     which knows whether it names a user or an anonymous id.
     """
+    if not attachable(event):
+        return []
     found: list[Identifier] = []
 
     def add(kind: str, value: str | None) -> None:

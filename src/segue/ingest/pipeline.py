@@ -7,12 +7,13 @@ every rejected one is durable in the quarantine, so nothing a client sends is si
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from segue.core.events import Event
 from segue.core.model import NewRecord, QuarantineEntry
 from segue.core.ports import Clock, EventLog, Quarantine
 from segue.errors import NotFound, SegueError
@@ -92,6 +93,10 @@ class IngestService:
         self._plans = dict(plans or {})
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self.counters = IngestCounters()
+        #: the consent step (privacy.screen): runs on accepted messages before they are logged
+        self.screen: Callable[[str, list[tuple[dict[str, Any], Event]]], Awaitable[None]] | None = (
+            None
+        )
 
     parse = staticmethod(parse_request)
 
@@ -107,7 +112,7 @@ class IngestService:
         now = self._clock.now()
         received = datetime.fromtimestamp(now, UTC)
         plan = self._plans.get(source)
-        records: list[NewRecord] = []
+        prepared: list[tuple[dict[str, Any], Event]] = []
         rejected: list[Rejected] = []
         for index, raw in parsed.messages:
             try:
@@ -119,7 +124,10 @@ class IngestService:
             except SegueError as exc:
                 rejected.append(reject(index, raw, exc, parsed.kind))
                 continue
-            records.append(to_record(source, message, event, now))
+            prepared.append((message, event))
+        if self.screen is not None and prepared:
+            await self.screen(source, prepared)
+        records = [to_record(source, message, event, now) for message, event in prepared]
         self.counters.received += len(parsed.messages)
         offsets: list[int | None] = []
         # log first, quarantine second: a failure between them makes the client retry, and

@@ -14,7 +14,12 @@ from typing import Any
 
 from segue.core.events import Alias, Event, Identify, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, MergeRecord, Profile
-from segue.identity.identifiers import IdentityRules, identifiers_of, person_traits
+from segue.identity.identifiers import (
+    IdentityRules,
+    attachable,
+    identifiers_of,
+    person_traits,
+)
 from segue.profiles.golden import Survivorship
 
 __all__ = ["MATCH_TRAITS", "MAX_RECORDS", "Folder", "WorkingSet"]
@@ -84,7 +89,7 @@ class Folder:
     def wanted(self, event: Event) -> list[Identifier]:
         """Identifiers to load before folding ``event`` (alias: both readings of previousId)."""
         found = identifiers_of(event, self.rules)
-        if isinstance(event, Alias):
+        if isinstance(event, Alias) and attachable(event):
             previous = str(event.previous_id).strip()
             found += [Identifier("user_id", previous), Identifier("anonymous_id", previous)]
         return found
@@ -105,6 +110,8 @@ class Folder:
         ``only`` restricts stitching to these identifiers (an unmerge re-derives one
         profile's events and must not claim identifiers that belong to other profiles).
         """
+        if not attachable(event):
+            return None
         at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
         candidates = identifiers_of(event, self.rules)
         if isinstance(event, Alias):

@@ -38,5 +38,8 @@ class MemoryConsentStore:
     async def erase(self, subjects: Iterable[str]) -> int:
         return sum(len(self._by_subject.pop(s, [])) for s in set(subjects))
 
+    async def subjects(self) -> list[str]:
+        return list(self._by_subject)
+
     async def aclose(self) -> None:
         return None

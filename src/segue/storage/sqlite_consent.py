@@ -99,5 +99,11 @@ class SqliteConsentStore:
         await self._db.write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         return removed
 
+    async def subjects(self) -> list[str]:
+        def fetch(conn: sqlite3.Connection) -> list[str]:
+            return [str(r[0]) for r in conn.execute("SELECT DISTINCT subject FROM consent_ledger")]
+
+        return await self._db.read(fetch)
+
     async def aclose(self) -> None:
         await self._db.aclose()

@@ -1,0 +1,198 @@
+"""Consent endpoints.
+
+- ``PUT /v1/consent`` (publishable or admin key: consent managers post from the browser)
+  ``{"user": {...}, "purposes"?: {...}, "region"?, "tcf"?, "usp"?, "gpc"?,
+  "objects_to_automated_decisions"?}`` and the ``Sec-GPC: 1`` header → the person's consent
+  as it now stands. The change is in the ledger and every cache before the response leaves.
+- ``GET /v1/consent/{type}:{value}`` (admin key): the current consent, what each purpose
+  is allowed now and why, and the ledger with the proof of every signal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+
+from segue.api.http import Request, Response, Route, decode_json, json_response
+from segue.core.model import ConsentRecord, Identifier, Profile
+from segue.errors import InvalidInput
+from segue.privacy.policy import PURPOSES, ConsentState, RequestSignals
+from segue.privacy.signals import Signal, categories, combine, from_strings
+
+if TYPE_CHECKING:
+    from segue.api.app import SegueApp
+
+__all__ = ["ConsentIn", "ConsentOut", "routes"]
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class ConsentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One consent signal for the person the identifiers name."""
+
+    user: Annotated[dict[str, Text], msgspec.Meta(min_length=1, max_length=20)]
+    purposes: dict[str, bool] = {}
+    region: Annotated[str, msgspec.Meta(min_length=2, max_length=10)] | None = None
+    tcf: Text | None = None
+    usp: Text | None = None
+    gpc: bool | None = None
+    objects_to_automated_decisions: bool | None = None
+
+
+class PurposeOut(msgspec.Struct, kw_only=True):
+    allowed: bool
+    reason: str
+    recorded: bool | None
+    at: float | None
+    source: str | None
+
+
+class ConsentOut(msgspec.Struct, kw_only=True):
+    """A person's consent now: per purpose, what is allowed and why."""
+
+    subjects: list[str]
+    profile_id: str | None
+    region: str | None
+    regime: str
+    gpc: bool
+    objects_to_automated_decisions: bool
+    updated_at: float | None
+    purposes: dict[str, PurposeOut]
+    history: list[dict[str, Any]] | None = None
+
+
+_decoder = msgspec.json.Decoder(ConsentIn)
+
+
+def routes(app: SegueApp) -> list[Route]:
+    async def put_consent(request: Request) -> Response:
+        body = decode_json(_decoder, await request.body(64 * 1024))
+        service = app.runtime.consent
+        asked = _subjects(body.user)
+        unknown = sorted(set(body.purposes) - set(PURPOSES))
+        if unknown:
+            # category names of consent managers are mapped; anything else is an error here
+            mapped = categories(dict.fromkeys(unknown, True))
+            if len(mapped) != len(unknown):
+                raise InvalidInput(
+                    f"unknown purpose {unknown[0]!r}; known: {', '.join(PURPOSES)}",
+                    field=f"$.purposes.{unknown[0]}",
+                )
+        strings, proof = from_strings(body.tcf, body.usp, service.vendor_id)
+        header_gpc = request.headers.get("sec-gpc", "").strip() == "1"
+        signal = Signal(
+            purposes=combine(categories(body.purposes), strings),
+            region=body.region.upper() if body.region else None,
+            gpc=True if header_gpc or body.gpc else body.gpc,
+            objects_to_automated=body.objects_to_automated_decisions,
+            proof={**proof, "request": msgspec.json.decode(msgspec.json.encode(body))},
+        )
+        if signal.empty:
+            raise InvalidInput(
+                "say something: purposes, region, tcf, usp, gpc or objects_to_automated_decisions",
+                field="$.purposes",
+            )
+        await service.record(asked, signal, source="api", actor=_actor(request))
+        return json_response(await _view(app, asked, history=False))
+
+    async def get_consent(request: Request) -> Response:
+        try:
+            identifier = Identifier.parse(request.params["ref"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="ref") from None
+        return json_response(await _view(app, [str(identifier)], history=True))
+
+    return [
+        Route(
+            method="PUT",
+            path="/v1/consent",
+            handler=put_consent,
+            request=ConsentIn,
+            response=ConsentOut,
+            errors=(400, 401, 413),
+            summary="Record a consent signal (purposes, region, TCF, US Privacy, GPC)",
+            tag="privacy",
+            auth="publishable",
+        ),
+        Route(
+            method="GET",
+            path="/v1/consent/{ref}",
+            handler=get_consent,
+            response=ConsentOut,
+            errors=(400, 401),
+            summary="A person's consent now, per purpose with the reason, and its ledger",
+            tag="privacy",
+            auth="admin",
+        ),
+    ]
+
+
+def _subjects(user: dict[str, str]) -> list[str]:
+    out = []
+    for kind, value in user.items():
+        kind, value = kind.strip(), value.strip()
+        if not kind or not value:
+            raise InvalidInput("identifier type and value must not be empty", field="$.user")
+        out.append(f"{kind}:{value}")
+    return out
+
+
+def _actor(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return "bearer" if auth.lower().startswith("bearer ") else "api"
+
+
+async def _view(app: SegueApp, asked: list[str], *, history: bool) -> dict[str, Any]:
+    runtime = app.runtime
+    user = dict(s.split(":", 1) for s in asked)
+    profile_id, subjects = await runtime.decisioning.find_profile(user)
+    subjects = subjects or asked
+    state: ConsentState = await runtime.consent.state(subjects)
+    none = RequestSignals()
+    purposes: dict[str, dict[str, Any]] = {}
+    regime = runtime.consent.policy.default_regime
+    for purpose in PURPOSES:
+        verdict = runtime.consent.evaluate(purpose, state, none)
+        regime = verdict.regime
+        recorded = state.purposes.get(purpose)
+        purposes[purpose] = {
+            "allowed": verdict.allowed,
+            "reason": verdict.reason,
+            "recorded": recorded.granted if recorded else None,
+            "at": recorded.at if recorded else None,
+            "source": recorded.source if recorded else None,
+        }
+    region, _ = runtime.consent.policy.regime(state.region)
+    out: dict[str, Any] = {
+        "subjects": subjects,
+        "profile_id": profile_id,
+        "region": region,
+        "regime": regime,
+        "gpc": state.gpc,
+        "objects_to_automated_decisions": state.objects_to_automated,
+        "updated_at": state.updated_at,
+        "purposes": purposes,
+    }
+    if history:
+        records: list[ConsentRecord] = await runtime.consent.history(subjects)
+        out["history"] = [msgspec.to_builtins(r) for r in records]
+    return out
+
+
+async def summary(app: SegueApp, profile: Profile) -> dict[str, Any]:
+    """The ``consent`` object of the profile API: per purpose, allowed now and why."""
+    subjects = [str(i) for i in profile.identities]
+    state = await app.runtime.consent.state(subjects)
+    none = RequestSignals()
+    out: dict[str, Any] = {
+        "region": app.runtime.consent.policy.regime(state.region)[0],
+        "gpc": state.gpc,
+        "objects_to_automated_decisions": state.objects_to_automated,
+        "updated_at": state.updated_at,
+    }
+    for purpose in PURPOSES:
+        verdict = app.runtime.consent.evaluate(purpose, state, none)
+        out["regime"] = verdict.regime
+        out[purpose] = {"allowed": verdict.allowed, "reason": verdict.reason}
+    return out
