@@ -36,6 +36,9 @@ from segue.ingest.validate import Limits
 from segue.keys import KeyRing, Keys, resolve_keys
 from segue.privacy.audit import Verdict
 from segue.privacy.audit_service import AuditService
+from segue.privacy.policy import RegionPolicy
+from segue.privacy.screen import ConsentScreen
+from segue.privacy.service import ConsentService
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
@@ -87,6 +90,8 @@ class Runtime:
         self.catalog: CatalogStore
         self.decisions: DecisionStore
         self.consents: ConsentStore
+        self.consent: ConsentService
+        self.consent_screen: ConsentScreen
         self.rank: RankService
         self.decisioning: Decisioning
         self.engine: DecideEngine
@@ -179,6 +184,27 @@ class Runtime:
             match_threshold=ident.match_threshold,
             possible_threshold=ident.possible_threshold,
         )
+        privacy = s.privacy
+        self.consent = ConsentService(
+            self.consents,
+            RegionPolicy(
+                {name: (r.regime, r.codes) for name, r in privacy.regions.items()},
+                privacy.default_region,
+                privacy.default_regime,
+            ),
+            self.clock,
+            vendor_id=privacy.tcf_vendor_id,
+        )
+        await self.consent.start()
+        if hasattr(self, "audit"):
+            self.consent.audit = self.audit.record
+        self.consent_screen = ConsentScreen(
+            self.consent,
+            self.keys.secret.encode(),
+            drop_fields=privacy.drop_fields,
+            hash_fields=privacy.hash_fields,
+        )
+        self.ingest.screen = self.consent_screen.screen
         from segue.decisioning import start_decisioning
 
         self.decisioning = await start_decisioning(self)
