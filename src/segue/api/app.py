@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from segue.api import catalog, decide, rank, schemas, sources
+from segue.api import audit, catalog, decide, rank, schemas, sources
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
@@ -306,6 +306,7 @@ class SegueApp:
         routes += catalog.routes(self)
         routes += rank.routes(self)
         routes += decide.routes(self)
+        routes += audit.routes(self)
         return routes
 
     # --- ASGI ---------------------------------------------------------------------------
@@ -358,6 +359,7 @@ class SegueApp:
                 {"code": "internal_error", "message": "internal error; it was logged"}, 500
             )
         response.headers.append(_ALLOW_ORIGIN)
+        audit.audit_request(self.runtime, route, request, response.status)
         await response.send(send)
         self.latency.labels(request.method, route_label, str(response.status)).observe(
             time.perf_counter() - start
@@ -432,6 +434,7 @@ class SegueApp:
             profile = found.get(survivor or "")
         if profile is None:
             raise NotFound(f"no profile for {request.params['ref']}")
+        audit.note_profile_read(self.runtime, request, profile.profile_id)
         matches = await self.runtime.store.possible_matches(profile.profile_id, "open", 0, 100)
         features = await self.runtime.decisioning.profile_features(profile.profile_id)
         body = profile_body(profile, [_possible_out(m) for m in matches], features)
@@ -474,6 +477,7 @@ class SegueApp:
 
     async def get_events(self, request: Request) -> Response:
         profile_id = await self._profile_id(request)
+        audit.note_profile_read(self.runtime, request, profile_id)
         limit = _int_param(request, "limit", 100, 1, 1000)
         after = _int_param(request, "cursor", 0, 0, 2**62)
         offsets = await self.runtime.store.timeline(profile_id, after, limit + 1)

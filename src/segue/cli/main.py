@@ -175,6 +175,22 @@ def _demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        settings = load_settings(args.config, os.environ, {"data": args.data})
+        verdict = asyncio.run(Runtime(settings).verify_audit())
+    except ConfigError as exc:
+        print(f"segue audit verify: {exc.message}", file=sys.stderr)
+        return 2
+    if verdict.ok:
+        print(f"audit log intact: {verdict.entries} entries")
+        return 0
+    print(f"audit log broken at entry {verdict.first_bad_seq}: {verdict.reason}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segue", description="real-time personalization engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     feed.add_argument("--chunk-items", type=int, default=500, help="items per request")
     feed.add_argument("--quiet", action="store_true", help="no progress bar")
     feed.set_defaults(run=_catalog_import)
+    audit = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check the audit log's hash chain and sealed head",
+        description="Exit code 0: intact (prints the number of entries); 1: an entry was "
+        "edited, removed, reordered or the tail cut off (names the first bad entry); 2: no "
+        "audit log to check.",
+    )
+    verify.add_argument("--data", default=None, help="state folder (default ./segue-data)")
+    verify.add_argument("--config", type=Path, default=None, help="segue.yaml")
+    verify.set_defaults(run=_audit_verify)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result
