@@ -13,7 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from segue.api import audit, catalog, decide, rank, schemas, sources
+from segue.api import audit, catalog, consent, decide, rank, schemas, sources
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
@@ -307,6 +307,7 @@ class SegueApp:
         routes += rank.routes(self)
         routes += decide.routes(self)
         routes += audit.routes(self)
+        routes += consent.routes(self)
         return routes
 
     # --- ASGI ---------------------------------------------------------------------------
@@ -438,6 +439,7 @@ class SegueApp:
         matches = await self.runtime.store.possible_matches(profile.profile_id, "open", 0, 100)
         features = await self.runtime.decisioning.profile_features(profile.profile_id)
         body = profile_body(profile, [_possible_out(m) for m in matches], features)
+        body["consent"] = await consent.summary(self, profile)
         return json_response(body)
 
     async def unmerge(self, request: Request) -> Response:
