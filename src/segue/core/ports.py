@@ -315,6 +315,15 @@ class AuditLog(Protocol):
         """
         ...
 
+    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
+        """Up to ``limit`` entries with seq > ``after`` in seq order, exactly as stored
+        (every stored field, for verification)."""
+        ...
+
+    async def head(self) -> AuditHead | None:
+        """The sealed head (None while the log is empty)."""
+        ...
+
     async def list(
         self,
         *,
@@ -328,15 +337,6 @@ class AuditLog(Protocol):
         """Entries with seq > ``after`` in seq order, at most ``limit``: only those naming
         any of ``subjects`` (subject hashes) when given, of ``action`` when given, and with
         ``since <= at < until`` when given."""
-        ...
-
-    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
-        """Up to ``limit`` entries with seq > ``after`` in seq order, exactly as stored
-        (every stored field, for verification)."""
-        ...
-
-    async def head(self) -> AuditHead | None:
-        """The sealed head (None while the log is empty)."""
         ...
 
     async def aclose(self) -> None:

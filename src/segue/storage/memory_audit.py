@@ -48,6 +48,13 @@ class MemoryAuditLog:
             )
         return linked
 
+    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
+        start = max(after, 0)
+        return [_decoder.decode(doc) for doc in self._entries[start : start + max(limit, 0)]]
+
+    async def head(self) -> AuditHead | None:
+        return self._head
+
     async def list(
         self,
         *,
@@ -74,13 +81,6 @@ class MemoryAuditLog:
                 continue
             out.append(entry)
         return out
-
-    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
-        start = max(after, 0)
-        return [_decoder.decode(doc) for doc in self._entries[start : start + max(limit, 0)]]
-
-    async def head(self) -> AuditHead | None:
-        return self._head
 
     async def aclose(self) -> None:
         return None

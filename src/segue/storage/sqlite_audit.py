@@ -121,6 +121,18 @@ class SqliteAuditLog:
 
         return await self._db.write(lambda conn: transaction(conn, body))
 
+    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
+        sql = f"SELECT {_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
+        return await self._db.read(
+            lambda c: _with_subjects(c, c.execute(sql, (after, max(limit, 0))).fetchall())
+        )
+
+    async def head(self) -> AuditHead | None:
+        row = await self._db.read(
+            lambda c: c.execute("SELECT seq, hash, seal FROM audit_head WHERE id = 1").fetchone()
+        )
+        return None if row is None else AuditHead(seq=int(row[0]), hash=row[1], seal=row[2])
+
     async def list(
         self,
         *,
@@ -153,18 +165,6 @@ class SqliteAuditLog:
         )
         args.append(max(limit, 0))
         return await self._db.read(lambda c: _with_subjects(c, c.execute(sql, args).fetchall()))
-
-    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
-        sql = f"SELECT {_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
-        return await self._db.read(
-            lambda c: _with_subjects(c, c.execute(sql, (after, max(limit, 0))).fetchall())
-        )
-
-    async def head(self) -> AuditHead | None:
-        row = await self._db.read(
-            lambda c: c.execute("SELECT seq, hash, seal FROM audit_head WHERE id = 1").fetchone()
-        )
-        return None if row is None else AuditHead(seq=int(row[0]), hash=row[1], seal=row[2])
 
     async def aclose(self) -> None:
         await self._committer.flush()
