@@ -52,7 +52,8 @@ def test_append_numbers_links_and_seals_the_head(audit_log):
     assert stored[0].prev_hash == GENESIS
     assert stored[1].prev_hash == stored[0].hash != ""
     more = audit_log.append([entry(3)])
-    assert more[0].seq == 3 and more[0].prev_hash == stored[1].hash
+    assert more[0].seq == 3
+    assert more[0].prev_hash == stored[1].hash
     assert everything(audit_log) == [*stored, *more]
     head = audit_log.head()
     assert (head.seq, head.hash) == (3, more[0].hash)
@@ -86,7 +87,8 @@ def test_concurrent_appends_never_fork_the_chain(audit_log):
     entries = everything(audit_log)
     assert len({e.prev_hash for e in entries}) == 80  # no two entries share a predecessor
     verdict = verify(entries, audit_log.head(), KEY)
-    assert verdict.ok and verdict.entries == 80
+    assert verdict.ok
+    assert verdict.entries == 80
 
 
 def test_scan_pages_in_seq_order(audit_log):
@@ -157,7 +159,8 @@ def test_sqlite_reopened_log_continues_the_same_chain(tmp_path):
     first.close()
     again = Sync(SqliteAuditLog(tmp_path, KEY))
     (third,) = again.append([entry(3)])
-    assert third.seq == 3 and third.prev_hash == stored[-1].hash
+    assert third.seq == 3
+    assert third.prev_hash == stored[-1].hash
     assert check(again).ok
     again.close()
 
@@ -170,7 +173,11 @@ def test_sqlite_reopened_log_continues_the_same_chain(tmp_path):
         (["UPDATE audit SET details = 'not json' WHERE seq = 3"], 3, "edited"),
         (["UPDATE audit SET at = 'yesterday' WHERE seq = 3"], 3, "edited"),
         (["DELETE FROM audit_subjects WHERE seq = 3 AND subject = 'h3'"], 3, "edited"),
-        (["UPDATE audit_subjects SET subject = 'h9' WHERE seq = 3 AND subject = 'h3'"], 3, "edited"),
+        (
+            ["UPDATE audit_subjects SET subject = 'h9' WHERE seq = 3 AND subject = 'h3'"],
+            3,
+            "edited",
+        ),
         (["DELETE FROM audit WHERE seq = 3"], 3, "removed"),
         (
             ["DELETE FROM audit WHERE seq > 4", "UPDATE audit_head SET seq = 4, hash = 'x'"],
@@ -188,4 +195,5 @@ def test_sqlite_any_edit_of_the_file_is_detected(sqlite_log, statements, bad_seq
     verdict = check(log)
     assert not verdict.ok
     assert verdict.first_bad_seq == bad_seq
-    assert verdict.reason is not None and verdict.reason.startswith(reason)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith(reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -45,10 +47,12 @@ def test_an_intact_chain_verifies_and_links_each_entry_to_the_one_before():
     entries, head = build(6)
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
     assert entries[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     assert verify(entries, head, KEY) == verify(entries) == verify(entries, head, KEY)
     verdict = verify(entries, head, KEY)
-    assert verdict.ok and verdict.entries == 6 and verdict.first_bad_seq is None
+    assert verdict.ok
+    assert verdict.entries == 6
+    assert verdict.first_bad_seq is None
 
 
 def test_chaining_continues_from_a_given_head():
@@ -75,7 +79,8 @@ def test_editing_any_field_of_one_entry_is_detected_at_that_entry(change):
     verdict = verify(entries, head, KEY)
     assert not verdict.ok
     assert verdict.first_bad_seq == 3
-    assert verdict.reason is not None and verdict.reason.startswith("edited")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("edited")
     assert verdict.entries == 2
 
 
@@ -85,7 +90,8 @@ def test_an_edit_with_its_hash_recomputed_breaks_the_next_link():
     entries[1] = msgspec.structs.replace(edited, hash=entry_hash(edited.prev_hash, edited))
     verdict = verify(entries, head, KEY)
     assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
-    assert verdict.reason is not None and verdict.reason.startswith("broken link")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("broken link")
 
 
 def test_a_chain_recomputed_after_an_edit_is_caught_by_the_sealed_head():
@@ -96,7 +102,8 @@ def test_a_chain_recomputed_after_an_edit_is_caught_by_the_sealed_head():
     assert verify(forged).ok  # a consistent chain on its own …
     verdict = verify(forged, head, KEY)  # … but not the one the log sealed
     assert (verdict.ok, verdict.first_bad_seq) == (False, 5)
-    assert verdict.reason is not None and verdict.reason.startswith("rewritten")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("rewritten")
     last = forged[-1]
     resealed = AuditHead(seq=last.seq, hash=last.hash, seal=seal(b"a guessed key", 5, last.hash))
     verdict = verify(forged, resealed, KEY)
@@ -119,7 +126,8 @@ def test_swapping_two_entries_is_detected_as_reordered():
     entries[1], entries[3] = entries[3], entries[1]
     verdict = verify(entries, head, KEY)
     assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
-    assert verdict.reason is not None and verdict.reason.startswith("reordered")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("reordered")
 
 
 def test_swapping_contents_but_keeping_the_seqs_is_detected_as_edited():
@@ -129,7 +137,8 @@ def test_swapping_contents_but_keeping_the_seqs_is_detected_as_edited():
     entries[2] = msgspec.structs.replace(a, seq=b.seq)
     verdict = verify(entries, head, KEY)
     assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
-    assert verdict.reason is not None and verdict.reason.startswith("edited")
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("edited")
 
 
 def test_truncating_the_tail_is_detected_against_the_sealed_head():
@@ -145,7 +154,9 @@ def test_truncating_the_tail_is_detected_against_the_sealed_head():
 def test_a_non_empty_log_without_a_head_fails_sealed_verification():
     entries, _ = build(2)
     verdict = verify(entries, None, KEY, sealed=True)
-    assert not verdict.ok and verdict.reason is not None and "head missing" in verdict.reason
+    assert not verdict.ok
+    assert verdict.reason is not None
+    assert "head missing" in verdict.reason
     assert verify([], None, KEY, sealed=True).ok
 
 
@@ -176,9 +187,11 @@ def test_subject_hashes_are_keyed_normalised_and_hold_no_identifier():
     assert h == subject_hash(KEY, "email:ann@example.com")
     assert h != subject_hash(b"another secret", "email:ann@example.com")
     assert h != subject_hash(KEY, "email:bob@example.com")
-    assert len(h) == 32 and "ann" not in h
+    assert len(h) == 32
+    assert "ann" not in h
     fp = key_fingerprint(KEY, "a-secret-admin-key")
-    assert len(fp) == 12 and fp != key_fingerprint(KEY, "another-key")
+    assert len(fp) == 12
+    assert fp != key_fingerprint(KEY, "another-key")
 
 
 _details = st.dictionaries(
@@ -225,5 +238,6 @@ def test_property_any_single_tampering_is_detected(drafts, data):
         tampered = tampered[:i]
     verdict = verify(tampered, head, KEY)
     assert not verdict.ok
-    assert verdict.first_bad_seq is not None and 1 <= verdict.first_bad_seq <= len(entries)
+    assert verdict.first_bad_seq is not None
+    assert 1 <= verdict.first_bad_seq <= len(entries)
     assert verdict.entries < verdict.first_bad_seq
