@@ -23,6 +23,7 @@ from segue.core.ports import (
     ConsentStore,
     DecisionStore,
     EventLog,
+    PrivacyStore,
     ProfileStore,
     Quarantine,
 )
@@ -37,12 +38,14 @@ from segue.keys import KeyRing, Keys, resolve_keys
 from segue.privacy.audit import Verdict
 from segue.privacy.audit_service import AuditService
 from segue.privacy.policy import RegionPolicy
+from segue.privacy.requests import PrivacyRequests
 from segue.privacy.screen import ConsentScreen
 from segue.privacy.service import ConsentService
+from segue.privacy.shredding import SealedEventLog
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
-from segue.storage import AUDITS, CATALOGS, CONSENTS, DECISIONS, LOGS, STORES
+from segue.storage import AUDITS, CATALOGS, CONSENTS, DECISIONS, KEYS, LOGS, PRIVACY, STORES
 
 if TYPE_CHECKING:
     from segue.decisioning import Decisioning
@@ -91,6 +94,8 @@ class Runtime:
         self.decisions: DecisionStore
         self.consents: ConsentStore
         self.consent: ConsentService
+        self.privacy_store: PrivacyStore
+        self.privacy_requests: PrivacyRequests
         self.consent_screen: ConsentScreen
         self.rank: RankService
         self.decisioning: Decisioning
@@ -140,6 +145,19 @@ class Runtime:
             self.log = log_cls(self.data)
             self.store = store_cls(self.data)
             self.quarantine = SqliteQuarantine(self.data)
+        privacy_cls = _load(PRIVACY, s.store, "privacy")
+        self.privacy_store = privacy_cls() if memory else privacy_cls(self.data)
+        await self.privacy_store.open()
+        if s.privacy.encrypt_events:  # crypto-shredding: every reader goes through this
+            # the keys live as long as the log does
+            log_memory = s.log.startswith("memory")
+            keys_cls = _load(KEYS, "memory" if log_memory else "sqlite", "keys")
+            self.log = SealedEventLog(
+                self.log,
+                keys_cls() if log_memory else keys_cls(self.data),
+                self.keys.secret.encode(),
+                s.privacy.personal_properties,
+            )
         await self.log.open()
         await self.store.open()
         await self.quarantine.open()
@@ -211,6 +229,9 @@ class Runtime:
         self.engine = self.decisioning.engine
         self._tasks.append(asyncio.create_task(self.decisioning.run(), name="decisioning"))
         await self.processor.start()
+        self.privacy_requests = PrivacyRequests(self)
+        await self.privacy_requests.start()
+        self._tasks.append(asyncio.create_task(self.privacy_requests.run(), name="privacy"))
         if run_processor:
             self._tasks.append(asyncio.create_task(self._run_processor(), name="processor"))
         rank = s.rank
@@ -297,6 +318,7 @@ class Runtime:
             "messages_received": c.received,
             "events_rejected": c.rejected,
             "events_duplicate": c.duplicates,
+            "events_suppressed": c.suppressed,
             "quarantined": await self.quarantine.count(),
             "uptime_s": round(self.clock.now() - self.started_at, 3),
         }
@@ -308,6 +330,8 @@ class Runtime:
             self.processor.stop()
         if hasattr(self, "rank"):
             self.rank.stop()
+        if hasattr(self, "privacy_requests"):
+            self.privacy_requests.stop()
         if hasattr(self, "decisioning"):
             await self.decisioning.aclose()
         for task in self._tasks:
@@ -317,7 +341,15 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for name in ("log", "store", "quarantine", "catalog", "decisions", "consents"):
+        for name in (
+            "log",
+            "store",
+            "quarantine",
+            "catalog",
+            "decisions",
+            "consents",
+            "privacy_store",
+        ):
             backend = getattr(self, name, None)
             if backend is not None:
                 await backend.aclose()

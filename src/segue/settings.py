@@ -193,6 +193,24 @@ class PrivacySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     retention_days: dict[str, int] = {}
     hash_fields: list[str] = msgspec.field(default_factory=lambda: ["context.ip"])
     drop_fields: list[str] = msgspec.field(default_factory=lambda: ["traits", "context.traits"])
+    #: seal personal fields of logged events with per-person keys (crypto-shredding):
+    #: ``traits`` and ``context`` always, ``properties`` when it holds one of
+    #: ``personal_properties``
+    encrypt_events: bool = True
+    personal_properties: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "email",
+            "phone",
+            "firstName",
+            "lastName",
+            "first_name",
+            "last_name",
+            "birthday",
+            "address",
+        ]
+    )
+    #: seconds between runs of the retention job
+    retention_interval_s: float = 3600.0
 
 
 class PlacementSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -370,4 +388,6 @@ def _privacy_problems(privacy: PrivacySettings) -> list[str]:
         problems.append("privacy.tcf_vendor_id must be between 1 and 65535")
     if any(days < 0 for days in privacy.retention_days.values()):
         problems.append("privacy.retention_days must be 0 (forever) or more days")
+    if not privacy.retention_interval_s > 0:
+        problems.append("privacy.retention_interval_s must be more than 0")
     return problems

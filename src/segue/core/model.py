@@ -17,6 +17,7 @@ __all__ = [
     "NewRecord",
     "Observation",
     "PossibleMatch",
+    "PrivacyRequest",
     "Profile",
     "QuarantineEntry",
     "RankEvent",
@@ -80,6 +81,28 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     field: str | None
     body: bytes
+
+
+class PrivacyRequest(msgspec.Struct, kw_only=True):
+    """A data subject request (access or erasure) and where it stands.
+
+    ``user`` holds the identifiers as the requester gave them (``{"email": "…"}``); it is
+    needed until the request has run and is emptied when it finishes, so the request store
+    never keeps a person's identifiers past their erasure. ``subjects`` are keyed hashes of
+    the identifiers (as the suppression list keeps them), enough to find the request again.
+    ``receipt`` says what was found or removed where (store → counts).
+    ``status`` is ``pending``, ``running``, ``done`` or ``failed``.
+    """
+
+    request_id: str
+    type: str
+    status: str = "pending"
+    created_at: float
+    updated_at: float
+    user: dict[str, str] = {}
+    subjects: list[str] = []
+    receipt: dict[str, Any] = {}
+    error: str | None = None
 
 
 class TraitValue(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ from segue.core.model import (
     LogRecord,
     NewRecord,
     PossibleMatch,
+    PrivacyRequest,
     Profile,
     QuarantineEntry,
     RankEvent,
@@ -30,6 +31,8 @@ __all__ = [
     "ConsentStore",
     "DecisionStore",
     "EventLog",
+    "KeyStore",
+    "PrivacyStore",
     "ProfileStore",
     "Quarantine",
 ]
@@ -77,6 +80,21 @@ class EventLog(Protocol):
 
     async def wait(self, after: int, timeout: float) -> None:
         """Return when a record past ``after`` exists, or after ``timeout`` seconds."""
+        ...
+
+    async def erase(self, offsets: Sequence[int]) -> int:
+        """Remove the records at these offsets physically (a person's erasure, retention).
+
+        Offsets are never reused: ``last_offset`` does not go back, even after the newest
+        records are removed and the log is reopened. A removed record's (source,
+        message_id) may be appended again (ingestion's suppression list stops erased
+        people's retries before they get here). What the backend still holds of removed
+        records on disk (write-ahead log, free pages) is overwritten or truncated before
+        this returns.
+
+        Returns:
+            how many records were removed (missing offsets are skipped).
+        """
         ...
 
     async def aclose(self) -> None:
@@ -166,6 +184,27 @@ class ProfileStore(Protocol):
         """Store a named blob, replacing any previous one."""
         ...
 
+    async def erase(
+        self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
+    ) -> dict[str, int]:
+        """Remove everything held about these profiles (a person's erasure), atomically.
+
+        Removes the profiles, the identifiers given and every identifier linked to the
+        profiles, redirects from or to them, their timeline, features, block index entries,
+        match records and possible matches; the profile and identity counters go down.
+        What the backend still holds of removed rows on disk is overwritten or truncated
+        before this returns.
+
+        Returns:
+            rows removed per kind (``profiles``, ``identities``, ``redirects``,
+            ``timeline``, ``features``, ``blocks``, ``match_records``, ``possible_matches``).
+        """
+        ...
+
+    async def erase_timeline(self, rows: Sequence[tuple[str, int]]) -> int:
+        """Remove (profile id, offset) timeline rows (events that expired); return how many."""
+        ...
+
     async def aclose(self) -> None:
         """Release resources."""
         ...
@@ -196,6 +235,84 @@ class Quarantine(Protocol):
 
     async def count(self) -> int:
         """Return how many entries are held."""
+        ...
+
+    async def erase(self, entry_ids: Sequence[int]) -> int:
+        """Remove entries for good (a person's erasure), overwriting what the backend keeps
+        of them on disk; return how many existed."""
+        ...
+
+
+class KeyStore(Protocol):
+    """Per-subject data keys that seal personal fields of logged events (crypto-shredding).
+
+    A key id is a keyed hash of the subject (never the subject itself). Destroying a key
+    makes every event sealed with it unreadable, wherever copies of the log live.
+    """
+
+    async def open(self) -> None:
+        """Create what is missing; idempotent."""
+        ...
+
+    async def get(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys with these ids; destroyed or unknown ids are absent."""
+        ...
+
+    async def create(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        """The keys with these ids, creating the missing ones; returns only once the new
+        keys are durable (an event must never be sealed with a key that can be lost)."""
+        ...
+
+    async def destroy(self, key_ids: Iterable[str]) -> int:
+        """Remove these keys for good, overwriting them on disk; return how many existed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+class PrivacyStore(Protocol):
+    """Data subject requests, their exports, and the suppression list of erased people."""
+
+    async def open(self) -> None:
+        """Create what is missing; idempotent."""
+        ...
+
+    async def put(self, request: PrivacyRequest) -> None:
+        """Insert or replace a request by ``request_id``, durably."""
+        ...
+
+    async def get(self, request_id: str) -> PrivacyRequest | None:
+        """One request or None."""
+        ...
+
+    async def unfinished(self) -> list[PrivacyRequest]:
+        """Requests still ``pending`` or ``running`` (resumed after a restart), oldest first."""
+        ...
+
+    async def put_export(self, request_id: str, subjects: Sequence[str], data: bytes) -> None:
+        """Keep an access request's export, findable by the person's subject hashes."""
+        ...
+
+    async def export(self, request_id: str) -> bytes | None:
+        """An access request's export, or None."""
+        ...
+
+    async def erase_exports(self, subjects: Iterable[str]) -> int:
+        """Remove every export that names one of ``subjects`` (a later erasure)."""
+        ...
+
+    async def suppress(self, hashes: Iterable[str], at: float) -> int:
+        """Add hashed identifiers to the suppression list; return how many were new."""
+        ...
+
+    async def suppressed(self) -> list[str]:
+        """Every hashed identifier on the suppression list."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
         ...
 
 
@@ -261,6 +378,10 @@ class DecisionStore(Protocol):
     async def due_rank_events(self, created_before: float, limit: int) -> list[RankEvent]:
         """Activated, not yet learned rank events created before the given time (their
         reward wait is over), oldest first."""
+        ...
+
+    async def erase_decisions(self, profile_ids: Iterable[str]) -> int:
+        """Remove every decision of these profiles (a person's erasure); return how many."""
         ...
 
     async def aclose(self) -> None:

@@ -419,6 +419,24 @@ class DecideEngine:
             except Exception:  # the decision log must never fail a decision already answered
                 _log.exception("decision_log_failed", decisions=len(batch))
 
+    async def forget(self, profile_ids: Iterable[str]) -> int:
+        """Drop these profiles' decisions from memory (a person's erasure): the recent ones,
+        those awaiting their attribution window, and those not yet written (the write in
+        flight is awaited first, so none reaches the decision log after this returns).
+
+        Returns:
+            how many decisions were dropped.
+        """
+        ids = set(profile_ids)
+        if self._flushing is not None and not self._flushing.done():
+            await self._flushing
+        self._pending = [d for d in self._pending if d.profile_id not in ids]
+        gone = [d for d, decision in self.recent.items() if decision.profile_id in ids]
+        for decision_id in gone:
+            del self.recent[decision_id]
+            self._exposed.pop(decision_id, None)
+        return len(gone)
+
     async def aclose(self) -> None:
         if self._flushing is not None:
             await self._flushing

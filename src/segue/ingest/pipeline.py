@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -63,6 +63,27 @@ class IngestCounters(msgspec.Struct):
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    #: messages of erased people, dropped (acknowledged, so SDKs do not retry forever)
+    suppressed: int = 0
+
+
+class Suppression(Protocol):
+    """Recognises messages of erased people (``segue.privacy.suppression``)."""
+
+    def blocks(self, event: Event) -> bool: ...
+
+    def blocks_message(self, message: Mapping[str, Any]) -> bool: ...
+
+
+_message_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _names_erased(suppression: Suppression, body: bytes) -> bool:
+    try:
+        message = _message_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return suppression.blocks_message(message)
 
 
 class IngestService:
@@ -97,6 +118,9 @@ class IngestService:
         self.screen: Callable[[str, list[tuple[dict[str, Any], Event]]], Awaitable[None]] | None = (
             None
         )
+        #: the suppression list: messages of erased people are dropped silently (acknowledged
+        #: with 200 so SDKs stop retrying; counted in ``counters.suppressed``)
+        self.suppression: Suppression | None = None
 
     parse = staticmethod(parse_request)
 
@@ -122,7 +146,14 @@ class IngestService:
                 if plan is not None:
                     event, message = plan.apply(event, message)
             except SegueError as exc:
-                rejected.append(reject(index, raw, exc, parsed.kind))
+                bad = reject(index, raw, exc, parsed.kind)
+                if self.suppression is not None and _names_erased(self.suppression, bad.body):
+                    self.counters.suppressed += 1
+                else:
+                    rejected.append(bad)
+                continue
+            if self.suppression is not None and self.suppression.blocks(event):
+                self.counters.suppressed += 1
                 continue
             prepared.append((message, event))
         if self.screen is not None and prepared:
@@ -202,6 +233,9 @@ class IngestService:
                         event, message = plan.apply(event, message)
                 except SegueError as exc:
                     problems.append((line, raw, exc))
+                    continue
+                if self.suppression is not None and self.suppression.blocks(event):
+                    self.counters.suppressed += 1
                     continue
                 records.append(to_record(source, message, event, now))
         problems.sort(key=lambda p: p[0])

@@ -94,6 +94,8 @@ class Linker:
         self.cap = cap
         #: records whose candidate pairs feed EM at each re-estimation
         self.sample = 20_000
+        #: values forgotten while a re-estimation runs, taken out of its result too
+        self._forgotten: list[tuple[str, str, int]] | None = None
 
     def _with_overrides(self, model: MatchModel) -> MatchModel:
         return msgspec.structs.replace(model, **self._overrides) if self._overrides else model
@@ -273,6 +275,13 @@ class Linker:
             whether a new model was estimated (there must be at least 100 records).
         """
         matcher = IncrementalMatcher(self.model, max_block_size=self.cap)
+        self._forgotten = []
+        try:
+            return await self._reestimate(matcher, seed)
+        finally:
+            self._forgotten = None
+
+    async def _reestimate(self, matcher: IncrementalMatcher, seed: int) -> bool:
         after, profiles = "", 0
         loop = asyncio.get_running_loop()
         while True:
@@ -299,11 +308,40 @@ class Linker:
         model = await loop.run_in_executor(None, fit)
         self.model = self._with_overrides(model)
         self.tf = matcher.tf
+        # people erased while this ran may have been read before their records were gone
+        for field, value, times in self._forgotten or []:
+            record = MatchRecord(**{field: value})
+            for _ in range(min(times, self.tf.counts.get(field, {}).get(value, 0))):
+                self.tf.remove(record, (field,))
         self.estimated_at_profiles = profiles
         saved = _Saved(model=self.model, tf=self.tf, profiles=profiles)
         await self._store.save_blob(_MODEL_BLOB, msgspec.msgpack.encode(saved))
         _log.info("match_model_estimated", profiles=profiles, records=len(matcher.records))
         return True
+
+    def forget(self, values: Iterable[tuple[str, str, int]]) -> int:
+        """Take an erased person's values out of the term frequencies (they hold names,
+        cities, postcodes): each ``(field, value, times)`` is uncounted ``times`` times.
+
+        Returns:
+            how many counts were taken out.
+        """
+        removed = 0
+        for field, value, times in values:
+            held = self.tf.counts.get(field, {}).get(value, 0)
+            n = min(held, times)
+            record = MatchRecord(**{field: value})
+            for _ in range(n):
+                self.tf.remove(record, (field,))
+            removed += n
+            if self._forgotten is not None:
+                self._forgotten.append((field, value, times))
+        return removed
+
+    async def save(self) -> None:
+        """Store the model and term frequencies (after an erasure changed them)."""
+        saved = _Saved(model=self.model, tf=self.tf, profiles=self.estimated_at_profiles)
+        await self._store.save_blob(_MODEL_BLOB, msgspec.msgpack.encode(saved))
 
     async def rescore(self, match: PossibleMatch, a: str, b: str) -> float | None:
         """The probability of a possible match under the current model (None if unscorable)."""

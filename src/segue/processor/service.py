@@ -128,6 +128,15 @@ class Processor:
         self._estimated_at = 0.0
         #: one writer of state at a time: batches and admin operations (unmerge) serialise
         self._lock = asyncio.Lock()
+        #: erased people (the suppression list): their events are skipped, never folded
+        self.suppression: Callable[[Event], bool] | None = None
+        #: offsets of skipped events of erased people, for the log's compaction (under lock)
+        self.screened: list[int] = []
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while state is written; an erasure holds it so no batch writes a person back."""
+        return self._lock
 
     async def start(self) -> None:
         """Load the checkpoint and the match model; call before ``run`` or ``step``."""
@@ -175,8 +184,12 @@ class Processor:
         self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]
     ) -> list[tuple[LogRecord, Event, str, float]]:
         landed: list[tuple[LogRecord, Event, str, float]] = []
+        blocked = self.suppression
         for record, event in events:
             if event is None:
+                continue
+            if blocked is not None and blocked(event):
+                self.screened.append(record.offset)
                 continue
             pid = self.folder.apply(ws, record, event)
             if pid is not None:

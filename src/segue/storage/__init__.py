@@ -6,7 +6,7 @@ that backend is asked for, with the extra to install in the message.
 
 from __future__ import annotations
 
-__all__ = ["CATALOGS", "CONSENTS", "DECISIONS", "LOGS", "STORES"]
+__all__ = ["CATALOGS", "CONSENTS", "DECISIONS", "KEYS", "LOGS", "PRIVACY", "STORES"]
 
 #: scheme → factory path for the event log
 LOGS: dict[str, str] = {
@@ -27,6 +27,16 @@ CATALOGS: dict[str, str] = {
 DECISIONS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_decisions:SqliteDecisionStore",
     "memory": "segue.storage.memory_decisions:MemoryDecisionStore",
+}
+#: scheme (of the store URL) → factory path for the data keys of crypto-shredding
+KEYS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_keys:SqliteKeyStore",
+    "memory": "segue.storage.memory_keys:MemoryKeyStore",
+}
+#: scheme (of the store URL) → factory path for privacy requests and the suppression list
+PRIVACY: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_privacy:SqlitePrivacyStore",
+    "memory": "segue.storage.memory_privacy:MemoryPrivacyStore",
 }
 #: scheme (of the store URL) → factory path for the consent ledger
 CONSENTS: dict[str, str] = {

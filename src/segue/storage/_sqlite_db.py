@@ -28,14 +28,23 @@ class SqliteFile:
         synchronous: ``FULL`` makes every commit survive power loss (fsync of the WAL);
             ``NORMAL`` survives a process crash but not power loss.
         schema: SQL run once by the writer at open.
+        secure_delete: overwrite deleted content with zeros (files that hold personal
+            data: an erasure must leave no copy in free pages).
     """
 
     def __init__(
-        self, path: Path, schema: str, *, synchronous: str = "FULL", readers: int = 2
+        self,
+        path: Path,
+        schema: str,
+        *,
+        synchronous: str = "FULL",
+        readers: int = 2,
+        secure_delete: bool = False,
     ) -> None:
         self.path = path
         self._schema = schema
         self._synchronous = synchronous
+        self._secure_delete = secure_delete
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{path.stem}")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{path.stem}")
         self._local = threading.local()
@@ -49,6 +58,8 @@ class SqliteFile:
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
+        if self._secure_delete:
+            conn.execute("PRAGMA secure_delete=ON")
         with self._lock:
             self._all.append(conn)
         return conn
@@ -82,6 +93,24 @@ class SqliteFile:
             return await loop.run_in_executor(pool, lambda: fn(self._conn()))
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"sqlite {self.path.name}: {exc}") from exc
+
+    async def truncate_wal(self, attempts: int = 50) -> bool:
+        """Copy the write-ahead log into the database and truncate it to zero bytes.
+
+        After an erasure the WAL still holds the old pages; this removes them from disk.
+        A reader in the middle of a transaction blocks the truncation, so it is retried
+        briefly. Returns whether the WAL was truncated.
+        """
+
+        def checkpoint(conn: sqlite3.Connection) -> bool:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return int(busy) == 0
+
+        for _ in range(attempts):
+            if await self.write(checkpoint):
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
     async def aclose(self) -> None:
         self._writer.shutdown(wait=True)

@@ -28,7 +28,8 @@ class MemoryEventLog:
     """The event log as a Python list; offsets start at 1."""
 
     def __init__(self) -> None:
-        self._records: list[LogRecord] = []
+        #: by offset - 1; an erased record leaves None so offsets never move
+        self._records: list[LogRecord | None] = []
         self._seen: dict[tuple[str, str], int] = {}
         self._changed = asyncio.Condition()
 
@@ -54,11 +55,29 @@ class MemoryEventLog:
         return out
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
-        start = max(after, 0)
-        return self._records[start : start + limit]
+        found: list[LogRecord] = []
+        at = max(after, 0)
+        while at < len(self._records) and len(found) < limit:
+            record = self._records[at]
+            at += 1
+            if record is not None:
+                found.append(record)
+        return found
 
     async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
-        return [self._records[o - 1] for o in offsets if 0 < o <= len(self._records)]
+        found = (self._records[o - 1] for o in offsets if 0 < o <= len(self._records))
+        return [r for r in found if r is not None]
+
+    async def erase(self, offsets: Sequence[int]) -> int:
+        removed = 0
+        for offset in set(offsets):
+            if 0 < offset <= len(self._records):
+                record = self._records[offset - 1]
+                if record is not None:
+                    self._records[offset - 1] = None
+                    self._seen.pop((record.source, record.message_id), None)
+                    removed += 1
+        return removed
 
     async def last_offset(self) -> int:
         return len(self._records)
@@ -239,6 +258,62 @@ class MemoryProfileStore:
     async def save_blob(self, name: str, data: bytes) -> None:
         self._blobs[name] = data
 
+    async def erase(
+        self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
+    ) -> dict[str, int]:
+        ids = set(profile_ids)
+        ids.update(old for old, new in self._redirects.items() if new in ids)
+        counts = dict.fromkeys(
+            (
+                "profiles",
+                "identities",
+                "redirects",
+                "timeline",
+                "features",
+                "blocks",
+                "match_records",
+                "possible_matches",
+            ),
+            0,
+        )
+        held = set(identifiers)
+        for pid in ids:
+            profile = self._profiles.get(pid)
+            if profile is not None:
+                held.update(profile.identities)
+        for identifier in held:
+            if self._links.pop(identifier, None) is not None:
+                counts["identities"] += 1
+        for pid in ids:
+            counts["profiles"] += self._profiles.pop(pid, None) is not None
+            counts["timeline"] += len(self._timeline.pop(pid, []))
+            counts["features"] += self._features.pop(pid, None) is not None
+            counts["match_records"] += self._match_records.pop(pid, None) is not None
+            counts["blocks"] += len(self._keys_of.get(pid, []))
+            self._unindex(pid)
+        for old in [o for o, n in self._redirects.items() if o in ids or n in ids]:
+            del self._redirects[old]
+            counts["redirects"] += 1
+        for match_id in [
+            i for i, m in self._possible.items() if m.profile_a in ids or m.profile_b in ids
+        ]:
+            del self._possible[match_id]
+            counts["possible_matches"] += 1
+        self._counts["profiles"] = max(self._counts["profiles"] - counts["profiles"], 0)
+        self._counts["identities"] = max(self._counts["identities"] - counts["identities"], 0)
+        return counts
+
+    async def erase_timeline(self, rows: Sequence[tuple[str, int]]) -> int:
+        removed = 0
+        for pid, offset in rows:
+            offsets = self._timeline.get(pid)
+            if offsets:
+                at = bisect.bisect_left(offsets, offset)
+                if at < len(offsets) and offsets[at] == offset:
+                    del offsets[at]
+                    removed += 1
+        return removed
+
     async def aclose(self) -> None:
         return None
 
@@ -285,6 +360,9 @@ class MemoryQuarantine:
 
     async def count(self) -> int:
         return len(self._entries)
+
+    async def erase(self, entry_ids: Sequence[int]) -> int:
+        return sum(self._entries.pop(i, None) is not None for i in set(entry_ids))
 
     async def aclose(self) -> None:
         return None

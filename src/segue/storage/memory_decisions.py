@@ -7,7 +7,7 @@ decision or event it got back never reaches the store until it is put again.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from segue.core.model import Decision, RankEvent
 from segue.storage._decision_codec import decode_decision, decode_rank_event, encode
@@ -65,6 +65,13 @@ class MemoryDecisionStore:
     async def due_rank_events(self, created_before: float, limit: int) -> list[RankEvent]:
         end = bisect.bisect_left(self._due, (created_before, ""))
         return [decode_rank_event(self._events[e]) for _, e in self._due[: min(end, max(limit, 0))]]
+
+    async def erase_decisions(self, profile_ids: Iterable[str]) -> int:
+        removed = 0
+        for profile_id in set(profile_ids):
+            for _, _, decision_id in self._by_profile.pop(profile_id, []):
+                removed += self._decisions.pop(decision_id, None) is not None
+        return removed
 
     async def aclose(self) -> None:
         return None

@@ -38,11 +38,14 @@ CREATE TABLE IF NOT EXISTS events (
     body        BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (source, message_id);
+CREATE TABLE IF NOT EXISTS log_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# explicit offsets: after an erasure removed the newest records, SQLite would hand their
+# offsets out again, and a processor checkpointed past them would never read the new ones
 _INSERT = (
-    "INSERT INTO events (source, message_id, received_at, key, body) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (source, message_id) DO NOTHING"
+    'INSERT INTO events ("offset", source, message_id, received_at, key, body) '
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, message_id) DO NOTHING"
 )
 _SELECT = 'SELECT "offset", source, message_id, received_at, key, body FROM events'
 
@@ -51,16 +54,25 @@ class SqliteEventLog:
     """The event log in ``<folder>/events.db``."""
 
     def __init__(self, folder: Path, *, synchronous: str = "FULL") -> None:
-        self._db = SqliteFile(folder / "events.db", _LOG_SCHEMA, synchronous=synchronous)
+        self._db = SqliteFile(
+            folder / "events.db", _LOG_SCHEMA, synchronous=synchronous, secure_delete=True
+        )
         self._committer: GroupCommitter[NewRecord, int | None] = GroupCommitter(self._write)
         self._head = 0
+        #: the next offset to hand out; only the writer thread reads or moves it
+        self._next = 1
         self._waiters: set[asyncio.Future[None]] = set()
 
     async def open(self) -> None:
         await self._db.open()
-        self._head = await self._db.read(
-            lambda c: int(c.execute('SELECT coalesce(max("offset"), 0) FROM events').fetchone()[0])
-        )
+
+        def head(conn: sqlite3.Connection) -> int:
+            top = int(conn.execute('SELECT coalesce(max("offset"), 0) FROM events').fetchone()[0])
+            row = conn.execute("SELECT value FROM log_meta WHERE name = 'head'").fetchone()
+            return max(top, int(row[0]) if row else 0)
+
+        self._head = await self._db.read(head)
+        self._next = self._head + 1
 
     async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
         if not records:
@@ -71,12 +83,20 @@ class SqliteEventLog:
         def body(conn: sqlite3.Connection) -> list[list[int | None]]:
             cur = conn.cursor()
             out: list[list[int | None]] = []
+            nxt = self._next
             for records in groups:
                 offsets: list[int | None] = []
                 for r in records:
-                    cur.execute(_INSERT, (r.source, r.message_id, r.received_at, r.key, r.body))
-                    offsets.append(cur.lastrowid if cur.rowcount == 1 else None)
+                    cur.execute(
+                        _INSERT, (nxt, r.source, r.message_id, r.received_at, r.key, r.body)
+                    )
+                    if cur.rowcount == 1:
+                        offsets.append(nxt)
+                        nxt += 1
+                    else:
+                        offsets.append(None)
                 out.append(offsets)
+            self._next = nxt
             return out
 
         results = await self._db.write(lambda conn: transaction(conn, body))
@@ -126,6 +146,30 @@ class SqliteEventLog:
             pass
         finally:
             self._waiters.discard(future)
+
+    async def erase(self, offsets: Sequence[int]) -> int:
+        wanted = sorted(set(offsets))
+        if not wanted:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            removed = 0
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f'DELETE FROM events WHERE "offset" IN ({marks})'  # noqa: S608
+                removed += conn.execute(sql, chunk).rowcount
+            # the head survives the removal of the newest records, across restarts too
+            conn.execute(
+                "INSERT INTO log_meta (name, value) VALUES ('head', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                (self._next - 1,),
+            )
+            return removed
+
+        removed = await self._db.write(lambda conn: transaction(conn, body))
+        await self._db.truncate_wal()
+        return removed
 
     async def aclose(self) -> None:
         await self._committer.flush()
@@ -206,7 +250,9 @@ class SqliteProfileStore:
     def __init__(self, folder: Path, *, synchronous: str = "NORMAL") -> None:
         # NORMAL is enough here: state is derived and re-folded from the durable log after a
         # power cut, because the checkpoint commits in the same transaction as the state.
-        self._db = SqliteFile(folder / "state.db", _STATE_SCHEMA, synchronous=synchronous)
+        self._db = SqliteFile(
+            folder / "state.db", _STATE_SCHEMA, synchronous=synchronous, secure_delete=True
+        )
 
     async def open(self) -> None:
         await self._db.open()
@@ -498,8 +544,88 @@ class SqliteProfileStore:
 
         await self._db.write(lambda conn: transaction(conn, body))
 
+    async def erase(
+        self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
+    ) -> dict[str, int]:
+        wanted = sorted(set(profile_ids))
+        idents = sorted(set(identifiers))
+
+        def body(conn: sqlite3.Connection) -> dict[str, int]:
+            ids = set(wanted)
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT old FROM redirects WHERE new IN ({marks})"  # noqa: S608
+                ids.update(str(r[0]) for r in conn.execute(sql, chunk))
+            every = sorted(ids)
+            held: set[Identifier] = set(idents)
+            for chunk in _chunks(every):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT doc FROM profiles WHERE profile_id IN ({marks})"  # noqa: S608
+                for (doc,) in conn.execute(sql, chunk):
+                    held.update(Identifier(*i) for i in _profile_decoder.decode(doc).identities)
+            counts = dict.fromkeys(_ERASED, 0)
+            for ident in sorted(held):
+                counts["identities"] += conn.execute(
+                    "DELETE FROM identities WHERE type = ? AND value = ?", ident
+                ).rowcount
+            for chunk in _chunks(every):
+                marks = ",".join("?" * len(chunk))
+                for table, where in _ERASE_WHERE:
+                    sql = f"DELETE FROM {table} WHERE " + where.format(m=marks)  # noqa: S608
+                    params = chunk * where.count("{m}")
+                    counts[table] += conn.execute(sql, params).rowcount
+            conn.executemany(
+                "UPDATE counters SET value = max(value - ?, 0) WHERE name = ?",
+                [(counts["profiles"], "profiles"), (counts["identities"], "identities")],
+            )
+            return counts
+
+        counts = await self._db.write(lambda conn: transaction(conn, body))
+        await self._db.truncate_wal()
+        return counts
+
+    async def erase_timeline(self, rows: Sequence[tuple[str, int]]) -> int:
+        wanted = list(rows)
+        if not wanted:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            cur = conn.executemany(
+                'DELETE FROM timeline WHERE profile_id = ? AND "offset" = ?', wanted
+            )
+            return int(cur.rowcount)
+
+        return await self._db.write(lambda conn: transaction(conn, body))
+
     async def aclose(self) -> None:
         await self._db.aclose()
+
+
+#: what ``erase`` counts, in receipt order
+_ERASED = (
+    "profiles",
+    "identities",
+    "redirects",
+    "timeline",
+    "features",
+    "blocks",
+    "match_records",
+    "possible_matches",
+)
+#: (table, condition on the erased profile ids ``{m}``) removed by ``erase``
+_ERASE_WHERE = (
+    ("profiles", "profile_id IN ({m})"),
+    ("redirects", "old IN ({m}) OR new IN ({m})"),
+    ("timeline", "profile_id IN ({m})"),
+    ("features", "profile_id IN ({m})"),
+    ("blocks", "profile_id IN ({m})"),
+    ("match_records", "profile_id IN ({m})"),
+    ("possible_matches", "profile_a IN ({m}) OR profile_b IN ({m})"),
+)
+
+
+def _chunks(values: list[str], size: int = 200) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 _encode_json = msgspec.json.encode
@@ -524,7 +650,11 @@ class SqliteQuarantine:
 
     def __init__(self, folder: Path) -> None:
         self._db = SqliteFile(
-            folder / "quarantine.db", _QUARANTINE_SCHEMA, synchronous="FULL", readers=1
+            folder / "quarantine.db",
+            _QUARANTINE_SCHEMA,
+            synchronous="FULL",
+            readers=1,
+            secure_delete=True,
         )
 
     async def open(self) -> None:
@@ -573,6 +703,19 @@ class SqliteQuarantine:
     async def count(self) -> int:
         row = await self._db.read(lambda c: c.execute("SELECT count(*) FROM quarantine").fetchone())
         return int(row[0])
+
+    async def erase(self, entry_ids: Sequence[int]) -> int:
+        wanted = sorted(set(entry_ids))
+        if not wanted:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            cur = conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in wanted])
+            return int(cur.rowcount)
+
+        removed = await self._db.write(lambda conn: transaction(conn, body))
+        await self._db.truncate_wal()
+        return removed
 
     async def aclose(self) -> None:
         await self._db.aclose()

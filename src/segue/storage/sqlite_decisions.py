@@ -10,7 +10,7 @@ may lose the last moments (decisions are a log for attribution, not a system of 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segue.core.model import Decision, RankEvent
@@ -52,7 +52,9 @@ class SqliteDecisionStore:
     """Decisions and rank events in ``<folder>/decisions.db``."""
 
     def __init__(self, folder: Path, *, synchronous: str = "NORMAL") -> None:
-        self._db = SqliteFile(folder / "decisions.db", _SCHEMA, synchronous=synchronous)
+        self._db = SqliteFile(
+            folder / "decisions.db", _SCHEMA, synchronous=synchronous, secure_delete=True
+        )
 
     async def open(self) -> None:
         await self._db.open()
@@ -107,6 +109,21 @@ class SqliteDecisionStore:
             ).fetchall()
         )
         return [decode_rank_event(doc) for (doc,) in rows]
+
+    async def erase_decisions(self, profile_ids: Iterable[str]) -> int:
+        wanted = sorted(set(profile_ids))
+        if not wanted:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            cur = conn.executemany(
+                "DELETE FROM decisions WHERE profile_id = ?", [(p,) for p in wanted]
+            )
+            return int(cur.rowcount)
+
+        removed = await self._db.write(lambda conn: transaction(conn, body))
+        await self._db.truncate_wal()
+        return removed
 
     async def aclose(self) -> None:
         await self._db.aclose()

@@ -1,0 +1,115 @@
+"""The crypto envelope of logged events: personal fields sealed with the person's data key.
+
+A logged event is JSON. Its personal top-level fields (``traits``, ``context`` — where
+``context.traits`` and ``context.ip`` live — and ``properties`` when it holds a configured
+personal property) move into a ciphertext (AES-256-GCM) appended as the last member,
+``"_sealed": {"k": key id, "n": nonce, "c": ciphertext}``; the rest stays readable and is
+authenticated as associated data. Opening splices the decrypted members back in, with no
+full JSON parse; when the key was destroyed (the person was erased) the sealed members are
+simply absent. Pure: the caller supplies the AEAD objects.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = ["MARK", "Envelope", "derive_key", "key_id", "open_body", "seal_body", "sealed_key_id"]
+
+#: how the envelope member starts; it is always the last member of a sealed body
+MARK = b',"_sealed":'
+#: top-level members sealed whenever present
+SEALED_MEMBERS = ("traits", "context")
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The sealed members: key id, 96-bit nonce and ciphertext (base64)."""
+
+    k: str
+    n: str
+    c: str
+
+
+_shallow = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_encode = msgspec.json.Encoder().encode
+_envelope = msgspec.json.Decoder(Envelope)
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from the installation secret."""
+    return hashlib.sha256(b"segue\x00" + purpose.encode() + b"\x00" + secret).digest()
+
+
+def key_id(hash_key: bytes, subject: str) -> str:
+    """The id of a subject's data key: a keyed hash, so the key store names no one."""
+    return hashlib.blake2b(subject.encode(), key=hash_key, digest_size=16).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def seal_body(
+    body: bytes, kid: str, aead: AESGCM, personal_properties: Iterable[bytes] = ()
+) -> bytes:
+    """Seal the personal members of one event body (returned unchanged when it has none).
+
+    Args:
+        body: the event as JSON (an object).
+        kid: the id of the data key.
+        aead: the data key.
+        personal_properties: property names (as ``b'"name"'``) whose presence seals the
+            whole ``properties`` member.
+    """
+    members = _shallow.decode(body)
+    forged = members.pop("_sealed", None) is not None  # only segue writes this member
+    secret: dict[str, msgspec.Raw] = {}
+    for name in SEALED_MEMBERS:
+        raw = members.pop(name, None)
+        if raw is not None:
+            secret[name] = raw
+    props = members.get("properties")
+    if props is not None:
+        text = bytes(props)
+        if any(needle in text for needle in personal_properties):
+            secret["properties"] = members.pop("properties")
+    plain = _encode(members)
+    if not secret or plain == b"{}":  # nothing personal, or nothing left to authenticate
+        return plain if forged else body
+    nonce = os.urandom(12)
+    cipher = aead.encrypt(nonce, _encode(secret), plain)
+    envelope = _encode(Envelope(kid, _b64(nonce), _b64(cipher)))
+    return plain[:-1] + MARK + envelope + b"}"
+
+
+def sealed_key_id(body: bytes) -> str | None:
+    """The key id a body is sealed with (None: not sealed)."""
+    pos = body.rfind(MARK)
+    if pos < 0:
+        return None
+    return _envelope.decode(body[pos + len(MARK) : -1]).k
+
+
+def open_body(body: bytes, aead_for: Callable[[str], AESGCM | None]) -> bytes:
+    """The body with its sealed members back in place, or without them when the key is gone.
+
+    Raises:
+        cryptography.exceptions.InvalidTag: the body was tampered with.
+    """
+    pos = body.rfind(MARK)
+    if pos < 0:
+        return body
+    envelope = _envelope.decode(body[pos + len(MARK) : -1])
+    plain = body[:pos] + b"}"
+    aead = aead_for(envelope.k)
+    if aead is None:
+        return plain
+    secret = aead.decrypt(binascii.a2b_base64(envelope.n), binascii.a2b_base64(envelope.c), plain)
+    if secret == b"{}":
+        return plain
+    return body[:pos] + b"," + secret[1:]

@@ -1,0 +1,120 @@
+"""Crypto-shredding of the event log: an EventLog that seals personal fields on append and
+opens them on read, with one data key per subject (the partition key of the event).
+
+Erasure destroys the person's keys; every copy of their events — in a log that cannot
+delete, a replica, a backup — then reveals nothing personal. Every reader (processor,
+timeline API, export, replay) goes through this wrapper and never sees the envelope.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from segue.core.model import LogRecord, NewRecord
+from segue.core.ports import EventLog, KeyStore
+from segue.privacy.envelope import derive_key, key_id, open_body, seal_body, sealed_key_id
+
+__all__ = ["SealedEventLog"]
+
+
+class SealedEventLog:
+    """An :class:`EventLog` whose records keep personal fields under per-subject keys.
+
+    Args:
+        inner: the log that stores the sealed records.
+        keys: where the data keys live (apart from the log).
+        secret: the installation secret (key ids are keyed hashes of subjects).
+        personal_properties: property names that make ``properties`` personal.
+        cache_size: data keys kept in memory.
+    """
+
+    def __init__(
+        self,
+        inner: EventLog,
+        keys: KeyStore,
+        secret: bytes,
+        personal_properties: Iterable[str] = (),
+        *,
+        cache_size: int = 200_000,
+    ) -> None:
+        self.inner = inner
+        self.keys = keys
+        self._hash_key = derive_key(secret, "data-key-id")
+        self._needles = tuple(msgspec.json.encode(p) for p in personal_properties)
+        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
+        self._cache_size = cache_size
+
+    def key_id(self, subject: str) -> str:
+        """The id of the data key of ``subject`` (``user_id:42``)."""
+        return key_id(self._hash_key, subject)
+
+    async def open(self) -> None:
+        await self.keys.open()
+        await self.inner.open()
+
+    def _remember(self, kid: str, key: bytes) -> AESGCM:
+        aead = self._cache[kid] = AESGCM(key)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return aead
+
+    async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
+        if not records:
+            return []
+        kids = [self.key_id(r.key) for r in records]
+        missing = [k for k in dict.fromkeys(kids) if k not in self._cache]
+        if missing:
+            for kid, key in (await self.keys.create(missing)).items():
+                self._remember(kid, key)
+        cache = self._cache
+        sealed = [
+            NewRecord(
+                r.source,
+                r.message_id,
+                r.received_at,
+                r.key,
+                seal_body(r.body, kid, cache[kid], self._needles),
+            )
+            for r, kid in zip(records, kids, strict=True)
+        ]
+        return await self.inner.append(sealed)
+
+    async def _open(self, records: list[LogRecord]) -> list[LogRecord]:
+        wanted = {sealed_key_id(r.body) for r in records}
+        wanted.discard(None)
+        missing = [k for k in wanted if k is not None and k not in self._cache]
+        if missing:
+            for kid, key in (await self.keys.get(missing)).items():
+                self._remember(kid, key)
+        cache = self._cache
+        return [msgspec.structs.replace(r, body=open_body(r.body, cache.get)) for r in records]
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        return await self._open(await self.inner.read(after, limit))
+
+    async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
+        return await self._open(await self.inner.get(offsets))
+
+    async def last_offset(self) -> int:
+        return await self.inner.last_offset()
+
+    async def wait(self, after: int, timeout: float) -> None:
+        await self.inner.wait(after, timeout)
+
+    async def erase(self, offsets: Sequence[int]) -> int:
+        return await self.inner.erase(offsets)
+
+    async def destroy_keys(self, subjects: Iterable[str]) -> int:
+        """Destroy the data keys of ``subjects``: their sealed fields are gone for good."""
+        kids = {self.key_id(s) for s in subjects}
+        for kid in kids:
+            self._cache.pop(kid, None)
+        return await self.keys.destroy(kids)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        await self.keys.aclose()
