@@ -310,7 +310,7 @@ class Linker:
         self.tf = matcher.tf
         # people erased while this ran may have been read before their records were gone
         for field, value, times in self._forgotten or []:
-            record = MatchRecord(**{field: value})
+            record = msgspec.convert({field: value}, MatchRecord)
             for _ in range(min(times, self.tf.counts.get(field, {}).get(value, 0))):
                 self.tf.remove(record, (field,))
         self.estimated_at_profiles = profiles
@@ -330,7 +330,7 @@ class Linker:
         for field, value, times in values:
             held = self.tf.counts.get(field, {}).get(value, 0)
             n = min(held, times)
-            record = MatchRecord(**{field: value})
+            record = msgspec.convert({field: value}, MatchRecord)
             for _ in range(n):
                 self.tf.remove(record, (field,))
             removed += n
