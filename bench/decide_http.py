@@ -98,7 +98,7 @@ def hey(server: Server, rate: int, seconds: float, items: int) -> dict[str, floa
         "placement": "home",
         "k": 10,
         "user": {"user_id": "u7"},
-        "context": {"item_id": "i3", "region": "DE"},
+        "context": {"item_id": "i3", "region": "US"},
         "candidates": [f"i{rng.randrange(items)}" for _ in range(500)],
     }
     tmp = Path(tempfile.mkdtemp()) / "body.json"

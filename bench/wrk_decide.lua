@@ -21,7 +21,7 @@ function request()
       user = '{"user_id":"u' .. math.random(0, users - 1) .. '"}'
    end
    local body = '{"placement":"home","k":10,"user":' .. user
-      .. ',"context":{"item_id":"i' .. math.random(0, items - 1) .. '","region":"DE"},'
+      .. ',"context":{"item_id":"i' .. math.random(0, items - 1) .. '","region":"US"},'
       .. '"candidates":[' .. table.concat(parts, ",") .. ']}'
    return wrk.format("POST", "/v1/decide",
       {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
