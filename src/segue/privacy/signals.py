@@ -19,6 +19,7 @@ a malformed US Privacy string reads as an opt-out of sale.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -107,12 +108,10 @@ def from_strings(
     proof: dict[str, Any] = {}
     if tcf is not None:
         proof["tcf"] = tcf
-        try:
-            tc = decode_tc_string(tcf)
-        except InvalidTCString as exc:
-            proof["tcf_error"] = str(exc)
-            tc = None
-        parts.append(tcf_purposes(tc, vendor_id))
+        purposes, error = _tcf(tcf, vendor_id)
+        if error is not None:
+            proof["tcf_error"] = error
+        parts.append(dict(purposes))
     if usp is not None:
         proof["usp"] = usp
         try:
@@ -122,6 +121,17 @@ def from_strings(
             parsed = None
         parts.append(usp_purposes(parsed))
     return combine(*parts), proof
+
+
+@functools.lru_cache(maxsize=4096)
+def _tcf(text: str, vendor_id: int | None) -> tuple[tuple[tuple[str, bool], ...], str | None]:
+    """A TC string's purposes (and why it was unreadable), cached: a browser sends the same
+    string with every request until the person changes their choice."""
+    try:
+        tc = decode_tc_string(text)
+    except InvalidTCString as exc:
+        return tuple(tcf_purposes(None, vendor_id).items()), str(exc)
+    return tuple(tcf_purposes(tc, vendor_id).items()), None
 
 
 def _text(value: Any) -> str | None:
