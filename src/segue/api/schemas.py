@@ -134,6 +134,8 @@ class StatsResponse(msgspec.Struct, kw_only=True):
     messages_received: int
     events_rejected: int
     events_duplicate: int
+    #: messages of erased people dropped at collection (acknowledged with 200)
+    events_suppressed: int
     quarantined: int
     uptime_s: float
 
