@@ -30,6 +30,7 @@ from segue.decide.signals import PersonSignals
 from segue.features._ecommerce import ItemInfo
 from segue.features.items import ItemModels
 from segue.features.view import features_view
+from segue.privacy.preferences import PREFERENCES_TRAIT, with_preferences
 from segue.processor.behaviour import (
     BehaviourStage,
     Feedback,
@@ -154,13 +155,21 @@ class Decisioning:
 
     async def person_signals(self, profile_id: str) -> PersonSignals | None:
         async def load() -> PersonSignals | None:
-            found = await self.runtime.store.features([profile_id])
-            data = found.get(profile_id)
-            if data is None:
-                return PersonSignals()
-            return PersonSignals(
-                **behaviour_signals(decode_behaviour(data), self.runtime.clock.now())
+            store = self.runtime.store
+            found, profiles = await asyncio.gather(
+                store.features([profile_id]), store.profiles([profile_id])
             )
+            data = found.get(profile_id)
+            behaviour = (
+                behaviour_signals(decode_behaviour(data), self.runtime.clock.now())
+                if data is not None
+                else {}
+            )
+            profile = profiles.get(profile_id)
+            stated = profile.traits.get(PREFERENCES_TRAIT) if profile is not None else None
+            if stated is None:
+                return PersonSignals(**behaviour)
+            return with_preferences(PersonSignals(**behaviour), stated.value, stated.source)
 
         return await self.signals_cache.get(profile_id, load)
 

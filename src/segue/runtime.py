@@ -38,6 +38,7 @@ from segue.keys import KeyRing, Keys, resolve_keys
 from segue.privacy.audit import Verdict
 from segue.privacy.audit_service import AuditService
 from segue.privacy.policy import RegionPolicy
+from segue.privacy.preferences import PREFERENCE_SOURCE
 from segue.privacy.requests import PrivacyRequests
 from segue.privacy.screen import ConsentScreen
 from segue.privacy.service import ConsentService
@@ -197,7 +198,10 @@ class Runtime:
             batch_size=s.processor_batch,
             rules=rules,
             survivorship=survivorship,
-            legal_basis={src.name: src.legal_basis for src in s.sources if src.legal_basis},
+            legal_basis={
+                PREFERENCE_SOURCE: "consent",
+                **{src.name: src.legal_basis for src in s.sources if src.legal_basis},
+            },
             matching=ident.matching,
             match_threshold=ident.match_threshold,
             possible_threshold=ident.possible_threshold,

@@ -319,6 +319,8 @@ def load_settings(
     names = [s.name for s in settings.sources]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"source {name!r} is defined more than once")
+    if "preference_center" in names:
+        problems.append("source name 'preference_center' is reserved for PUT /v1/preferences")
     for src in settings.sources:
         if src.connector is None and (src.webhook_secret or src.connector_options):
             problems.append(

@@ -13,7 +13,17 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from segue.api import audit, catalog, consent, decide, privacy_requests, rank, schemas, sources
+from segue.api import (
+    audit,
+    catalog,
+    consent,
+    decide,
+    preferences,
+    privacy_requests,
+    rank,
+    schemas,
+    sources,
+)
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
@@ -308,6 +318,7 @@ class SegueApp:
         routes += decide.routes(self)
         routes += audit.routes(self)
         routes += consent.routes(self)
+        routes += preferences.routes(self)
         routes += privacy_requests.routes(self)
         return routes
 

@@ -290,8 +290,11 @@ class DecideEngine:
                 pool.add("bought_together", self.items.neighbours(cart_item, "bought_together", 20))
             for seen in signals.recent[:5]:
                 pool.add("co_visitation", self.items.neighbours(seen, "co_visitation", 20))
-            for liked, _ in sorted(signals.categories.items(), key=lambda kv: -kv[1])[:3]:
-                pool.add("category_affinity", self.items.top(30, category=liked, now=now))
+            # what the person said they like (preference centre), then what they showed
+            ranked = sorted(signals.categories.items(), key=lambda kv: -kv[1])
+            liked = dict.fromkeys([*signals.interests[:3], *(c for c, _ in ranked[:3])])
+            for category_name in liked:
+                pool.add("category_affinity", self.items.top(30, category=category_name, now=now))
         if category is not None:
             pool.add("popular_in_category", self.items.top(50, category=category, now=now))
         if region is not None:
@@ -535,6 +538,15 @@ def _eligible(
                     ok[p] = False
             return ok
 
+        if signals.excluded_items or signals.excluded_categories or signals.excluded_brands:
+            ok = without(signals.excluded_items)
+            cats = [cols.categories[c] for c in signals.excluded_categories if c in cols.categories]
+            if cats:
+                ok &= ~np.isin(cols.category[rows], cats)
+            brands = [cols.brands[b] for b in signals.excluded_brands if b in cols.brands]
+            if brands:
+                ok &= ~np.isin(cols.brand[rows], brands)
+            keep = apply("excluded_by_preference", keep, ok)
         if rules.exclude_purchased and signals.purchased:
             keep = apply("purchased", keep, without(signals.purchased))
         if rules.exclude_cart and signals.cart:
@@ -561,6 +573,8 @@ def _reason(c: Candidate, catalog: CatalogView, signals: PersonSignals | None) -
         return "often bought together with what you are looking at"
     if "co_visitation" in s:
         return "people who viewed this also viewed"
+    if signals is not None and item is not None and item.category in signals.interests:
+        return f"you told us you like {item.category}"
     if signals is not None and item is not None and item.category in signals.categories:
         return f"matches your interest in {item.category}"
     if "popular_in_category" in s and item is not None:

@@ -22,6 +22,9 @@ class PersonSignals(msgspec.Struct, frozen=True, kw_only=True):
         recent: recently viewed items, most recent first.
         impressions: item → times shown recently (frequency caps).
         categories / brands: affinity 0..1 (1 = the strongest of this person).
+        interests: categories the person said they like (preference centre).
+        excluded_items / excluded_categories / excluded_brands: what the person said they
+            never want to see (preference centre): never recommended.
     """
 
     purchased: frozenset[str] = frozenset()
@@ -30,6 +33,10 @@ class PersonSignals(msgspec.Struct, frozen=True, kw_only=True):
     impressions: dict[str, int] = {}
     categories: dict[str, float] = {}
     brands: dict[str, float] = {}
+    interests: tuple[str, ...] = ()
+    excluded_items: frozenset[str] = frozenset()
+    excluded_categories: frozenset[str] = frozenset()
+    excluded_brands: frozenset[str] = frozenset()
 
 
 class ItemSignals(Protocol):

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from segue.core.events import Event
+from segue.privacy.preferences import PREFERENCE_SOURCE
 from segue.privacy.service import ConsentService
 from segue.privacy.signals import from_context
 
@@ -55,6 +56,8 @@ class ConsentScreen:
 
     async def screen(self, source: str, prepared: Sequence[tuple[dict[str, Any], Event]]) -> None:
         """Record consent signals and mark/strip messages without analytics consent."""
+        if source == PREFERENCE_SOURCE:
+            return  # the person's own statement, given for personalization: not analytics
         for message, event in prepared:
             context = message.get("context")
             context = context if isinstance(context, dict) else {}
