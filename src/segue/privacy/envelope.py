@@ -19,7 +19,17 @@ from collections.abc import Callable, Iterable
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["MARK", "Envelope", "derive_key", "key_id", "open_body", "seal_body", "sealed_key_id"]
+__all__ = [
+    "MARK",
+    "Envelope",
+    "derive_key",
+    "key_id",
+    "open_body",
+    "open_split",
+    "seal_body",
+    "sealed_key_id",
+    "split",
+]
 
 #: how the envelope member starts; it is always the last member of a sealed body
 MARK = b',"_sealed":'
@@ -95,21 +105,37 @@ def sealed_key_id(body: bytes) -> str | None:
     return _envelope.decode(body[pos + len(MARK) : -1]).k
 
 
-def open_body(body: bytes, aead_for: Callable[[str], AESGCM | None]) -> bytes:
-    """The body with its sealed members back in place, or without them when the key is gone.
+def split(body: bytes) -> tuple[int, Envelope] | None:
+    """Where the envelope of a sealed body starts, and the envelope (None: not sealed)."""
+    pos = body.rfind(MARK)
+    if pos < 0:
+        return None
+    return pos, _envelope.decode(body[pos + len(MARK) : -1])
+
+
+def open_split(body: bytes, pos: int, envelope: Envelope, aead: AESGCM | None) -> bytes:
+    """``open_body`` for a body already split (readers look the keys up in between).
 
     Raises:
         cryptography.exceptions.InvalidTag: the body was tampered with.
     """
-    pos = body.rfind(MARK)
-    if pos < 0:
-        return body
-    envelope = _envelope.decode(body[pos + len(MARK) : -1])
     plain = body[:pos] + b"}"
-    aead = aead_for(envelope.k)
     if aead is None:
         return plain
     secret = aead.decrypt(binascii.a2b_base64(envelope.n), binascii.a2b_base64(envelope.c), plain)
     if secret == b"{}":
         return plain
     return body[:pos] + b"," + secret[1:]
+
+
+def open_body(body: bytes, aead_for: Callable[[str], AESGCM | None]) -> bytes:
+    """The body with its sealed members back in place, or without them when the key is gone.
+
+    Raises:
+        cryptography.exceptions.InvalidTag: the body was tampered with.
+    """
+    part = split(body)
+    if part is None:
+        return body
+    pos, envelope = part
+    return open_split(body, pos, envelope, aead_for(envelope.k))

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from segue.core.model import LogRecord, NewRecord
 from segue.core.ports import EventLog, KeyStore
-from segue.privacy.envelope import derive_key, key_id, open_body, seal_body, sealed_key_id
+from segue.privacy.envelope import derive_key, key_id, open_split, seal_body, split
 
 __all__ = ["SealedEventLog"]
 
@@ -84,14 +84,30 @@ class SealedEventLog:
         return await self.inner.append(sealed)
 
     async def _open(self, records: list[LogRecord]) -> list[LogRecord]:
-        wanted = {sealed_key_id(r.body) for r in records}
-        wanted.discard(None)
-        missing = [k for k in wanted if k is not None and k not in self._cache]
+        parts = [split(r.body) for r in records]
+        cache = self._cache
+        missing = {p[1].k for p in parts if p is not None and p[1].k not in cache}
         if missing:
             for kid, key in (await self.keys.get(missing)).items():
                 self._remember(kid, key)
-        cache = self._cache
-        return [msgspec.structs.replace(r, body=open_body(r.body, cache.get)) for r in records]
+        out: list[LogRecord] = []
+        for record, part in zip(records, parts, strict=True):
+            if part is None:
+                out.append(record)
+                continue
+            pos, envelope = part
+            body = open_split(record.body, pos, envelope, cache.get(envelope.k))
+            out.append(
+                LogRecord(
+                    record.offset,
+                    record.source,
+                    record.message_id,
+                    record.received_at,
+                    record.key,
+                    body,
+                )
+            )
+        return out
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
         return await self._open(await self.inner.read(after, limit))
