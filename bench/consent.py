@@ -29,7 +29,7 @@ from _common import machine, save
 from segue.privacy.policy import RegionPolicy
 from segue.privacy.service import ConsentService
 from segue.privacy.signals import Signal
-from segue.privacy.tcf import TCString, VendorSection, encode_tc_string
+from segue.privacy.tcf import consent_string
 from segue.settings import _default_regions
 from segue.storage.sqlite_consent import SqliteConsentStore
 
@@ -42,19 +42,8 @@ class Clock:
 
 
 def tc_string() -> str:
-    created = int(time.time() * 10) - 100
-    return encode_tc_string(
-        TCString(
-            created=created,
-            last_updated=created,
-            cmp_id=7,
-            vendor_list_version=80,
-            purposes_consent=frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9}),
-            vendor_consents=VendorSection.from_ids(
-                set(range(1, 1100, 3)) | {VENDOR}, max_vendor_id=1100
-            ),
-        )
-    )
+    """A long string, as real CMPs send: ~370 vendors in a 1,100-bit field."""
+    return consent_string(range(1, 10), set(range(1, 1100, 3)) | {VENDOR})
 
 
 async def run(people: int, calls: int) -> dict[str, Any]:

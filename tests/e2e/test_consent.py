@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from segue.privacy.tcf import TCString, VendorSection, encode_tc_string
+from segue.privacy.tcf import consent_string
 from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
@@ -20,17 +20,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def tc_string(purposes: set[int], vendors: set[int]) -> str:
-    created = int(time.time() * 10) - 600
-    return encode_tc_string(
-        TCString(
-            created=created,
-            last_updated=created,
-            cmp_id=7,
-            vendor_list_version=80,
-            purposes_consent=frozenset(purposes),
-            vendor_consents=VendorSection.from_ids(vendors, max_vendor_id=1000),
-        )
-    )
+    return consent_string(purposes, vendors)
 
 
 @pytest.fixture(scope="module")

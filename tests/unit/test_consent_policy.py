@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from hypothesis import given
@@ -23,7 +22,7 @@ from segue.privacy.policy import (
 from segue.privacy.screen import ConsentScreen
 from segue.privacy.service import ConsentService
 from segue.privacy.signals import Signal, categories, from_context
-from segue.privacy.tcf import TCString, VendorSection, encode_tc_string
+from segue.privacy.tcf import consent_string
 from segue.settings import _default_regions
 from segue.storage.memory_consent import MemoryConsentStore
 
@@ -46,17 +45,7 @@ class Clock:
 
 
 def tc_string(purposes: set[int], vendors: set[int]) -> str:
-    created = int(time.time() * 10) - 100
-    return encode_tc_string(
-        TCString(
-            created=created,
-            last_updated=created,
-            cmp_id=7,
-            vendor_list_version=80,
-            purposes_consent=frozenset(purposes),
-            vendor_consents=VendorSection.from_ids(vendors, max_vendor_id=1000),
-        )
-    )
+    return consent_string(purposes, vendors)
 
 
 def rec(seq: int, **kw: object) -> ConsentRecord:

@@ -80,6 +80,7 @@ __all__ = [
     "TCString",
     "VendorRange",
     "VendorSection",
+    "consent_string",
     "decode_tc_string",
     "encode_tc_string",
     "tcf_purposes",
@@ -489,6 +490,25 @@ class _Writer:
         bits += "0" * (-len(bits) % 8)
         raw = int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def consent_string(
+    purposes: Iterable[int], vendors: Iterable[int], *, created: float | None = None
+) -> str:
+    """A valid TC string in which the person consented to ``purposes`` for ``vendors``:
+    what a consent manager would send, for tests, benchmarks and the demo."""
+    stamp = int((time.time() - 60 if created is None else created) * 10)
+    ids = set(vendors)
+    return encode_tc_string(
+        TCString(
+            created=stamp,
+            last_updated=stamp,
+            cmp_id=7,
+            vendor_list_version=80,
+            purposes_consent=frozenset(purposes),
+            vendor_consents=VendorSection.from_ids(ids, max_vendor_id=max(ids, default=0)),
+        )
+    )
 
 
 def encode_tc_string(tc: TCString, *, check: bool = True) -> str:
