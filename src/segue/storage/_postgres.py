@@ -78,16 +78,9 @@ class PgDatabase:
         self.component = component
         self._migrations = list(migrations)
         self._synchronous_commit = synchronous_commit
-        self._pool = AsyncConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            kwargs={"autocommit": True},
-            configure=self._configure,
-            open=False,
-            name=f"segue-{component}",
-        )
-        self._opened = False
+        self._min_size, self._max_size = min_size, max_size
+        # created by open(), inside the event loop that will use it
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # set per connection, so a server default of synchronous_commit=off can never make
@@ -96,14 +89,23 @@ class PgDatabase:
 
     async def open(self) -> None:
         """Open the pool and apply missing migrations; idempotent."""
-        if self._opened:
+        if self._pool is not None:
             return
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=False,
+            name=f"segue-{self.component}",
+        )
         try:
-            await self._pool.open(wait=True, timeout=10.0)
+            await pool.open(wait=True, timeout=10.0)
         except psycopg.Error as exc:  # PoolTimeout is an OperationalError
-            await self._pool.close()  # stop its background reconnection attempts
+            await pool.close()  # stop its background reconnection attempts
             raise BackendUnavailable(f"postgresql {self.component}: {exc}") from exc
-        self._opened = True
+        self._pool = pool
         await self.migrate()
 
     async def migrate(self) -> None:
@@ -129,6 +131,8 @@ class PgDatabase:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection in autocommit mode (each statement is its own transaction)."""
+        if self._pool is None:
+            raise BackendUnavailable(f"postgresql {self.component}: not open")
         try:
             async with self._pool.connection() as conn:
                 yield conn
@@ -173,5 +177,6 @@ class PgDatabase:
 
     async def aclose(self) -> None:
         """Close every connection of the pool."""
-        await self._pool.close()
-        self._opened = False
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
