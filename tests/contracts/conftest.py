@@ -16,6 +16,7 @@ from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore, SqliteQuara
 from segue.storage.sqlite_catalog import SqliteCatalogStore
 from segue.storage.sqlite_consent import SqliteConsentStore
 from segue.storage.sqlite_decisions import SqliteDecisionStore
+from tests.backends import pg_dsn  # noqa: F401  (a fixture: a DSN on a fresh schema)
 
 
 class Sync:
@@ -50,26 +51,58 @@ def event_log(request, tmp_path) -> Iterator[Sync]:
     yield from _make(request.param, MemoryEventLog, SqliteEventLog, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def profile_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres import PostgresProfileStore
+
+        yield from _on_server(PostgresProfileStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryProfileStore, SqliteProfileStore, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def quarantine(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres import PostgresQuarantine
+
+        yield from _on_server(PostgresQuarantine(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryQuarantine, SqliteQuarantine, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _on_server(adapter: Any) -> Iterator[Sync]:
+    """An adapter of a server backend (its namespace comes from a backends fixture)."""
+    sync = Sync(adapter)
+    yield sync
+    sync.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def catalog_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres_catalog import PostgresCatalogStore
+
+        yield from _on_server(PostgresCatalogStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryCatalogStore, SqliteCatalogStore, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def decision_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres_decisions import PostgresDecisionStore
+
+        yield from _on_server(PostgresDecisionStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryDecisionStore, SqliteDecisionStore, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def consent_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres_consent import PostgresConsentStore
+
+        yield from _on_server(PostgresConsentStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryConsentStore, SqliteConsentStore, tmp_path)
