@@ -21,7 +21,7 @@ from segue.core.model import (
 )
 from segue.storage.memory_keys import MemoryKeyStore
 from segue.storage.memory_privacy import MemoryPrivacyStore
-from segue.storage.sqlite import SqliteEventLog
+from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore
 from segue.storage.sqlite_keys import SqliteKeyStore
 from segue.storage.sqlite_privacy import SqlitePrivacyStore
 from tests.contracts.conftest import Sync, _make
@@ -122,6 +122,33 @@ def test_profile_store_erase_removes_the_person_and_nothing_else(profile_store):
     assert profile_store.counts() == {"profiles": 1, "identities": 1}
     # idempotent
     assert sum(profile_store.erase(["p1"], [E1]).values()) == 0
+
+
+def test_sqlite_state_erasure_leaves_no_old_version_on_disk(tmp_path):
+    """Profiles are rewritten on every event; every old version must go with the erasure
+    (secure_delete zeroes the pages each rewrite frees, whatever the SQLite build's default)."""
+    store = Sync(SqliteProfileStore(tmp_path))
+    for i in range(30):  # big documents (overflow pages), each version freed by the next
+        bio = f"{SECRET_EMAIL} v{i} " + "x" * 3000
+        store.commit(
+            Changeset(
+                profiles={
+                    "p1": _profile("p1", U1, E1, email=SECRET_EMAIL, bio=bio),
+                    "p2": _profile("p2", U2, email="kept@example.org", bio="y" * 3000),
+                },
+                links={U1: "p1", E1: "p1", U2: "p2"},
+            ),
+            "profiles",
+            i,
+        )
+        # a long-lived file: old versions reach the database file, not only the WAL
+        store.run(store.adapter._db.truncate_wal())
+    assert SECRET_EMAIL.encode() in _bytes_of(tmp_path)
+    store.erase(["p1"], [E1])
+    data = _bytes_of(tmp_path)
+    assert SECRET_EMAIL.encode() not in data
+    assert b"kept@example.org" in data
+    store.close()
 
 
 def test_profile_store_erase_timeline_rows(profile_store):

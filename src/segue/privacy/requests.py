@@ -325,9 +325,9 @@ class PrivacyRequests:
             forgotten = 0
             if linker is not None:
                 forgotten = linker.forget(term_values(found.values()))
-            stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
             if linker is not None and forgotten:
-                await linker.save()
+                await linker.save()  # first: the store's erasure scrubs what this frees
+            stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
             stores["match_model"] = {"term_counts": forgotten}
             log: dict[str, int] = {"events": await rt.log.erase(sorted(offsets | set(screened)))}
             if isinstance(rt.log, SealedEventLog):
