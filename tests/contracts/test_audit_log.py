@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +23,17 @@ from tests.contracts.conftest import Sync
 KEY = b"contract-secret"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def audit_log(request, tmp_path) -> Iterator[Sync]:
-    adapter = MemoryAuditLog(KEY) if request.param == "memory" else SqliteAuditLog(tmp_path, KEY)
+    adapter: Any
+    if request.param == "postgresql":
+        from segue.storage.postgres_audit import PostgresAuditLog
+
+        adapter = PostgresAuditLog(request.getfixturevalue("pg_dsn"), KEY)
+    elif request.param == "memory":
+        adapter = MemoryAuditLog(KEY)
+    else:
+        adapter = SqliteAuditLog(tmp_path, KEY)
     sync = Sync(adapter)
     yield sync
     sync.close()

@@ -24,7 +24,7 @@ from segue.storage.memory_privacy import MemoryPrivacyStore
 from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore
 from segue.storage.sqlite_keys import SqliteKeyStore
 from segue.storage.sqlite_privacy import SqlitePrivacyStore
-from tests.contracts.conftest import Sync, _make
+from tests.contracts.conftest import Sync, _make, _on_server
 
 SECRET_EMAIL = "ada.secret-person@example.org"
 U1, E1, A1 = (
@@ -35,13 +35,23 @@ U1, E1, A1 = (
 U2 = Identifier("user_id", "u2")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def key_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres_keys import PostgresKeyStore
+
+        yield from _on_server(PostgresKeyStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryKeyStore, SqliteKeyStore, tmp_path)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def privacy_store(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "postgresql":
+        from segue.storage.postgres_privacy import PostgresPrivacyStore
+
+        yield from _on_server(PostgresPrivacyStore(request.getfixturevalue("pg_dsn")))
+        return
     yield from _make(request.param, MemoryPrivacyStore, SqlitePrivacyStore, tmp_path)
 
 

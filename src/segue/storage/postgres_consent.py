@@ -65,10 +65,13 @@ class PostgresConsentStore:
         wanted = sorted(set(subjects))
         if not wanted or limit <= 0:
             return []
+        # per subject, the newest ``limit`` entries from the (subject, seq) index, then the
+        # newest ``limit`` of those: bounded reads whatever the planner thinks of the subjects
         rows = await self._db.fetchall(
-            "SELECT seq, doc FROM consent_ledger WHERE subject = ANY(%s) "
-            "ORDER BY seq DESC LIMIT %s",
-            (wanted, limit),
+            "SELECT x.seq, x.doc FROM unnest(%s::text[]) AS s(subject) CROSS JOIN LATERAL ("
+            " SELECT c.seq, c.doc FROM consent_ledger c WHERE c.subject = s.subject"
+            " ORDER BY c.seq DESC LIMIT %s) AS x ORDER BY x.seq DESC LIMIT %s",
+            (wanted, limit, limit),
         )
         return [
             msgspec.structs.replace(_decoder.decode(bytes(doc)), seq=int(seq))
