@@ -46,7 +46,17 @@ from segue.privacy.shredding import SealedEventLog
 from segue.processor.service import Processor
 from segue.profiles.golden import Survivorship
 from segue.settings import Settings
-from segue.storage import AUDITS, CATALOGS, CONSENTS, DECISIONS, KEYS, LOGS, PRIVACY, STORES
+from segue.storage import (
+    AUDITS,
+    CATALOGS,
+    CONSENTS,
+    DECISIONS,
+    KEYS,
+    LOGS,
+    PRIVACY,
+    QUARANTINES,
+    STORES,
+)
 
 if TYPE_CHECKING:
     from segue.decisioning import Decisioning
@@ -141,11 +151,11 @@ class Runtime:
             self.store = store_cls() if s.store.startswith("memory") else store_cls(self.data)
             self.quarantine = MemoryQuarantine()
         else:
-            from segue.storage.sqlite import SqliteQuarantine
-
             self.log = log_cls(self.data)
-            self.store = store_cls(self.data)
-            self.quarantine = SqliteQuarantine(self.data)
+            # a server's adapters take its URL; the embedded ones take the data folder
+            where = s.store if "://" in s.store else self.data
+            self.store = store_cls(where)
+            self.quarantine = _load(QUARANTINES, s.store, "quarantine")(where)
         privacy_cls = _load(PRIVACY, s.store, "privacy")
         self.privacy_store = privacy_cls() if memory else privacy_cls(self.data)
         await self.privacy_store.open()

@@ -17,6 +17,15 @@ LOGS: dict[str, str] = {
 STORES: dict[str, str] = {
     "sqlite": "segue.storage.sqlite:SqliteProfileStore",
     "memory": "segue.storage.memory:MemoryProfileStore",
+    "postgresql": "segue.storage.postgres:PostgresProfileStore",
+    "postgres": "segue.storage.postgres:PostgresProfileStore",
+}
+#: scheme (of the store URL) → factory path for the quarantine
+QUARANTINES: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite:SqliteQuarantine",
+    "memory": "segue.storage.memory:MemoryQuarantine",
+    "postgresql": "segue.storage.postgres:PostgresQuarantine",
+    "postgres": "segue.storage.postgres:PostgresQuarantine",
 }
 #: scheme (of the store URL) → factory path for the catalog
 CATALOGS: dict[str, str] = {
@@ -60,4 +69,4 @@ AUDITS: dict[str, str] = {
     "postgresql": "segue.storage.postgres_audit:PostgresAuditLog",
     "postgres": "segue.storage.postgres_audit:PostgresAuditLog",
 }
-__all__ += ["AUDITS"]
+__all__ += ["AUDITS", "QUARANTINES"]
