@@ -82,6 +82,11 @@ def _load(registry: dict[str, str], url: str, what: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _place(store: str, data: Path) -> Path | str:
+    """Where an adapter of ``store`` keeps its data: a server's URL, else the data folder."""
+    return store if "://" in store else data
+
+
 class Runtime:
     """Every service of one segue process, wired from settings.
 
@@ -138,12 +143,13 @@ class Runtime:
         log_cls = _load(LOGS, s.log, "log")
         store_cls = _load(STORES, s.store, "store")
         catalog_cls = _load(CATALOGS, s.store, "catalog")
-        self.catalog = catalog_cls() if s.store.startswith("memory") else catalog_cls(self.data)
-        decisions_cls = _load(DECISIONS, s.store, "decisions")
         memory = s.store.startswith("memory")
-        self.decisions = decisions_cls() if memory else decisions_cls(self.data)
+        place = _place(s.store, self.data)
+        self.catalog = catalog_cls() if memory else catalog_cls(place)
+        decisions_cls = _load(DECISIONS, s.store, "decisions")
+        self.decisions = decisions_cls() if memory else decisions_cls(place)
         consents_cls = _load(CONSENTS, s.store, "consent")
-        self.consents = consents_cls() if memory else consents_cls(self.data)
+        self.consents = consents_cls() if memory else consents_cls(place)
         if s.log.startswith("memory") or s.store.startswith("memory"):
             from segue.storage.memory import MemoryQuarantine
 
@@ -157,15 +163,17 @@ class Runtime:
             self.store = store_cls(where)
             self.quarantine = _load(QUARANTINES, s.store, "quarantine")(where)
         privacy_cls = _load(PRIVACY, s.store, "privacy")
-        self.privacy_store = privacy_cls() if memory else privacy_cls(self.data)
+        self.privacy_store = privacy_cls() if memory else privacy_cls(place)
         await self.privacy_store.open()
         if s.privacy.encrypt_events:  # crypto-shredding: every reader goes through this
             # the keys live as long as the log does
             log_memory = s.log.startswith("memory")
-            keys_cls = _load(KEYS, "memory" if log_memory else "sqlite", "keys")
+            # on a server store every process must open what any process sealed: keys there
+            keys_url = "memory" if log_memory else s.store if "://" in s.store else "sqlite"
+            keys_cls = _load(KEYS, keys_url, "keys")
             self.log = SealedEventLog(
                 self.log,
-                keys_cls() if log_memory else keys_cls(self.data),
+                keys_cls() if log_memory else keys_cls(_place(keys_url, self.data)),
                 self.keys.secret.encode(),
                 s.privacy.personal_properties,
             )
@@ -272,7 +280,9 @@ class Runtime:
         key = secret.encode()
         memory = self.settings.store.startswith("memory")
         return AuditService(
-            audit_cls(key) if memory else audit_cls(self.data, key), key, self.clock
+            audit_cls(key) if memory else audit_cls(_place(self.settings.store, self.data), key),
+            key,
+            self.clock,
         )
 
     async def verify_audit(self) -> Verdict:
@@ -286,7 +296,8 @@ class Runtime:
         keys_path, audit_path = self.data / "keys.json", self.data / "audit.db"
         if self.settings.store.startswith("memory"):
             raise ConfigError(["a memory store keeps no audit log to verify"])
-        if not audit_path.exists() or not keys_path.exists():
+        on_server = "://" in self.settings.store  # the audit log is in the server's database
+        if not (on_server or audit_path.exists()) or not keys_path.exists():
             raise ConfigError([f"no audit log in {self.data} (audit.db and keys.json)"])
         secret = json.loads(keys_path.read_text()).get("secret")
         if not isinstance(secret, str) or not secret:
