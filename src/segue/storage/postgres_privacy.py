@@ -100,10 +100,10 @@ class PostgresPrivacyStore:
             return 0
         async with self._db.transaction() as conn:
             cur = await conn.execute(
-                "SELECT DISTINCT request_id FROM privacy_export_subjects WHERE subject = ANY(%s)",
+                "SELECT request_id FROM privacy_export_subjects WHERE subject = ANY(%s)",
                 (wanted,),
             )
-            ids = sorted(str(r[0]) for r in await cur.fetchall())
+            ids = sorted({str(r[0]) for r in await cur.fetchall()})
             if not ids:
                 return 0
             cur = await conn.execute(
