@@ -117,7 +117,7 @@ _TIMELINE = (
 _BLOCK_CANDIDATES = (
     "SELECT k.key, b.profile_id FROM unnest(%s::text[]) AS k(key) "
     "CROSS JOIN LATERAL (SELECT profile_id FROM blocks WHERE blocks.key = k.key "
-    "ORDER BY profile_id LIMIT %s) AS b"
+    "ORDER BY blocks.key, blocks.profile_id LIMIT %s) AS b"
 )
 _CHECKPOINT = 'SELECT "offset" FROM checkpoints WHERE consumer = %s'
 
