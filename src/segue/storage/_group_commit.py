@@ -11,8 +11,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from segue.errors import BackendUnavailable
-
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -39,7 +37,7 @@ class GroupCommitter(Generic[In, Out]):
                 batch, self._pending = self._pending, []
                 try:
                     results = await self._write([items for items, _ in batch])
-                except BackendUnavailable as exc:
+                except Exception as exc:  # every caller of the batch gets it; none waits forever
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
