@@ -269,3 +269,104 @@ def test_two_processes_opening_a_fresh_schema_migrate_once(pg_dsn):
             ).fetchall()
 
     assert asyncio.run(run()) == [("profiles", 1), ("quarantine", 1)]
+
+
+def test_a_runtime_on_postgresql_folds_events_there_and_erases_a_person(pg_dsn, tmp_path):
+    """The processor commits into PostgreSQL, another process reads the result, and an
+    erasure leaves no row in the schema that names the person."""
+    from segue.runtime import Runtime
+    from segue.settings import Settings
+
+    email = "ada.pg-person@example.org"
+
+    async def scenario() -> dict[str, Any]:
+        settings = Settings(
+            data=str(tmp_path), store=pg_dsn, log="sqlite", admin_key="test-admin-key-0123456789"
+        )
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            assert isinstance(runtime.store, PostgresProfileStore)
+            assert isinstance(runtime.quarantine, PostgresQuarantine)
+            body = (
+                '{"batch": ['
+                f'{{"type": "identify", "messageId": "m1", "userId": "u1", "anonymousId": "a1",'
+                f' "traits": {{"email": "{email}"}}}},'
+                '{"type": "track", "messageId": "m2", "anonymousId": "a1", "event": "Seen"},'
+                '{"type": "identify", "messageId": "m3", "userId": "u2"},'
+                f'{{"type": "track", "messageId": "m4", "userId": "u1",'
+                f' "properties": {{"email": "{email}"}}}}'  # no event name: quarantined
+                "]}"
+            ).encode()
+            result = await runtime.ingest.collect("default", runtime.ingest.parse(body, None))
+            assert len(result.rejected) == 1
+            head = await runtime.log.last_offset()
+            for _ in range(500):
+                if runtime.processor.position >= head:
+                    break
+                await asyncio.sleep(0.01)
+            other = PostgresProfileStore(pg_dsn)  # another process's view of the state
+            await other.open()
+            u1, a1 = Identifier("user_id", "u1"), Identifier("anonymous_id", "a1")
+            found = await other.lookup([u1, a1])
+            before = {
+                "one_profile": len(set(found.values())) == 1 and len(found) == 2,
+                "timeline": len(await other.timeline(found[u1], 0, 10)),
+                "checkpoint": await other.checkpoint("profiles") == head,
+                "counts": await other.counts(),
+                "quarantined": await runtime.quarantine.count(),
+            }
+            await other.aclose()
+            before["naming"] = _tables_naming(pg_dsn, email)
+            receipt = await runtime.privacy_requests.erase([u1])
+        finally:
+            await runtime.aclose()
+        return {"before": before, "receipt": receipt}
+
+    found = asyncio.run(scenario())
+    assert found["before"] == {
+        "one_profile": True,
+        "timeline": 2,
+        "checkpoint": True,
+        "counts": {"profiles": 2, "identities": 4},
+        "quarantined": 1,
+        "naming": ["identities", "profiles", "quarantine"],
+    }
+    state = found["receipt"]["stores"]["state"]
+    assert state["profiles"] == 1
+    assert state["identities"] == 3
+    assert state["timeline"] == 2
+    assert found["receipt"]["stores"]["quarantine"] == {"entries": 1}
+    assert _tables_naming(pg_dsn, email) == []
+    with psycopg.connect(pg_dsn) as conn:  # the other person is untouched
+        assert conn.execute(
+            "SELECT profile_id FROM identities WHERE type = 'user_id' AND value = 'u2'"
+        ).fetchone()
+
+
+def _tables_naming(pg_dsn: str, needle: str) -> list[str]:
+    """Tables of the schema with a row holding ``needle`` in any text or bytea column."""
+    with psycopg.connect(pg_dsn) as conn:
+        columns: dict[str, list[str]] = {}
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND data_type = 'bytea'"
+        ):
+            columns.setdefault(str(table), []).append(str(column))
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        ]
+        found = []
+        for table in sorted(tables):
+            # text columns through the row's text form, bytea ones byte for byte
+            conditions = ["position(%(text)s IN r::text) > 0"] + [
+                f"position(%(bytes)s IN r.{column}) > 0" for column in columns.get(table, [])
+            ]
+            sql = f"SELECT count(*) FROM {table} AS r WHERE " + " OR ".join(conditions)
+            params = {"text": needle, "bytes": needle.encode()}
+            if conn.execute(sql, params).fetchone() != (0,):
+                found.append(table)
+        return found
