@@ -15,8 +15,10 @@ import textwrap
 from pathlib import Path
 
 import psycopg
+import pytest
 
-from segue.core.model import AuditEntry, Item
+from segue.core.model import AuditEntry, ConsentRecord, Item
+from segue.errors import InvalidInput
 from segue.privacy.audit import verify
 from segue.runtime import Runtime
 from segue.settings import Settings
@@ -211,3 +213,23 @@ def test_runtime_builds_every_store_on_the_store_url(pg_dsn: str, tmp_path: Path
         assert not (tmp_path / "audit.db").exists()
 
     asyncio.run(scenario())
+
+
+def test_text_postgresql_cannot_hold_is_refused_as_invalid_input_and_stores_nothing(
+    pg_dsn: str,
+) -> None:
+    """PostgreSQL text holds no NUL character (SQLite's does): a client's NUL is a 4xx."""
+    catalog = Sync(PostgresCatalogStore(pg_dsn))
+    consent = Sync(PostgresConsentStore(pg_dsn))
+    try:
+        with pytest.raises(InvalidInput):
+            catalog.put(
+                [Item(item_id="ok", updated_at=1.0), Item(item_id="a\x00b", updated_at=1.0)]
+            )
+        assert catalog.count() == 0
+        with pytest.raises(InvalidInput):
+            consent.record([ConsentRecord(subject="user_id:\x00", at=1.0, source="api")])
+        assert consent.subjects() == []
+    finally:
+        catalog.close()
+        consent.close()
