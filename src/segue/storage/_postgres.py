@@ -59,7 +59,9 @@ class PgDatabase:
         synchronous_commit: ``on`` acknowledges a commit once it is flushed to disk on the
             server (the consent ledger, the audit log, keys, the catalog); ``off`` may lose
             the last moments on a server crash but never corrupts (a decision log).
-        min_size, max_size: pool bounds per process.
+        min_size, max_size: pool bounds per process. Every adapter has its own pool, so
+            keep them small: a process holds the sum of them, and the server's
+            ``max_connections`` (100 by default) is shared by every process.
     """
 
     def __init__(

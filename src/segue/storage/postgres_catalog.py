@@ -46,7 +46,7 @@ class PostgresCatalogStore:
         url: ``postgresql://…`` (the store URL).
     """
 
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+    def __init__(self, url: str, *, max_connections: int = 2) -> None:
         self._db = PgDatabase(url, "catalog", MIGRATIONS, max_size=max_connections)
 
     async def open(self) -> None:

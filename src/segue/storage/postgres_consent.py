@@ -36,7 +36,7 @@ _decoder = msgspec.json.Decoder(ConsentRecord)
 class PostgresConsentStore:
     """Consent signals per subject in the database at ``url``."""
 
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+    def __init__(self, url: str, *, max_connections: int = 3) -> None:
         self._db = PgDatabase(url, "consent", MIGRATIONS, max_size=max_connections)
 
     async def open(self) -> None:

@@ -27,7 +27,7 @@ MIGRATIONS = [
 class PostgresKeyStore:
     """Per-subject data keys in the database at ``url``."""
 
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+    def __init__(self, url: str, *, max_connections: int = 2) -> None:
         self._db = PgDatabase(url, "keys", MIGRATIONS, max_size=max_connections)
         self._committer: GroupCommitter[str, bytes] = GroupCommitter(self._create)
 
