@@ -370,3 +370,60 @@ def _tables_naming(pg_dsn: str, needle: str) -> list[str]:
             if conn.execute(sql, params).fetchone() != (0,):
                 found.append(table)
         return found
+
+
+def test_a_commit_chosen_as_deadlock_victim_is_run_again(pg_dsn):
+    """Two workers' commits deadlock; PostgreSQL aborts one and its store runs it again.
+
+    PostgreSQL looks for a cycle once per lock wait, so the victim is the commit whose wait
+    closes the cycle. A third session paces them: w2 deletes p2, then waits for the
+    session's timeline row; w1 links x, then waits for p2; the session rolls back, and w2
+    now wants x: its wait closes the cycle and w2 is aborted, then run again after w1.
+    """
+    fast = pg_dsn + "%20-cdeadlock_timeout%3D50"  # milliseconds
+    x = Identifier("user_id", "x")
+
+    async def scenario() -> dict[str, Any]:
+        w1, w2 = PostgresProfileStore(fast), PostgresProfileStore(fast)
+        await asyncio.gather(w1.open(), w2.open())
+        await w1.commit(
+            Changeset(profiles={"p1": _profile("p1"), "p2": _profile("p2")}, links={x: "p1"}),
+            "setup",
+            1,
+        )
+        pacer = await psycopg.AsyncConnection.connect(pg_dsn)  # in a transaction from here
+        await pacer.execute("INSERT INTO timeline (profile_id, \"offset\", at) VALUES ('q', 1, 1)")
+        second = asyncio.create_task(
+            w2.commit(
+                Changeset(drop_profiles=["p2"], timeline=[("q", 1, 1.0)], links={x: "p9"}),
+                "w2",
+                5,
+            )
+        )
+        await asyncio.sleep(0.3)  # w2 holds p2 and waits for the pacer
+        first = asyncio.create_task(
+            w1.commit(Changeset(links={x: "p1"}, profiles={"p2": _profile("p2")}), "w1", 7)
+        )
+        await asyncio.sleep(0.3)  # w1 holds x and waits for p2
+        assert not first.done()
+        assert not second.done()
+        await pacer.rollback()
+        await pacer.close()
+        await asyncio.gather(first, second)
+        found = {
+            "x": await w1.lookup([x]),
+            "p2": await w1.profiles(["p2"]),
+            "checkpoints": (await w1.checkpoint("w1"), await w1.checkpoint("w2")),
+            "timeline": await w1.timeline("q", 0, 10),
+        }
+        await w1.aclose()
+        await w2.aclose()
+        return found
+
+    # w2 ran last, whole: x is its link, p2 is gone, its timeline row is there
+    assert asyncio.run(scenario()) == {
+        "x": {x: "p9"},
+        "p2": {},
+        "checkpoints": (7, 5),
+        "timeline": [1],
+    }
