@@ -214,3 +214,23 @@ def test_features_are_visible_on_the_profile(shop):
     text = str(features)
     assert "sku-4" in text
     assert "Bags" in text
+
+
+def test_any_decision_can_be_explained_feature_by_feature(shop):
+    track(shop, "explain-1", "Product Viewed", product_id="sku-4", category="Bags")
+    shop.wait_processed()
+    out = decide(shop, {"placement": "steady", "user": {"user_id": "explain-1"}, "k": 5})
+    assert out["personalized"] is True
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    r = httpx.get(shop.url + f"/v1/decisions/{out['decision_id']}", headers=admin)
+    assert r.status_code == 200, r.text
+    why = r.json()
+    assert [i["item_id"] for i in why["items"]] == [i["item_id"] for i in out["items"]]
+    assert why["personalized"] is True
+    assert "behavioural" in why["data_categories"]
+    for item, shown in zip(why["items"], out["items"], strict=True):
+        assert abs(sum(item["contributions"].values()) - shown["score"]) < 1e-3
+        assert item["top_factors"]
+        assert set(item["contributions"]) <= set(why["features_used"]) | {"bias"}
+    assert httpx.get(shop.url + "/v1/decisions/nope", headers=admin).status_code == 404
+    assert httpx.get(shop.url + f"/v1/decisions/{out['decision_id']}").status_code == 401

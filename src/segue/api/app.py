@@ -18,6 +18,7 @@ from segue.api import (
     catalog,
     consent,
     decide,
+    decisions,
     preferences,
     privacy_requests,
     rank,
@@ -316,6 +317,7 @@ class SegueApp:
         routes += catalog.routes(self)
         routes += rank.routes(self)
         routes += decide.routes(self)
+        routes += decisions.routes(self)
         routes += audit.routes(self)
         routes += consent.routes(self)
         routes += preferences.routes(self)

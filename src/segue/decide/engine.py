@@ -220,6 +220,8 @@ class DecideEngine:
                 "item_id": item_id,
                 "category": category,
                 "x": [x[c.row].round(5).tolist() for c in chosen],
+                # the weights the scores came from: explains a decision after the model moved
+                "w": ranker.mean.round(5).tolist(),
             },
         )
         self._log_decision(decision)
