@@ -245,6 +245,7 @@ class Runtime:
             hash_fields=privacy.hash_fields,
         )
         self.ingest.screen = self.consent_screen.screen
+        self.processor.aggregate_unattached = privacy.aggregate_unattached
         from segue.decisioning import start_decisioning
 
         self.decisioning = await start_decisioning(self)

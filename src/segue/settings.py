@@ -183,7 +183,8 @@ class PrivacySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     personalised content needs TCF purposes 5 and 6 and consent for this vendor.
     ``retention_days`` limits how long events are kept per purpose (0 = forever).
     ``hash_fields`` / ``drop_fields`` are the dotted paths of personal fields hashed or dropped
-    from events that arrive without analytics consent.
+    from events that arrive without analytics consent; ``aggregate_unattached`` lets such
+    events still count in item popularity (consent-neutral aggregates, no person).
     """
 
     default_region: str | None = None
@@ -191,6 +192,7 @@ class PrivacySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     regions: dict[str, RegionSettings] = msgspec.field(default_factory=_default_regions)
     tcf_vendor_id: int | None = None
     retention_days: dict[str, int] = {}
+    aggregate_unattached: bool = False
     hash_fields: list[str] = msgspec.field(default_factory=lambda: ["context.ip"])
     drop_fields: list[str] = msgspec.field(default_factory=lambda: ["traits", "context.traits"])
     #: seal personal fields of logged events with per-person keys (crypto-shredding):

@@ -247,3 +247,37 @@ def test_bad_consent_requests_are_clear_4xx(srv):
     )
     assert r.status_code == 400
     assert httpx.get(srv.url + "/v1/consent/user_id:x", headers=PUB).status_code in (401, 403)
+
+
+def test_without_consent_events_count_only_in_aggregates_when_configured(tmp_path):
+    (tmp_path / "segue.yaml").write_text(
+        "privacy:\n  default_region: EEA\n  aggregate_unattached: true\n"
+        "placements:\n  home:\n    exploration: false\n    strategy: popular\n"
+    )
+    with SegueServer(tmp_path / "data", args=["--config", str(tmp_path / "segue.yaml")]) as srv:
+        items = [
+            {"item_id": f"sku-{i}", "title": f"Item {i}", "category": "Shoes"} for i in range(20)
+        ]
+        with srv.admin() as a:
+            assert a.post("/v1/catalog/items", json={"items": items}).status_code == 200
+        views = [
+            {
+                "type": "track",
+                "anonymousId": f"visitor-{n}",
+                "event": "Product Viewed",
+                "properties": {"product_id": "sku-7", "category": "Shoes"},
+            }
+            for n in range(30)
+        ]
+        with srv.writer() as w:
+            assert w.post("/v1/batch", json={"batch": views}).status_code == 200
+        stats = srv.wait_processed()
+        assert stats["profiles"] == 0  # nobody was profiled: no analytics consent in the EEA
+        r = httpx.post(
+            srv.url + "/v1/decide",
+            json={"placement": "home", "user": {}, "k": 3},
+            headers=PUB,
+        )
+        out = r.json()
+        assert out["personalized"] is False
+        assert out["items"][0]["item_id"] == "sku-7"  # but the crowd's views still count

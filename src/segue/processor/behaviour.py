@@ -175,6 +175,13 @@ class BehaviourStage:
                 out[pid] = _encode(b)
         return out, feedback
 
+    def count_unattached(self, events: list[tuple[Event, float]]) -> int:
+        """Consent-neutral aggregate counting: events that arrived without analytics consent
+        teach item popularity only — no person, no session, no co-visitation."""
+        for event, at in events:
+            self.models.apply(event, at, None, _region(event), item_lookup=self.item_lookup)
+        return len(events)
+
     def _feedback(self, event: Track, pid: str, at: float) -> Feedback | None:
         decision_id = event.properties.get("decision_id")
         if not isinstance(decision_id, str) or not decision_id:

@@ -21,7 +21,7 @@ from segue.core.events import Event, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
 from segue.errors import BackendUnavailable, Conflict, NotFound
-from segue.identity.identifiers import IdentityRules
+from segue.identity.identifiers import IdentityRules, attachable
 from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
@@ -132,6 +132,8 @@ class Processor:
         self.suppression: Callable[[Event], bool] | None = None
         #: offsets of skipped events of erased people, for the log's compaction (under lock)
         self.screened: list[int] = []
+        #: count events without analytics consent in item popularity (no person attached)
+        self.aggregate_unattached = False
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -171,6 +173,14 @@ class Processor:
             ws.changes.features, feedback = await loop.run_in_executor(
                 None, self.behaviour.fold, stored, landed, redirects
             )
+        if self.behaviour is not None and self.aggregate_unattached:
+            unattached = [
+                (event, min(event_time(event, _utc(r.received_at)).timestamp(), r.received_at))
+                for r, event in events
+                if event is not None and not attachable(event)
+            ]
+            if unattached:
+                await loop.run_in_executor(None, self.behaviour.count_unattached, unattached)
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset)
         if self.on_commit is not None:
@@ -450,3 +460,7 @@ class Processor:
         nxt = await self._log.read(self.position, 1)
         oldest = nxt[0].received_at if nxt else self._clock.now()
         return behind, max(0.0, (self._clock.now() - oldest) * 1000.0)
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
