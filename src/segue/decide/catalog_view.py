@@ -10,6 +10,7 @@ decisions are not).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -57,8 +58,11 @@ class Columns:
         self.unknown = n
 
     def rows(self, item_ids: Sequence[str]) -> NDArray[np.intp]:
-        get, unknown = self.row.get, self.unknown
-        return np.array([get(i, unknown) for i in item_ids], dtype=np.intp)
+        # map + fromiter: half the time of a list comprehension on 500 ids (no Python frame
+        # per id); this lookup is a quarter of a decision's cost over HTTP
+        n = len(item_ids)
+        found = map(self.row.get, item_ids, itertools.repeat(self.unknown, n))
+        return np.fromiter(found, dtype=np.intp, count=n)
 
     def available_at(self, rows: NDArray[np.intp], now: float) -> NDArray[np.bool_]:
         ok: NDArray[np.bool_] = (
