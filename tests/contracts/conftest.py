@@ -17,6 +17,7 @@ from segue.storage.sqlite_catalog import SqliteCatalogStore
 from segue.storage.sqlite_consent import SqliteConsentStore
 from segue.storage.sqlite_decisions import SqliteDecisionStore
 from tests.backends import pg_dsn  # noqa: F401  (a fixture: a DSN on a fresh schema)
+from tests.backends import nats_stream  # noqa: F401  (a fixture: NATS URL, fresh stream name)
 
 
 class Sync:
@@ -46,8 +47,16 @@ def _make(kind: str, memory: type, sqlite: type, tmp_path) -> Iterator[Sync]:
     sync.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "nats"])
 def event_log(request, tmp_path) -> Iterator[Sync]:
+    if request.param == "nats":
+        from segue.storage.nats_log import NatsEventLog
+
+        url, stream = request.getfixturevalue("nats_stream")
+        sync = Sync(NatsEventLog(f"{url}?stream={stream}"))
+        yield sync
+        sync.close()
+        return
     yield from _make(request.param, MemoryEventLog, SqliteEventLog, tmp_path)
 
 

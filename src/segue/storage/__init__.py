@@ -12,6 +12,7 @@ __all__ = ["CATALOGS", "CONSENTS", "DECISIONS", "KEYS", "LOGS", "PRIVACY", "STOR
 LOGS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite:SqliteEventLog",
     "memory": "segue.storage.memory:MemoryEventLog",
+    "nats": "segue.storage.nats_log:NatsEventLog",
 }
 #: scheme → factory path for the state (profile) store
 STORES: dict[str, str] = {
