@@ -328,10 +328,12 @@ class _Simulation:
         page = fields.pop("page", None)
         if page is not None:
             context["page"] = page
-        if v.refuses:
-            context["consent"] = {
-                "categoryPreferences": {"personalization": False, "analytics": True}
-            }
+        # what a consent manager sends with every event once the banner was answered: most
+        # visitors accept, the refusers keep analytics but refuse personalization (the shop
+        # is in the EU too: without an answer, an opt-in region would keep them unprofiled)
+        context["consent"] = {
+            "categoryPreferences": {"personalization": not v.refuses, "analytics": True}
+        }
         m: dict[str, Any] = {
             "type": kind,
             "messageId": uuid.uuid4().hex,
