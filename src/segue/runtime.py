@@ -141,6 +141,8 @@ class Runtime:
         self.audit = self._audit_service(self.keys.secret)
         await self.audit.open()
         log_cls = _load(LOGS, s.log, "log")
+        # a log server (nats://) is built from its URL; the embedded logs from the data folder
+        log_where = s.log if "://" in s.log else self.data
         store_cls = _load(STORES, s.store, "store")
         catalog_cls = _load(CATALOGS, s.store, "catalog")
         memory = s.store.startswith("memory")
@@ -153,11 +155,11 @@ class Runtime:
         if s.log.startswith("memory") or s.store.startswith("memory"):
             from segue.storage.memory import MemoryQuarantine
 
-            self.log = log_cls() if s.log.startswith("memory") else log_cls(self.data)
+            self.log = log_cls() if s.log.startswith("memory") else log_cls(log_where)
             self.store = store_cls() if s.store.startswith("memory") else store_cls(self.data)
             self.quarantine = MemoryQuarantine()
         else:
-            self.log = log_cls(self.data)
+            self.log = log_cls(log_where)
             # a server's adapters take its URL; the embedded ones take the data folder
             where = s.store if "://" in s.store else self.data
             self.store = store_cls(where)

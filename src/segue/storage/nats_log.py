@@ -85,6 +85,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 import nats
+import structlog
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -109,6 +110,7 @@ _SUBJECT_FULL = 10077
 #: JetStream's error for deleting a sequence that holds no message
 _NO_MESSAGE = (10057, 10043)
 _DESCRIPTION = "segue event log; partitions="
+_log = structlog.get_logger("segue.storage.nats")
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(tuple[str, str, float, str, bytes]).decode
@@ -184,6 +186,18 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+async def _on_error(exc: Exception) -> None:
+    _log.warning("nats_error", error=repr(exc))
+
+
+async def _on_disconnect() -> None:
+    _log.warning("nats_disconnected")
+
+
+async def _on_reconnect() -> None:
+    _log.info("nats_reconnected")
+
+
 class _Cursor:
     """An ephemeral pull consumer positioned right after ``position``."""
 
@@ -235,14 +249,19 @@ class NatsEventLog:
                 servers=cfg.servers,
                 name="segue-event-log",
                 connect_timeout=cfg.timeout,
-                # reconnect forever: a NATS restart must not need a segue restart; while
-                # disconnected, appends time out and raise BackendUnavailable
-                max_reconnect_attempts=-1,
+                # a few tries at start, so a missing server is reported instead of awaited
+                max_reconnect_attempts=2,
                 reconnect_time_wait=0.25,
                 allow_reconnect=True,
+                error_cb=_on_error,
+                disconnected_cb=_on_disconnect,
+                reconnected_cb=_on_reconnect,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise BackendUnavailable(f"NATS at {', '.join(cfg.servers)}: {exc}") from exc
+        # once connected, reconnect forever: a NATS restart must not need a segue restart;
+        # while disconnected, appends time out and raise BackendUnavailable
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         try:
             await self._ensure_stream()
