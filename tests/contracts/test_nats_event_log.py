@@ -231,7 +231,7 @@ def proxy(nats_stream) -> Iterator[_Proxy]:
 
 
 def test_the_client_survives_a_dropped_connection(nats_stream, proxy):
-    log = Sync(NatsEventLog(f"nats://127.0.0.1:{proxy.port}?stream={nats_stream[1]}&timeout=3"))
+    log = Sync(NatsEventLog(f"nats://127.0.0.1:{proxy.port}?stream={nats_stream[1]}&timeout=1"))
     try:
         assert log.append([rec("before")]) == [1]
         assert log.read(0, 10)[0].message_id == "before"

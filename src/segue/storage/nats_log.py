@@ -35,9 +35,9 @@ Permanent dedupe without a second write
     and subject; only two *different* messages reusing one message id for two different
     people would both be kept (the SQLite log keeps the first and drops the second).
 
-    Cost: the server indexes every subject, so the dedupe index lives in the server's memory
-    (roughly a hundred bytes per stored record; a KV bucket would cost the same). Retention
-    bounds it; size the NATS servers for the retained log.
+    Cost: the server indexes every subject, so the dedupe index is an entry per stored
+    record in the server's memory (a KV bucket would cost the same, and a second write).
+    Retention bounds it; size the NATS servers for the retained log.
 
 Durability
     ``append`` returns once JetStream acknowledged every publish, i.e. the stream stored
@@ -191,7 +191,7 @@ async def _on_error(exc: Exception) -> None:
 
 
 async def _on_disconnect() -> None:
-    _log.warning("nats_disconnected")
+    _log.info("nats_disconnected")
 
 
 async def _on_reconnect() -> None:
@@ -199,14 +199,33 @@ async def _on_reconnect() -> None:
 
 
 class _Cursor:
-    """An ephemeral pull consumer positioned right after ``position``."""
+    """An ephemeral pull consumer positioned right after ``position``.
 
-    def __init__(self, name: str, position: int, inbox: str, sub: Subscription) -> None:
+    Deliveries arrive on ``inbox`` through a callback that only appends to ``batch`` (no
+    per-message task or timer); ``done`` resolves when the batch is full or the server
+    ends it with a status (404 no messages, 408 request over, or an error).
+    """
+
+    def __init__(self, name: str, position: int, inbox: str) -> None:
         self.name = name
         self.position = position
         self.delivered = 0
         self.inbox = inbox
-        self.sub = sub
+        self.sub: Subscription | None = None
+        self.want = 0
+        self.batch: list[Msg] = []
+        self.done: asyncio.Future[str] | None = None
+
+    async def deliver(self, msg: Msg) -> None:
+        done = self.done
+        if done is None or done.done():
+            return  # the tail of an abandoned pull
+        if not msg.reply:
+            done.set_result((msg.headers or {}).get("Status", "?"))
+            return
+        self.batch.append(msg)
+        if len(self.batch) >= self.want:
+            done.set_result("")
 
 
 class NatsEventLog:
@@ -459,14 +478,14 @@ class NatsEventLog:
         )
         if "error" in reply:
             raise BackendUnavailable(f"NATS consumer: {reply['error']}")
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        cursor = _Cursor(reply["name"], after, inbox, sub)
+        cursor = _Cursor(reply["name"], after, nc.new_inbox())
+        cursor.sub = await nc.subscribe(cursor.inbox, cb=cursor.deliver)
         self._cursor = cursor
         return cursor
 
     async def _drop(self, nc: Client, cursor: _Cursor) -> None:
-        await cursor.sub.unsubscribe()
+        if cursor.sub is not None:
+            await cursor.sub.unsubscribe()
         await nc.request(
             f"$JS.API.CONSUMER.DELETE.{self.config.stream}.{cursor.name}",
             b"",
@@ -477,29 +496,30 @@ class NatsEventLog:
         """Pull up to ``limit`` available records; None when the batch must be re-read."""
         nc = self._client
         request = json.dumps({"batch": limit, "no_wait": True}).encode()
+        cursor.want, cursor.batch = limit, []
+        cursor.done = asyncio.get_running_loop().create_future()
         try:
             await nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{self.config.stream}.{cursor.name}",
                 request,
                 reply=cursor.inbox,
             )
-            records: list[LogRecord] = []
-            while len(records) < limit:
-                msg = await cursor.sub.next_msg(timeout=self.config.timeout)
-                if not msg.reply:  # a status: 404 no messages, 408 batch ended, 503 …
-                    status = (msg.headers or {}).get("Status", "")
-                    return records if status in ("404", "408") else None
-                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.…
-                tokens = msg.reply.split(".")
-                sequence, delivered = int(tokens[5]), int(tokens[6])
-                if delivered != cursor.delivered + 1:
-                    return None
-                cursor.delivered = delivered
-                source, message_id, received_at, key, body = _decode(msg.data)
-                records.append(LogRecord(sequence, source, message_id, received_at, key, body))
+            status = await asyncio.wait_for(cursor.done, self.config.timeout)
         except (nats.errors.Error, TimeoutError) as exc:
             self._cursor = None
             raise BackendUnavailable(f"NATS read: {exc!r}") from exc
+        if status not in ("", "404", "408"):
+            return None  # 409 consumer deleted, 503 no responders …: start over
+        records: list[LogRecord] = []
+        for msg in cursor.batch:
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.…
+            tokens = msg.reply.split(".")
+            sequence, delivered = int(tokens[5]), int(tokens[6])
+            if delivered != cursor.delivered + 1:
+                return None  # a delivery went missing: never skip a record silently
+            cursor.delivered = delivered
+            source, message_id, received_at, key, body = _decode(msg.data)
+            records.append(LogRecord(sequence, source, message_id, received_at, key, body))
         return records
 
     async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
