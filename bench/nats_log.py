@@ -160,7 +160,11 @@ def main() -> None:
     for backend, figures in results.items():
         print(f"{backend}:")
         for name, value in figures.items():
-            print(f"  {name:34s} {value:12,.1f}" if isinstance(value, float) else f"  {name:34s} {value:12,}")
+            print(
+                f"  {name:34s} {value:12,.1f}"
+                if isinstance(value, float)
+                else f"  {name:34s} {value:12,}"
+            )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from segue.storage.sqlite import SqliteEventLog, SqliteProfileStore, SqliteQuara
 from segue.storage.sqlite_catalog import SqliteCatalogStore
 from segue.storage.sqlite_consent import SqliteConsentStore
 from segue.storage.sqlite_decisions import SqliteDecisionStore
-from tests.backends import pg_dsn  # noqa: F401  (a fixture: a DSN on a fresh schema)
-from tests.backends import nats_stream  # noqa: F401  (a fixture: NATS URL, fresh stream name)
+from tests.backends import (
+    nats_stream,  # noqa: F401  (a fixture: NATS URL, fresh stream name)
+    pg_dsn,  # noqa: F401  (a fixture: a DSN on a fresh schema)
+)
 
 
 class Sync:

@@ -306,9 +306,7 @@ def test_a_runtime_on_a_nats_log_ingests_and_processes(nats_url, tmp_path):
     from segue.settings import Settings
 
     async def scenario() -> tuple[bool, int, int]:
-        settings = Settings(
-            data=str(tmp_path), log=nats_url, admin_key="test-admin-key-0123456789"
-        )
+        settings = Settings(data=str(tmp_path), log=nats_url, admin_key="test-admin-key-0123456789")
         runtime = Runtime(settings)
         await runtime.start()
         try:

@@ -85,9 +85,9 @@ from urllib.parse import parse_qs
 
 import msgspec
 import nats
-import structlog
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -175,9 +175,7 @@ def parse_nats_url(url: str) -> NatsLogConfig:
 
 def _record_id(source: str, message_id: str) -> str:
     """The subject token of (source, message_id): 128 bits of BLAKE2b, URL-safe base64."""
-    digest = hashlib.blake2b(
-        source.encode() + b"\0" + message_id.encode(), digest_size=16
-    ).digest()
+    digest = hashlib.blake2b(source.encode() + b"\0" + message_id.encode(), digest_size=16).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -243,7 +241,7 @@ class NatsEventLog:
         self.partitions = self.config.partitions
         self._nc: Client | None = None
         self._head = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: set[asyncio.Event] = set()
         self._acks: dict[str, asyncio.Future[Msg]] = {}
         self._ack_prefix = ""
         self._tokens = itertools.count()
@@ -369,7 +367,8 @@ class NatsEventLog:
     def subject(self, record: NewRecord) -> str:
         """The subject a record is published on (partition, then its dedupe id)."""
         partition = partition_of(record.key, self.partitions)
-        return f"{self.config.prefix}.events.{partition}.{_record_id(record.source, record.message_id)}"
+        token = _record_id(record.source, record.message_id)
+        return f"{self.config.prefix}.events.{partition}.{token}"
 
     async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
         if not records:
@@ -395,7 +394,7 @@ class NatsEventLog:
                     reply=f"{self._ack_prefix}.{token}",
                     headers=headers,
                 )
-            done, pending = await asyncio.wait(futures, timeout=self.config.timeout)
+            _, pending = await asyncio.wait(futures, timeout=self.config.timeout)
         except (nats.errors.Error, OSError) as exc:
             self._forget(futures)
             raise BackendUnavailable(f"NATS publish: {exc!r}") from exc
@@ -430,8 +429,7 @@ class NatsEventLog:
         if head > self._head:
             self._head = head
             for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+                waiter.set()
 
     # -- read -------------------------------------------------------------------------------
 
@@ -569,7 +567,8 @@ class NatsEventLog:
         # subscribe before checking, so a publish between the check and the sleep still wakes
         sub = await self._client.subscribe(self.config.subjects, cb=wake)
         try:
-            await self._client.flush(timeout=self.config.timeout)
+            await self._client.flush(timeout=max(1, round(self.config.timeout)))
+            self._waiters.add(woken)  # appends of this process wake it without a hop
             while True:
                 woken.clear()  # before the check: a publish seen after it wakes the sleep
                 if await self.last_offset() > after:
@@ -577,19 +576,12 @@ class NatsEventLog:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                future: asyncio.Future[None] = loop.create_future()
-                self._waiters.add(future)  # appends of this process wake without a hop
-                waiting = asyncio.ensure_future(woken.wait())
-                try:
-                    await asyncio.wait(
-                        [waiting, future], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    waiting.cancel()
-                    self._waiters.discard(future)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), remaining)
         except nats.errors.Error as exc:
             raise BackendUnavailable(f"NATS wait: {exc!r}") from exc
         finally:
+            self._waiters.discard(woken)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
