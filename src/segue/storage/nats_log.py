@@ -322,6 +322,8 @@ class NatsEventLog:
                 f"stream {cfg.stream} lacks max_msgs_per_subject=1 with discard new per "
                 "subject: it cannot de-duplicate; use a stream segue created"
             )
+        if not got.allow_direct:
+            problems.append(f"stream {cfg.stream} does not allow direct gets")
         if got.storage != StorageType.FILE:
             problems.append(f"stream {cfg.stream} is not on file storage")
         description = got.description or ""
@@ -441,7 +443,13 @@ class NatsEventLog:
                 cursor = self._cursor
                 if cursor is None or cursor.position != after:
                     cursor = await self._open_cursor(after)
-                records = await self._pull(cursor, limit)
+                try:
+                    records = await self._pull(cursor, limit)
+                except BackendUnavailable:
+                    self._cursor = None
+                    with contextlib.suppress(Exception):
+                        await self._drop(self._client, cursor)
+                    raise
                 if records is not None:
                     if records:
                         cursor.position = records[-1].offset
@@ -504,15 +512,16 @@ class NatsEventLog:
             )
             status = await asyncio.wait_for(cursor.done, self.config.timeout)
         except (nats.errors.Error, TimeoutError) as exc:
-            self._cursor = None
             raise BackendUnavailable(f"NATS read: {exc!r}") from exc
         if status not in ("", "404", "408"):
             return None  # 409 consumer deleted, 503 no responders …: start over
         records: list[LogRecord] = []
         for msg in cursor.batch:
-            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.…
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+            # or, from servers with domains, $JS.ACK.<domain>.<account>.<stream>.… .<random>
             tokens = msg.reply.split(".")
-            sequence, delivered = int(tokens[5]), int(tokens[6])
+            base = 4 if len(tokens) == 9 else 6
+            sequence, delivered = int(tokens[base + 1]), int(tokens[base + 2])
             if delivered != cursor.delivered + 1:
                 return None  # a delivery went missing: never skip a record silently
             cursor.delivered = delivered
