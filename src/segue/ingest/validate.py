@@ -7,6 +7,7 @@ the caller passes the receive time and the id generator.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -219,16 +220,20 @@ def prepare_message(
     message_id = message.get("messageId")
     if message_id is None or message_id == "":
         message["messageId"] = new_id()
-    elif isinstance(message_id, int | float) and not isinstance(message_id, bool):
+    elif isinstance(message_id, (int, float)) and not isinstance(message_id, bool):
         message["messageId"] = str(message_id)
     elif not isinstance(message_id, str):
         raise InvalidEvent("messageId must be a string", field="$.messageId")
     elif len(message_id) > 256:
         raise InvalidEvent("messageId is longer than 256 characters", field="$.messageId")
-    message["receivedAt"] = (
-        received_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    message["receivedAt"] = _iso_ms(received_at)
     return message, to_event(message)
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_ms(at: datetime) -> str:
+    """``receivedAt`` text; one request's messages share one time, so this is cached."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def partition_key(event: Event) -> str:

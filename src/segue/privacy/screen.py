@@ -25,7 +25,7 @@ import msgspec
 from segue.core.events import Event
 from segue.privacy.preferences import PREFERENCE_SOURCE
 from segue.privacy.service import ConsentService
-from segue.privacy.signals import from_context
+from segue.privacy.signals import from_context, region_of
 
 __all__ = ["ConsentScreen"]
 
@@ -63,6 +63,12 @@ class ConsentScreen:
             context = context if isinstance(context, dict) else {}
             subjects = _subjects(event)
             carries = isinstance(context.get("consent"), dict) or "gpc" in context
+            if not carries and not self.consent.known(subjects):
+                # the common case, kept cheap: nothing said, nothing on record — the
+                # region's regime alone decides
+                _, regime = self.consent.policy.regime(region_of(context))
+                if regime == "opt_out":
+                    continue
             signal = from_context(context, vendor_id=self.consent.vendor_id)
             state = await self.consent.state(subjects)
             if carries and subjects:

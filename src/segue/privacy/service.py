@@ -71,6 +71,11 @@ class ConsentService:
         self._known = set(await self.store.subjects())
 
     # --- reading ------------------------------------------------------------------------
+    def known(self, subjects: Iterable[str]) -> bool:
+        """Whether any of ``subjects`` has a ledger entry (no read needed to tell)."""
+        known = self._known
+        return any(s in known for s in subjects)
+
     async def state(self, subjects: Iterable[str]) -> ConsentState:
         """The folded consent of a person known by ``subjects``."""
         key = frozenset(s for s in subjects if s in self._known)

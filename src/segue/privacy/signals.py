@@ -29,7 +29,14 @@ from segue.privacy.policy import PURPOSES, RequestSignals
 from segue.privacy.tcf import InvalidTCString, decode_tc_string, tcf_purposes
 from segue.privacy.usp import InvalidUSPrivacy, parse_us_privacy, usp_purposes
 
-__all__ = ["CATEGORY_ALIASES", "Signal", "combine", "from_context", "from_strings"]
+__all__ = [
+    "CATEGORY_ALIASES",
+    "Signal",
+    "combine",
+    "from_context",
+    "from_strings",
+    "region_of",
+]
 
 #: consent-manager category names → segue purposes (lower case, spaces/dashes as "_")
 CATEGORY_ALIASES: Final[Mapping[str, str]] = {
@@ -138,6 +145,12 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
+
+
+def region_of(context: Mapping[str, Any]) -> str | None:
+    """The region a Segment context names (see the module docstring), None if none."""
+    raw = context.get("consent")
+    return _region(context, raw if isinstance(raw, Mapping) else {})
 
 
 def _region(context: Mapping[str, Any], consent: Mapping[str, Any]) -> str | None:

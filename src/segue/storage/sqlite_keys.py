@@ -62,21 +62,19 @@ class SqliteKeyStore:
 
     async def _create(self, groups: list[Sequence[str]]) -> list[list[bytes]]:
         def body(conn: sqlite3.Connection) -> list[list[bytes]]:
-            out: list[list[bytes]] = []
-            for key_ids in groups:
-                keys: list[bytes] = []
-                for key_id in key_ids:
-                    conn.execute(
-                        "INSERT INTO data_keys (key_id, key) VALUES (?, ?) "
-                        "ON CONFLICT (key_id) DO NOTHING",
-                        (key_id, os.urandom(32)),
-                    )
-                    row = conn.execute(
-                        "SELECT key FROM data_keys WHERE key_id = ?", (key_id,)
-                    ).fetchone()
-                    keys.append(bytes(row[0]))
-                out.append(keys)
-            return out
+            wanted = list(dict.fromkeys(k for key_ids in groups for k in key_ids))
+            conn.executemany(
+                "INSERT INTO data_keys (key_id, key) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING",
+                [(k, os.urandom(32)) for k in wanted],
+            )
+            # read back: a key another writer created first is the one that counts
+            found: dict[str, bytes] = {}
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key_id, key FROM data_keys WHERE key_id IN ({marks})"  # noqa: S608
+                found.update((str(k), bytes(v)) for k, v in conn.execute(sql, chunk))
+            return [[found[k] for k in key_ids] for key_ids in groups]
 
         return await self._db.write(lambda conn: transaction(conn, body))
 
