@@ -171,8 +171,9 @@ class DecideEngine:
         cols = self.catalog.columns
         rows = cols.rows(pool.ids)
         keep, removed = _eligible(pool.ids, pool.pos, rows, cols, placement.rules, now, signals)
-        kept_ids = [pool.ids[i] for i in np.flatnonzero(keep)]
         kept = np.flatnonzero(keep)
+        ids = pool.ids
+        kept_ids = [ids[i] for i in kept.tolist()]  # Python ints: a third of the time
         x = self._features(pool, kept, rows[kept], signals, item_id, kept_ids)
         ranker = self.ranker(request.placement)
         order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
