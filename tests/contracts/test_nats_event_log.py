@@ -20,6 +20,7 @@ import pytest
 from segue.core.model import NewRecord
 from segue.errors import BackendUnavailable, ConfigError
 from segue.storage.nats_log import NatsEventLog, parse_nats_url, partition_of
+from tests.backends import unavailable
 from tests.contracts.conftest import Sync
 
 #: where the local nats-server keeps its streams (the unit started with ``-sd``)
@@ -282,7 +283,7 @@ def test_unreachable_server_at_open_is_backend_unavailable():
 def test_erasure_leaves_no_byte_in_the_stream_files(nats_stream, log):
     folder = NATS_STORE / "$G" / "streams" / nats_stream[1]
     if not os.access(NATS_STORE, os.R_OK):
-        pytest.skip(f"the NATS store {NATS_STORE} is not readable here (SEGUE_TEST_NATS_STORE)")
+        unavailable(f"the NATS store {NATS_STORE} is not readable here (SEGUE_TEST_NATS_STORE)")
     secret = b"ada.nats-secret@example.org"
     offsets = log.append([rec(f"m{i}", body=b'{"email":"%s"}' % secret) for i in range(20)])
     log.append([rec("other", body=b'{"email":"kept@example.org"}')])
