@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import structlog
 
-from segue.core.model import Changeset, Identifier, Item
+from segue.core.model import Changeset, Identifier, Item, TraitValue
 from segue.core.ports import CatalogStore, ProfileStore
 from segue.decide.cache import Cache
 from segue.decide.catalog_view import CatalogView
@@ -89,6 +89,11 @@ class ViewedCatalog:
         await self.store.aclose()
 
 
+class _ProfileFacts(NamedTuple):
+    subjects: tuple[str, ...]
+    preferences: TraitValue | None
+
+
 class Decisioning:
     """The read side's shared objects and their background upkeep."""
 
@@ -100,7 +105,8 @@ class Decisioning:
         self.items = ItemView(models, self.lock)
         self.identity_cache: Cache[Identifier, str | None] = Cache(100_000, ttl=30.0)
         self.signals_cache: Cache[str, PersonSignals | None] = Cache(100_000, ttl=30.0)
-        self.subjects_cache: Cache[str, tuple[str, ...]] = Cache(100_000, ttl=30.0)
+        #: profile id → what decide needs from the profile document (one read for both)
+        self.facts_cache: Cache[str, _ProfileFacts] = Cache(100_000, ttl=30.0)
         self.engine = DecideEngine(
             view,
             self.items,
@@ -144,20 +150,29 @@ class Decisioning:
 
             profile_id = await self.identity_cache.get(identifier, load)
             if profile_id is not None:
-
-                async def identities(found: str = profile_id) -> tuple[str, ...]:
-                    return tuple(str(i) for i in await store.identities(found))
-
-                known = await self.subjects_cache.get(profile_id, identities)
+                facts = await self.profile_facts(profile_id)
                 asked = [f"{k}:{v}" for k, v in user.items()]
-                return profile_id, list(dict.fromkeys((*asked, *known)))
+                return profile_id, list(dict.fromkeys((*asked, *facts.subjects)))
         return None, []
+
+    async def profile_facts(self, profile_id: str) -> _ProfileFacts:
+        """The person's identifiers and stated preferences, from one cached profile read."""
+
+        async def load() -> _ProfileFacts:
+            profile = (await self.runtime.store.profiles([profile_id])).get(profile_id)
+            if profile is None:
+                return _ProfileFacts((), None)
+            return _ProfileFacts(
+                tuple(str(i) for i in profile.identities),
+                profile.traits.get(PREFERENCES_TRAIT),
+            )
+
+        return await self.facts_cache.get(profile_id, load)
 
     async def person_signals(self, profile_id: str) -> PersonSignals | None:
         async def load() -> PersonSignals | None:
-            store = self.runtime.store
-            found, profiles = await asyncio.gather(
-                store.features([profile_id]), store.profiles([profile_id])
+            found, facts = await asyncio.gather(
+                self.runtime.store.features([profile_id]), self.profile_facts(profile_id)
             )
             data = found.get(profile_id)
             behaviour = (
@@ -165,8 +180,7 @@ class Decisioning:
                 if data is not None
                 else {}
             )
-            profile = profiles.get(profile_id)
-            stated = profile.traits.get(PREFERENCES_TRAIT) if profile is not None else None
+            stated = facts.preferences
             if stated is None:
                 return PersonSignals(**behaviour)
             return with_preferences(PersonSignals(**behaviour), stated.value, stated.source)
@@ -188,7 +202,7 @@ class Decisioning:
         for profile_id in (*changes.features, *changes.profiles, *changes.redirects):
             self.signals_cache.invalidate(profile_id)
         for profile_id in (*changes.profiles, *changes.redirects, *changes.drop_profiles):
-            self.subjects_cache.invalidate(profile_id)
+            self.facts_cache.invalidate(profile_id)
         if feedback:
             self.engine.feedback(feedback)
 

@@ -429,7 +429,8 @@ class SegueApp:
         return json_response(body_out, status)
 
     # --- profiles -----------------------------------------------------------------------
-    async def _profile_id(self, request: Request) -> str:
+    async def resolve_profile(self, request: Request) -> str:
+        """The profile id of the ``{ref}`` path parameter (``type:value``); 404 if none."""
         try:
             identifier = Identifier.parse(request.params["ref"])
         except ValueError as exc:
@@ -441,7 +442,7 @@ class SegueApp:
         return profile_id
 
     async def get_profile(self, request: Request) -> Response:
-        profile_id = await self._profile_id(request)
+        profile_id = await self.resolve_profile(request)
         profile = (await self.runtime.store.profiles([profile_id])).get(profile_id)
         if profile is None:  # merged away between the two reads: follow the redirect once
             survivor = await self.runtime.store.resolve(profile_id)
@@ -457,7 +458,7 @@ class SegueApp:
         return json_response(body)
 
     async def unmerge(self, request: Request) -> Response:
-        profile_id = await self._profile_id(request)
+        profile_id = await self.resolve_profile(request)
         body = await request.body(64 * 1024)
         try:
             wanted = _unmerge_decoder.decode(body)
@@ -492,7 +493,7 @@ class SegueApp:
         return json_response(_possible_out(decided))
 
     async def get_events(self, request: Request) -> Response:
-        profile_id = await self._profile_id(request)
+        profile_id = await self.resolve_profile(request)
         audit.note_profile_read(self.runtime, request, profile_id)
         limit = _int_param(request, "limit", 100, 1, 1000)
         after = _int_param(request, "cursor", 0, 0, 2**62)

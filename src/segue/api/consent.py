@@ -17,7 +17,7 @@ import msgspec
 from segue.api.http import Request, Response, Route, decode_json, json_response
 from segue.core.model import ConsentRecord, Identifier, Profile
 from segue.errors import InvalidInput
-from segue.privacy.policy import PURPOSES, ConsentState, RequestSignals
+from segue.privacy.policy import PURPOSES, ConsentState, Decision, RequestSignals
 from segue.privacy.signals import Signal, categories, combine, from_strings
 
 if TYPE_CHECKING:
@@ -143,18 +143,31 @@ def _actor(request: Request) -> str:
     return "bearer" if auth.lower().startswith("bearer ") else "api"
 
 
+def _standing(app: SegueApp, state: ConsentState) -> dict[str, Any]:
+    """What a consent state says without a request: region, regime, flags."""
+    region, regime = app.runtime.consent.policy.regime(state.region)
+    return {
+        "region": region,
+        "regime": regime,
+        "gpc": state.gpc,
+        "objects_to_automated_decisions": state.objects_to_automated,
+        "updated_at": state.updated_at,
+    }
+
+
+def _verdicts(app: SegueApp, state: ConsentState) -> dict[str, Decision]:
+    none = RequestSignals()
+    return {p: app.runtime.consent.evaluate(p, state, none) for p in PURPOSES}
+
+
 async def _view(app: SegueApp, asked: list[str], *, history: bool) -> dict[str, Any]:
     runtime = app.runtime
     user = dict(s.split(":", 1) for s in asked)
     profile_id, subjects = await runtime.decisioning.find_profile(user)
     subjects = subjects or asked
     state: ConsentState = await runtime.consent.state(subjects)
-    none = RequestSignals()
     purposes: dict[str, dict[str, Any]] = {}
-    regime = runtime.consent.policy.default_regime
-    for purpose in PURPOSES:
-        verdict = runtime.consent.evaluate(purpose, state, none)
-        regime = verdict.regime
+    for purpose, verdict in _verdicts(app, state).items():
         recorded = state.purposes.get(purpose)
         purposes[purpose] = {
             "allowed": verdict.allowed,
@@ -163,15 +176,10 @@ async def _view(app: SegueApp, asked: list[str], *, history: bool) -> dict[str, 
             "at": recorded.at if recorded else None,
             "source": recorded.source if recorded else None,
         }
-    region, _ = runtime.consent.policy.regime(state.region)
     out: dict[str, Any] = {
         "subjects": subjects,
         "profile_id": profile_id,
-        "region": region,
-        "regime": regime,
-        "gpc": state.gpc,
-        "objects_to_automated_decisions": state.objects_to_automated,
-        "updated_at": state.updated_at,
+        **_standing(app, state),
         "purposes": purposes,
     }
     if history:
@@ -182,17 +190,8 @@ async def _view(app: SegueApp, asked: list[str], *, history: bool) -> dict[str, 
 
 async def summary(app: SegueApp, profile: Profile) -> dict[str, Any]:
     """The ``consent`` object of the profile API: per purpose, allowed now and why."""
-    subjects = [str(i) for i in profile.identities]
-    state = await app.runtime.consent.state(subjects)
-    none = RequestSignals()
-    out: dict[str, Any] = {
-        "region": app.runtime.consent.policy.regime(state.region)[0],
-        "gpc": state.gpc,
-        "objects_to_automated_decisions": state.objects_to_automated,
-        "updated_at": state.updated_at,
-    }
-    for purpose in PURPOSES:
-        verdict = app.runtime.consent.evaluate(purpose, state, none)
-        out["regime"] = verdict.regime
+    state = await app.runtime.consent.state([str(i) for i in profile.identities])
+    out = _standing(app, state)
+    for purpose, verdict in _verdicts(app, state).items():
         out[purpose] = {"allowed": verdict.allowed, "reason": verdict.reason}
     return out

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from segue.api.http import Request, Response, Route, decode_json, json_response
-from segue.core.model import Identifier
 from segue.errors import InvalidInput, NotFound
 from segue.privacy.preferences import (
     PREFERENCE_SOURCE,
@@ -85,15 +84,10 @@ def routes(app: SegueApp) -> list[Route]:
         return json_response({"message_id": message_id, "preferences": document})
 
     async def get_preferences(request: Request) -> Response:
-        try:
-            identifier = Identifier.parse(request.params["ref"])
-        except ValueError as exc:
-            raise InvalidInput(str(exc), field="ref") from None
-        store = app.runtime.store
-        profile_id = (await store.lookup([identifier])).get(identifier)
-        profile = (await store.profiles([profile_id])).get(profile_id) if profile_id else None
+        profile_id = await app.resolve_profile(request)
+        profile = (await app.runtime.store.profiles([profile_id])).get(profile_id)
         if profile is None:
-            raise NotFound(f"no profile for {identifier}")
+            raise NotFound(f"no profile for {request.params['ref']}")
         trait = profile.traits.get(PREFERENCES_TRAIT)
         if trait is None or trait.source != PREFERENCE_SOURCE:
             return json_response(
