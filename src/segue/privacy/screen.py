@@ -93,12 +93,15 @@ class ConsentScreen:
 
     def _strip(self, message: dict[str, Any], reason: str) -> None:
         for path in self._drop:
-            _pop(message, path)
+            parent = _parent(message, path)
+            if parent is not None:
+                parent.pop(path[-1], None)
         for path in self._hash:
-            value = _get(message, path)
-            if value is not None:
+            parent = _parent(message, path)
+            value = parent.get(path[-1]) if parent is not None else None
+            if parent is not None and value is not None:
                 digest = hmac.new(self._secret, str(value).encode(), hashlib.sha256).hexdigest()
-                _set(message, path, f"hmac:{digest[:32]}")
+                parent[path[-1]] = f"hmac:{digest[:32]}"
         context = message.get("context")
         if not isinstance(context, dict):
             context = message["context"] = {}
@@ -114,28 +117,9 @@ def _subjects(event: Event) -> list[str]:
     return out
 
 
-def _get(doc: dict[str, Any], path: list[str]) -> Any:
-    node: Any = doc
-    for part in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _set(doc: dict[str, Any], path: list[str], value: Any) -> None:
+def _parent(doc: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    """The object that holds the last member of a dotted ``path`` (None: not there)."""
     node: Any = doc
     for part in path[:-1]:
         node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            return
-    node[path[-1]] = value
-
-
-def _pop(doc: dict[str, Any], path: list[str]) -> None:
-    node: Any = doc
-    for part in path[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            return
-    node.pop(path[-1], None)
+    return node if isinstance(node, dict) else None
