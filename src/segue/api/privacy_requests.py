@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
-from segue.api.http import Request, Response, Route, json_response
+from segue.api.http import Request, Response, Route, decode_json, json_response
 from segue.api.profile_view import iso
-from segue.errors import InvalidInput, NotFound
+from segue.errors import NotFound
 
 if TYPE_CHECKING:
     from segue.api.app import SegueApp
@@ -90,16 +90,7 @@ class _Endpoints:
         self.app = app
 
     async def submit(self, request: Request) -> Response:
-        body = await request.body(_BODY_LIMIT)
-        try:
-            wanted = _decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            text, _, path = str(exc).partition(" - at `")
-            raise InvalidInput(
-                text, field=path.rstrip("`") or "$", code="invalid_request"
-            ) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
+        wanted = decode_json(_decoder, await request.body(_BODY_LIMIT))
         created = await self.app.runtime.privacy_requests.submit(wanted.type, wanted.user)
         return json_response({"request_id": created.request_id, "status": created.status}, 202)
 
