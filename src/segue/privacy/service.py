@@ -83,10 +83,11 @@ class ConsentService:
             return EMPTY_STATE
 
         async def load() -> ConsentState:
+            # registered before the read: a record landing meanwhile invalidates this load
+            for subject in key:
+                self._sets_of.setdefault(subject, set()).add(key)
             return fold(await self.store.history(key))
 
-        for subject in key:
-            self._sets_of.setdefault(subject, set()).add(key)
         return await self._cache.get(key, load)
 
     async def decide(
