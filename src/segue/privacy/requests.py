@@ -37,7 +37,7 @@ import structlog
 from segue.core.events import Event
 from segue.core.model import Identifier, PrivacyRequest, Profile
 from segue.errors import InvalidInput
-from segue.identity.identifiers import normalise_email, normalise_phone
+from segue.identity.identifiers import normalise_phone
 from segue.identity.matching import TF_FIELDS, record_from_traits
 from segue.privacy.retention import event_type, lifetimes
 from segue.privacy.shredding import SealedEventLog
@@ -102,7 +102,7 @@ def mentions(
                     stack.append((value, depth + 1))
                 elif key in keys and isinstance(value, str | int) and not isinstance(value, bool):
                     text = str(value).strip().lower()
-                    if text in values or normalise_email(text) in values:
+                    if text in values:  # already as normalise_email would give it
                         return True
                     if key == "phone" and normalise_phone(value, phone_region) in values:
                         return True
