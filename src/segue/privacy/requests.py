@@ -256,9 +256,6 @@ class PrivacyRequests:
     async def _audit(
         self, request: PrivacyRequest, identifiers: list[Identifier], actor: str
     ) -> None:
-        audit = getattr(self.rt, "audit", None)
-        if audit is None or not hasattr(audit, "record"):
-            return
         details: dict[str, Any] = {
             "request_id": request.request_id,
             "type": request.type,
@@ -268,7 +265,7 @@ class PrivacyRequests:
         if isinstance(stores, dict):
             details["stores"] = sorted(stores)
         try:
-            await audit.record(
+            await self.rt.audit.record(
                 "privacy.request",
                 actor=actor,
                 subjects=[str(i) for i in identifiers],
@@ -325,8 +322,8 @@ class PrivacyRequests:
             forgotten = 0
             if linker is not None:
                 forgotten = linker.forget(term_values(found.values()))
-            if linker is not None and forgotten:
-                await linker.save()  # first: the store's erasure scrubs what this frees
+                if forgotten:
+                    await linker.save()  # first: the store's erasure scrubs what this frees
             stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
             stores["match_model"] = {"term_counts": forgotten}
             log: dict[str, int] = {"events": await rt.log.erase(sorted(offsets | set(screened)))}
@@ -340,11 +337,7 @@ class PrivacyRequests:
             "in_memory": in_memory,
         }
         subjects = sorted({str(i) for i in every} | profile_ids)
-        consent = getattr(rt, "consent", None)
-        if consent is not None and hasattr(consent, "erase"):
-            stores["consent"] = {"records": await consent.erase(subjects)}
-        else:
-            stores["consent"] = {"records": await rt.consents.erase(subjects)}
+        stores["consent"] = {"records": await rt.consent.erase(subjects)}
         stores["quarantine"] = {"entries": await self._erase_quarantine(every, found)}
         hashes = {self.suppression.hash(i) for i in every}
         stores["privacy_exports"] = {"exports": await self.store.erase_exports(hashes)}
@@ -417,15 +410,13 @@ class PrivacyRequests:
         subjects = sorted({str(i) for i in every} | set(found))
         consent = await rt.consents.history(subjects)
         audit_entries: list[Any] = []
-        audit = getattr(rt, "audit", None)
-        if audit is not None and hasattr(audit, "list"):
-            after = 0
-            while True:
-                page = await audit.list(subjects=subjects, after=after, limit=1000)
-                audit_entries += page
-                if len(page) < 1000:
-                    break
-                after = page[-1].seq
+        after = 0
+        while True:
+            page = await rt.audit.list(subjects=subjects, after=after, limit=1000)
+            audit_entries += page
+            if len(page) < 1000:
+                break
+            after = page[-1].seq
         doc = {
             "request_id": request.request_id if request else None,
             "generated_at": _iso(rt.clock.now()),
