@@ -87,6 +87,13 @@ def _place(store: str, data: Path) -> Path | str:
     return store if "://" in store else data
 
 
+def _build(registry: dict[str, str], url: str, what: str, data: Path, *args: Any) -> Any:
+    """The ``what`` adapter of ``url``'s backend: a memory one takes only ``args``; the
+    others take where they keep their data first (see :func:`_place`)."""
+    cls = _load(registry, url, what)
+    return cls(*args) if url.startswith("memory") else cls(_place(url, data), *args)
+
+
 class Runtime:
     """Every service of one segue process, wired from settings.
 
@@ -140,42 +147,24 @@ class Runtime:
             )
         self.audit = self._audit_service(self.keys.secret)
         await self.audit.open()
-        log_cls = _load(LOGS, s.log, "log")
-        # a log server (nats://) is built from its URL; the embedded logs from the data folder
-        log_where = s.log if "://" in s.log else self.data
-        store_cls = _load(STORES, s.store, "store")
-        catalog_cls = _load(CATALOGS, s.store, "catalog")
-        memory = s.store.startswith("memory")
-        place = _place(s.store, self.data)
-        self.catalog = catalog_cls() if memory else catalog_cls(place)
-        decisions_cls = _load(DECISIONS, s.store, "decisions")
-        self.decisions = decisions_cls() if memory else decisions_cls(place)
-        consents_cls = _load(CONSENTS, s.store, "consent")
-        self.consents = consents_cls() if memory else consents_cls(place)
-        if s.log.startswith("memory") or s.store.startswith("memory"):
-            from segue.storage.memory import MemoryQuarantine
-
-            self.log = log_cls() if s.log.startswith("memory") else log_cls(log_where)
-            self.store = store_cls() if s.store.startswith("memory") else store_cls(self.data)
-            self.quarantine = MemoryQuarantine()
-        else:
-            self.log = log_cls(log_where)
-            # a server's adapters take its URL; the embedded ones take the data folder
-            where = s.store if "://" in s.store else self.data
-            self.store = store_cls(where)
-            self.quarantine = _load(QUARANTINES, s.store, "quarantine")(where)
-        privacy_cls = _load(PRIVACY, s.store, "privacy")
-        self.privacy_store = privacy_cls() if memory else privacy_cls(place)
+        # a server's adapters (nats://, postgresql://) take its URL; the embedded ones the
+        # data folder (a memory log comes with a memory store: checked above)
+        self.catalog = _build(CATALOGS, s.store, "catalog", self.data)
+        self.decisions = _build(DECISIONS, s.store, "decisions", self.data)
+        self.consents = _build(CONSENTS, s.store, "consent", self.data)
+        self.log = _build(LOGS, s.log, "log", self.data)
+        self.store = _build(STORES, s.store, "store", self.data)
+        self.quarantine = _build(QUARANTINES, s.store, "quarantine", self.data)
+        self.privacy_store = _build(PRIVACY, s.store, "privacy", self.data)
         await self.privacy_store.open()
         if s.privacy.encrypt_events:  # crypto-shredding: every reader goes through this
             # the keys live as long as the log does
             log_memory = s.log.startswith("memory")
             # on a server store every process must open what any process sealed: keys there
             keys_url = "memory" if log_memory else s.store if "://" in s.store else "sqlite"
-            keys_cls = _load(KEYS, keys_url, "keys")
             self.log = SealedEventLog(
                 self.log,
-                keys_cls() if log_memory else keys_cls(_place(keys_url, self.data)),
+                _build(KEYS, keys_url, "keys", self.data),
                 self.keys.secret.encode(),
                 s.privacy.personal_properties,
             )
@@ -279,13 +268,9 @@ class Runtime:
 
     def _audit_service(self, secret: str) -> AuditService:
         """The audit log on the store's backend, keyed with the installation secret."""
-        audit_cls = _load(AUDITS, self.settings.store, "audit")
         key = secret.encode()
-        memory = self.settings.store.startswith("memory")
         return AuditService(
-            audit_cls(key) if memory else audit_cls(_place(self.settings.store, self.data), key),
-            key,
-            self.clock,
+            _build(AUDITS, self.settings.store, "audit", self.data, key), key, self.clock
         )
 
     async def verify_audit(self) -> Verdict:
