@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +18,7 @@ from typing import TypeVar
 from segue.errors import BackendUnavailable
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class SqliteFile:
@@ -131,3 +132,14 @@ def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T
         raise
     conn.execute("COMMIT")
     return result
+
+
+def in_chunks(values: list[V], size: int) -> Iterator[tuple[list[V], str]]:
+    """``values`` in slices of at most ``size``, each with its ``?,?,…`` placeholders.
+
+    For ``IN (…)`` lists that must stay under SQLite's bound-parameter limit; only the
+    placeholders are interpolated into SQL, the values are bound.
+    """
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
+        yield chunk, ",".join("?" * len(chunk))

@@ -24,7 +24,7 @@ from segue.core.model import (
     QuarantineEntry,
 )
 from segue.storage._group_commit import GroupCommitter
-from segue.storage._sqlite_db import SqliteFile, transaction
+from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteEventLog", "SqliteProfileStore", "SqliteQuarantine"]
 
@@ -123,9 +123,7 @@ class SqliteEventLog:
 
         def fetch(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str, bytes]]:
             found: list[tuple[int, str, str, float, str, bytes]] = []
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, 500):
                 found.extend(conn.execute(_SELECT + f' WHERE "offset" IN ({marks})', chunk))
             return found
 
@@ -154,9 +152,7 @@ class SqliteEventLog:
 
         def body(conn: sqlite3.Connection) -> int:
             removed = 0
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, 500):
                 sql = f'DELETE FROM events WHERE "offset" IN ({marks})'  # noqa: S608
                 removed += conn.execute(sql, chunk).rowcount
             # the head survives the removal of the newest records, across restarts too
@@ -297,9 +293,7 @@ class SqliteProfileStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, Profile]:
             found: dict[str, Profile] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, 500):
                 sql = f"SELECT profile_id, doc FROM profiles WHERE profile_id IN ({marks})"  # noqa: S608
                 for pid, doc in conn.execute(sql, chunk):
                     found[pid] = _profile_decoder.decode(doc)
@@ -441,9 +435,7 @@ class SqliteProfileStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, list[str]]:
             found: dict[str, list[str]] = {k: [] for k in wanted}
-            for start in range(0, len(wanted), 400):
-                chunk = wanted[start : start + 400]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, 400):
                 # at most cap + 1 rows per key: enough to tell a usable key from a common one
                 sql = (
                     "SELECT key, profile_id FROM (SELECT key, profile_id, row_number() OVER "  # noqa: S608
@@ -468,9 +460,7 @@ class SqliteProfileStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, 500):
                 sql = f"SELECT profile_id, data FROM {table} WHERE profile_id IN ({marks})"  # noqa: S608
                 for pid, data in conn.execute(sql, chunk):
                     found[str(pid)] = bytes(data)
@@ -552,14 +542,12 @@ class SqliteProfileStore:
 
         def body(conn: sqlite3.Connection) -> dict[str, int]:
             ids = set(wanted)
-            for chunk in _chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, _ERASE_CHUNK):
                 sql = f"SELECT old FROM redirects WHERE new IN ({marks})"  # noqa: S608
                 ids.update(str(r[0]) for r in conn.execute(sql, chunk))
             every = sorted(ids)
             held: set[Identifier] = set(idents)
-            for chunk in _chunks(every):
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(every, _ERASE_CHUNK):
                 sql = f"SELECT doc FROM profiles WHERE profile_id IN ({marks})"  # noqa: S608
                 for (doc,) in conn.execute(sql, chunk):
                     held.update(Identifier(*i) for i in _profile_decoder.decode(doc).identities)
@@ -568,8 +556,7 @@ class SqliteProfileStore:
                 counts["identities"] += conn.execute(
                     "DELETE FROM identities WHERE type = ? AND value = ?", ident
                 ).rowcount
-            for chunk in _chunks(every):
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(every, _ERASE_CHUNK):
                 for table, where in _ERASE_WHERE:
                     sql = f"DELETE FROM {table} WHERE " + where.format(m=marks)  # noqa: S608
                     params = chunk * where.count("{m}")
@@ -624,8 +611,8 @@ _ERASE_WHERE = (
 )
 
 
-def _chunks(values: list[str], size: int = 200) -> list[list[str]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
+#: profile ids per ``IN (…)`` list in ``erase`` (a condition may use the list twice)
+_ERASE_CHUNK = 200
 
 
 _encode_json = msgspec.json.encode

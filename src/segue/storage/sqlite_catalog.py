@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segue.core.model import Item
 from segue.storage._item_codec import decode_item, encode_item
-from segue.storage._sqlite_db import SqliteFile, transaction
+from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteCatalogStore"]
 
@@ -66,9 +66,7 @@ class SqliteCatalogStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, _CHUNK):
                 sql = f"SELECT item_id, doc FROM items WHERE item_id IN ({marks})"  # noqa: S608
                 for item_id, doc in conn.execute(sql, chunk):
                     found[str(item_id)] = bytes(doc)

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from segue.core.model import ConsentRecord
-from segue.storage._sqlite_db import SqliteFile, transaction
+from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteConsentStore"]
 
@@ -67,9 +67,7 @@ class SqliteConsentStore:
 
         def fetch(conn: sqlite3.Connection) -> list[ConsentRecord]:
             rows: list[tuple[int, bytes]] = []
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, _CHUNK):
                 sql = (
                     "SELECT seq, doc FROM consent_ledger "  # noqa: S608 - only "?" marks
                     f"WHERE subject IN ({marks}) ORDER BY seq DESC LIMIT ?"
@@ -87,9 +85,7 @@ class SqliteConsentStore:
 
         def body(conn: sqlite3.Connection) -> int:
             removed = 0
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in in_chunks(wanted, _CHUNK):
                 sql = f"DELETE FROM consent_ledger WHERE subject IN ({marks})"  # noqa: S608
                 removed += conn.execute(sql, chunk).rowcount
             return removed

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segue.storage._group_commit import GroupCommitter
-from segue.storage._sqlite_db import SqliteFile, transaction
+from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteKeyStore"]
 
@@ -41,17 +41,7 @@ class SqliteKeyStore:
         wanted = sorted(set(key_ids))
         if not wanted:
             return {}
-
-        def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
-            found: dict[str, bytes] = {}
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT key_id, key FROM data_keys WHERE key_id IN ({marks})"  # noqa: S608
-                found.update((str(k), bytes(v)) for k, v in conn.execute(sql, chunk))
-            return found
-
-        return await self._db.read(fetch)
+        return await self._db.read(lambda conn: _fetch(conn, wanted))
 
     async def create(self, key_ids: Sequence[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(key_ids))
@@ -68,12 +58,7 @@ class SqliteKeyStore:
                 [(k, os.urandom(32)) for k in wanted],
             )
             # read back: a key another writer created first is the one that counts
-            found: dict[str, bytes] = {}
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT key_id, key FROM data_keys WHERE key_id IN ({marks})"  # noqa: S608
-                found.update((str(k), bytes(v)) for k, v in conn.execute(sql, chunk))
+            found = _fetch(conn, wanted)
             return [[found[k] for k in key_ids] for key_ids in groups]
 
         return await self._db.write(lambda conn: transaction(conn, body))
@@ -94,3 +79,12 @@ class SqliteKeyStore:
     async def aclose(self) -> None:
         await self._committer.flush()
         await self._db.aclose()
+
+
+def _fetch(conn: sqlite3.Connection, key_ids: list[str]) -> dict[str, bytes]:
+    """The stored keys among ``key_ids``."""
+    found: dict[str, bytes] = {}
+    for chunk, marks in in_chunks(key_ids, _CHUNK):
+        sql = f"SELECT key_id, key FROM data_keys WHERE key_id IN ({marks})"  # noqa: S608
+        found.update((str(k), bytes(v)) for k, v in conn.execute(sql, chunk))
+    return found
