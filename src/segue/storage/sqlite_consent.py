@@ -92,7 +92,7 @@ class SqliteConsentStore:
 
         removed = await self._db.write(lambda conn: transaction(conn, body))
         # the WAL still holds the deleted rows until it is checkpointed and truncated
-        await self._db.write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        await self._db.truncate_wal()
         return removed
 
     async def subjects(self) -> list[str]:
