@@ -35,7 +35,7 @@ from psycopg import errors as pg_errors
 from segue.core.model import Changeset, Identifier, PossibleMatch, Profile, QuarantineEntry
 from segue.errors import BackendUnavailable
 from segue.storage._postgres import PgDatabase
-from segue.storage.sqlite import _ProfileCodec
+from segue.storage.sqlite import _ERASED, _ProfileCodec
 
 __all__ = ["PostgresProfileStore", "PostgresQuarantine"]
 
@@ -121,16 +121,10 @@ _BLOCK_CANDIDATES = (
 )
 _CHECKPOINT = 'SELECT "offset" FROM checkpoints WHERE consumer = %s'
 
-#: what ``erase`` counts, in receipt order
-_ERASED = (
-    "profiles",
-    "identities",
-    "redirects",
-    "timeline",
-    "features",
-    "blocks",
-    "match_records",
-    "possible_matches",
+#: remove (type, value) identifier rows given as two arrays
+_UNLINK = (
+    "DELETE FROM identities AS i USING unnest(%s::text[], %s::text[]) "
+    "AS u(type, value) WHERE i.type = u.type AND i.value = u.value"
 )
 #: (table, condition on the erased profile ids, an array parameter used ``n`` times)
 _ERASE_WHERE = (
@@ -265,11 +259,7 @@ class PostgresProfileStore:
                 )
             if c.unlink:
                 kinds, values = _columns(sorted(set(c.unlink)), 2)
-                await conn.execute(
-                    "DELETE FROM identities AS i USING unnest(%s::text[], %s::text[]) "
-                    "AS u(type, value) WHERE i.type = u.type AND i.value = u.value",
-                    (kinds, values),
-                )
+                await conn.execute(_UNLINK, (kinds, values))
             if c.timeline:
                 await conn.execute(
                     'INSERT INTO timeline (profile_id, "offset", at) '
@@ -490,10 +480,7 @@ class PostgresProfileStore:
         self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
     ) -> dict[str, int]:
         counts = await _retrying(lambda: self._erase(profile_ids, identifiers))
-        await self._db.vacuum(
-            "identities", "profiles", "redirects", "timeline", "features", "blocks",
-            "match_records", "possible_matches",
-        )  # fmt: skip
+        await self._db.vacuum(*_ERASED)  # every table erase deletes from
         return counts
 
     async def _erase(
@@ -511,11 +498,7 @@ class PostgresProfileStore:
                 held.update(Identifier(*i) for i in _codec.decode(doc).identities)
             if held:
                 kinds, values = _columns(sorted(held), 2)
-                cur = await conn.execute(
-                    "DELETE FROM identities AS i USING unnest(%s::text[], %s::text[]) "
-                    "AS u(type, value) WHERE i.type = u.type AND i.value = u.value",
-                    (kinds, values),
-                )
+                cur = await conn.execute(_UNLINK, (kinds, values))
                 counts["identities"] = cur.rowcount
             for table, where in _ERASE_WHERE:
                 cur = await conn.execute(
