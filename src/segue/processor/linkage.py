@@ -310,12 +310,9 @@ class Linker:
         self.tf = matcher.tf
         # people erased while this ran may have been read before their records were gone
         for field, value, times in self._forgotten or []:
-            record = msgspec.convert({field: value}, MatchRecord)
-            for _ in range(min(times, self.tf.counts.get(field, {}).get(value, 0))):
-                self.tf.remove(record, (field,))
+            self._uncount(field, value, times)
         self.estimated_at_profiles = profiles
-        saved = _Saved(model=self.model, tf=self.tf, profiles=profiles)
-        await self._store.save_blob(_MODEL_BLOB, msgspec.msgpack.encode(saved))
+        await self.save()
         _log.info("match_model_estimated", profiles=profiles, records=len(matcher.records))
         return True
 
@@ -328,15 +325,18 @@ class Linker:
         """
         removed = 0
         for field, value, times in values:
-            held = self.tf.counts.get(field, {}).get(value, 0)
-            n = min(held, times)
-            record = msgspec.convert({field: value}, MatchRecord)
-            for _ in range(n):
-                self.tf.remove(record, (field,))
-            removed += n
+            removed += self._uncount(field, value, times)
             if self._forgotten is not None:
                 self._forgotten.append((field, value, times))
         return removed
+
+    def _uncount(self, field: str, value: str, times: int) -> int:
+        """Uncount ``value`` of ``field`` up to ``times`` times (never below zero)."""
+        n = min(times, self.tf.counts.get(field, {}).get(value, 0))
+        record = msgspec.convert({field: value}, MatchRecord)
+        for _ in range(n):
+            self.tf.remove(record, (field,))
+        return n
 
     async def save(self) -> None:
         """Store the model and term frequencies (after an erasure changed them)."""
