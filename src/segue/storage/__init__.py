@@ -6,7 +6,23 @@ that backend is asked for, with the extra to install in the message.
 
 from __future__ import annotations
 
-__all__ = ["CATALOGS", "CONSENTS", "DECISIONS", "KEYS", "LOGS", "PRIVACY", "STORES"]
+__all__ = [
+    "AUDITS",
+    "CATALOGS",
+    "CONSENTS",
+    "DECISIONS",
+    "KEYS",
+    "LOGS",
+    "PRIVACY",
+    "QUARANTINES",
+    "STORES",
+]
+
+
+def _postgres(target: str) -> dict[str, str]:
+    """``target`` under both URL schemes libpq understands."""
+    return dict.fromkeys(("postgresql", "postgres"), target)
+
 
 #: scheme → factory path for the event log
 LOGS: dict[str, str] = {
@@ -18,56 +34,47 @@ LOGS: dict[str, str] = {
 STORES: dict[str, str] = {
     "sqlite": "segue.storage.sqlite:SqliteProfileStore",
     "memory": "segue.storage.memory:MemoryProfileStore",
-    "postgresql": "segue.storage.postgres:PostgresProfileStore",
-    "postgres": "segue.storage.postgres:PostgresProfileStore",
+    **_postgres("segue.storage.postgres:PostgresProfileStore"),
 }
 #: scheme (of the store URL) → factory path for the quarantine
 QUARANTINES: dict[str, str] = {
     "sqlite": "segue.storage.sqlite:SqliteQuarantine",
     "memory": "segue.storage.memory:MemoryQuarantine",
-    "postgresql": "segue.storage.postgres:PostgresQuarantine",
-    "postgres": "segue.storage.postgres:PostgresQuarantine",
+    **_postgres("segue.storage.postgres:PostgresQuarantine"),
 }
 #: scheme (of the store URL) → factory path for the catalog
 CATALOGS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_catalog:SqliteCatalogStore",
     "memory": "segue.storage.memory_catalog:MemoryCatalogStore",
-    "postgresql": "segue.storage.postgres_catalog:PostgresCatalogStore",
-    "postgres": "segue.storage.postgres_catalog:PostgresCatalogStore",
+    **_postgres("segue.storage.postgres_catalog:PostgresCatalogStore"),
 }
 #: scheme (of the store URL) → factory path for the decision log and rank events
 DECISIONS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_decisions:SqliteDecisionStore",
     "memory": "segue.storage.memory_decisions:MemoryDecisionStore",
-    "postgresql": "segue.storage.postgres_decisions:PostgresDecisionStore",
-    "postgres": "segue.storage.postgres_decisions:PostgresDecisionStore",
+    **_postgres("segue.storage.postgres_decisions:PostgresDecisionStore"),
 }
 #: scheme (of the store URL) → factory path for the data keys of crypto-shredding
 KEYS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_keys:SqliteKeyStore",
     "memory": "segue.storage.memory_keys:MemoryKeyStore",
-    "postgresql": "segue.storage.postgres_keys:PostgresKeyStore",
-    "postgres": "segue.storage.postgres_keys:PostgresKeyStore",
+    **_postgres("segue.storage.postgres_keys:PostgresKeyStore"),
 }
 #: scheme (of the store URL) → factory path for privacy requests and the suppression list
 PRIVACY: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_privacy:SqlitePrivacyStore",
     "memory": "segue.storage.memory_privacy:MemoryPrivacyStore",
-    "postgresql": "segue.storage.postgres_privacy:PostgresPrivacyStore",
-    "postgres": "segue.storage.postgres_privacy:PostgresPrivacyStore",
+    **_postgres("segue.storage.postgres_privacy:PostgresPrivacyStore"),
 }
 #: scheme (of the store URL) → factory path for the consent ledger
 CONSENTS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_consent:SqliteConsentStore",
     "memory": "segue.storage.memory_consent:MemoryConsentStore",
-    "postgresql": "segue.storage.postgres_consent:PostgresConsentStore",
-    "postgres": "segue.storage.postgres_consent:PostgresConsentStore",
+    **_postgres("segue.storage.postgres_consent:PostgresConsentStore"),
 }
 #: scheme (of the store URL) → factory path for the hash-chained audit log
 AUDITS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_audit:SqliteAuditLog",
     "memory": "segue.storage.memory_audit:MemoryAuditLog",
-    "postgresql": "segue.storage.postgres_audit:PostgresAuditLog",
-    "postgres": "segue.storage.postgres_audit:PostgresAuditLog",
+    **_postgres("segue.storage.postgres_audit:PostgresAuditLog"),
 }
-__all__ += ["AUDITS", "QUARANTINES"]

@@ -23,10 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from segue.errors import BackendUnavailable, InvalidInput
 
-__all__ = ["SCHEMES", "PgDatabase", "advisory_key"]
-
-#: URL schemes libpq understands; both select the PostgreSQL adapters
-SCHEMES = ("postgresql", "postgres")
+__all__ = ["PgDatabase", "advisory_key"]
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
