@@ -69,12 +69,12 @@ class SuppressionList:
         """Whether ``event`` names an erased person (any of its identifiers)."""
         if not self.hashes:
             return False
-        identifiers = list(self._identify(event))
+        identifiers = set(self._identify(event))  # usually holds uid and aid already
         uid, aid = event.uid, event.aid
         if uid is not None:
-            identifiers.append(Identifier("user_id", uid))
+            identifiers.add(Identifier("user_id", uid))
         if aid is not None:
-            identifiers.append(Identifier("anonymous_id", aid))
+            identifiers.add(Identifier("anonymous_id", aid))
         if any(self.hash(i) in self.hashes for i in identifiers):
             self.dropped += 1
             return True
