@@ -99,10 +99,8 @@ def seal_body(
 
 def sealed_key_id(body: bytes) -> str | None:
     """The key id a body is sealed with (None: not sealed)."""
-    pos = body.rfind(MARK)
-    if pos < 0:
-        return None
-    return _envelope.decode(body[pos + len(MARK) : -1]).k
+    part = split(body)
+    return None if part is None else part[1].k
 
 
 def split(body: bytes) -> tuple[int, Envelope] | None:
