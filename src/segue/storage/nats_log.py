@@ -173,6 +173,11 @@ def parse_nats_url(url: str) -> NatsLogConfig:
     return config
 
 
+def _record(offset: int, data: bytes) -> LogRecord:
+    """The record stored at ``offset`` from its published payload."""
+    return LogRecord(offset, *_decode(data))
+
+
 def _record_id(source: str, message_id: str) -> str:
     """The subject token of (source, message_id): 128 bits of BLAKE2b, URL-safe base64."""
     digest = hashlib.blake2b(source.encode() + b"\0" + message_id.encode(), digest_size=16).digest()
@@ -408,14 +413,15 @@ class NatsEventLog:
             )
         offsets: list[int | None] = []
         for future in futures:
-            reply = json.loads(future.result().data) if future.result().data else {}
+            ack = future.result()
+            reply = json.loads(ack.data) if ack.data else {}
             error = reply.get("error")
             if error is None and "seq" in reply:
                 offsets.append(int(reply["seq"]))
             elif error is not None and error.get("err_code") == _SUBJECT_FULL:
                 offsets.append(None)
             else:
-                status = (future.result().headers or {}).get("Status", "")
+                status = (ack.headers or {}).get("Status", "")
                 raise BackendUnavailable(f"NATS refused a record: {error or status or reply}")
         top = max((o for o in offsets if o is not None), default=0)
         self._advance(top)
@@ -446,26 +452,20 @@ class NatsEventLog:
                 try:
                     records = await self._pull(cursor, limit)
                 except BackendUnavailable:
-                    self._cursor = None
-                    with contextlib.suppress(Exception):
-                        await self._drop(self._client, cursor)
+                    await self._discard(cursor)
                     raise
                 if records is not None:
                     if records:
                         cursor.position = records[-1].offset
                     return records
                 # a gap or a vanished consumer: start over from ``after``
-                self._cursor = None
-                with contextlib.suppress(Exception):
-                    await self._drop(self._client, cursor)
+                await self._discard(cursor)
             raise BackendUnavailable("NATS delivered an incomplete batch three times")
 
     async def _open_cursor(self, after: int) -> _Cursor:
         nc = self._client
-        old, self._cursor = self._cursor, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await self._drop(nc, old)
+        if self._cursor is not None:
+            await self._discard(self._cursor)
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             filter_subject=self.config.subjects,
@@ -488,6 +488,12 @@ class NatsEventLog:
         cursor.sub = await nc.subscribe(cursor.inbox, cb=cursor.deliver)
         self._cursor = cursor
         return cursor
+
+    async def _discard(self, cursor: _Cursor) -> None:
+        """Stop using ``cursor`` and delete its consumer, if the server still answers."""
+        self._cursor = None
+        with contextlib.suppress(Exception):
+            await self._drop(self._client, cursor)
 
     async def _drop(self, nc: Client, cursor: _Cursor) -> None:
         if cursor.sub is not None:
@@ -525,8 +531,7 @@ class NatsEventLog:
             if delivered != cursor.delivered + 1:
                 return None  # a delivery went missing: never skip a record silently
             cursor.delivered = delivered
-            source, message_id, received_at, key, body = _decode(msg.data)
-            records.append(LogRecord(sequence, source, message_id, received_at, key, body))
+            records.append(_record(sequence, msg.data))
         return records
 
     async def get(self, offsets: Sequence[int]) -> list[LogRecord]:
@@ -550,10 +555,7 @@ class NatsEventLog:
                 raise BackendUnavailable(f"NATS get: {exc!r}") from exc
             for offset, msg in zip(chunk, replies, strict=True):
                 if msg.data and (msg.headers or {}).get("Nats-Sequence") == str(offset):
-                    source, message_id, received_at, key, body = _decode(msg.data)
-                    by_offset[offset] = LogRecord(
-                        offset, source, message_id, received_at, key, body
-                    )
+                    by_offset[offset] = _record(offset, msg.data)
         return [by_offset[o] for o in wanted if o in by_offset]
 
     async def last_offset(self) -> int:
