@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import psycopg
 
 from segue.core.model import AuditEntry, AuditHead
 from segue.privacy.audit import GENESIS, chain, seal
 from segue.storage._group_commit import GroupCommitter
 from segue.storage._postgres import PgDatabase, advisory_key
+from segue.storage.sqlite_audit import _details, _row
 
 __all__ = ["PostgresAuditLog"]
 
@@ -67,7 +67,6 @@ _PUT_HEAD = (
     "seal = excluded.seal"
 )
 _LOCK_HEAD = f"SELECT pg_advisory_xact_lock({advisory_key('audit_head')})"
-_details_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class PostgresAuditLog:
@@ -100,21 +99,7 @@ class PostgresAuditLog:
             out: list[list[AuditEntry]] = []
             for group in groups:
                 linked = chain(seq, prev, group)
-                await cur.executemany(
-                    _INSERT,
-                    [
-                        (
-                            e.seq,
-                            e.at,
-                            e.actor,
-                            e.action,
-                            msgspec.json.encode(e.details).decode(),
-                            e.prev_hash,
-                            e.hash,
-                        )
-                        for e in linked
-                    ],
-                )
+                await cur.executemany(_INSERT, [_row(e) for e in linked])
                 subjects = [(s, e.seq, pos) for e in linked for pos, s in enumerate(e.subjects)]
                 if subjects:
                     await cur.executemany(_INSERT_SUBJECT, subjects)
@@ -194,10 +179,6 @@ async def _with_subjects(
         subjects.setdefault(int(seq), []).append(str(subject))
     out = []
     for seq, at, actor, action, details, prev_hash, hash_ in rows:
-        try:
-            parsed = _details_decoder.decode(details)
-        except (msgspec.DecodeError, TypeError):
-            parsed = {"$raw": str(details)}
         out.append(
             AuditEntry(
                 seq=int(seq),
@@ -205,7 +186,7 @@ async def _with_subjects(
                 actor=str(actor),
                 action=str(action),
                 subjects=subjects.get(int(seq), []),
-                details=parsed,
+                details=_details(details),
                 prev_hash=str(prev_hash),
                 hash=str(hash_),
             )

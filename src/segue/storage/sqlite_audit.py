@@ -94,21 +94,7 @@ class SqliteAuditLog:
             out: list[list[AuditEntry]] = []
             for group in groups:
                 linked = chain(seq, prev, group)
-                conn.executemany(
-                    _INSERT,
-                    [
-                        (
-                            e.seq,
-                            e.at,
-                            e.actor,
-                            e.action,
-                            msgspec.json.encode(e.details).decode(),
-                            e.prev_hash,
-                            e.hash,
-                        )
-                        for e in linked
-                    ],
-                )
+                conn.executemany(_INSERT, [_row(e) for e in linked])
                 conn.executemany(
                     _INSERT_SUBJECT,
                     [(s, e.seq, pos) for e in linked for pos, s in enumerate(e.subjects)],
@@ -188,10 +174,6 @@ def _with_subjects(conn: sqlite3.Connection, rows: list[Any]) -> list[AuditEntry
         subjects.setdefault(seq, []).append(subject)
     out = []
     for seq, at, actor, action, details, prev_hash, hash_ in rows:
-        try:
-            parsed = _details_decoder.decode(details)
-        except (msgspec.DecodeError, TypeError):
-            parsed = {"$raw": str(details)}
         out.append(
             AuditEntry(
                 seq=int(seq),
@@ -199,12 +181,27 @@ def _with_subjects(conn: sqlite3.Connection, rows: list[Any]) -> list[AuditEntry
                 actor=str(actor),
                 action=str(action),
                 subjects=subjects.get(seq, []),
-                details=parsed,
+                details=_details(details),
                 prev_hash=str(prev_hash),
                 hash=str(hash_),
             )
         )
     return out
+
+
+def _row(entry: AuditEntry) -> tuple[Any, ...]:
+    """The ``audit`` row of a linked entry (``_COLUMNS``); details as the JSON text hashed."""
+    e = entry
+    details = msgspec.json.encode(e.details).decode()
+    return (e.seq, e.at, e.actor, e.action, details, e.prev_hash, e.hash)
+
+
+def _details(text: Any) -> dict[str, Any]:
+    """Stored details; text that is not JSON any more (edited) as ``{"$raw": text}``."""
+    try:
+        return _details_decoder.decode(text)
+    except (msgspec.DecodeError, TypeError):
+        return {"$raw": str(text)}
 
 
 def _number(value: object) -> float:
