@@ -53,6 +53,8 @@ class WorkingSet:
         self.separations: list[tuple[list[Identifier], list[Identifier]]] = []
         #: matchable trait snapshots added in this batch: (profile id then, offset, snapshot)
         self.new_records: list[tuple[str, int, dict[str, Any]]] = []
+        #: events without analytics consent, with their time: counted in aggregates only
+        self.unattached: list[tuple[Any, float]] = []
 
     def touch(self, profile: Profile) -> None:
         self.changes.profiles[profile.profile_id] = profile

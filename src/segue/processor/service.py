@@ -173,14 +173,8 @@ class Processor:
             ws.changes.features, feedback = await loop.run_in_executor(
                 None, self.behaviour.fold, stored, landed, redirects
             )
-        if self.behaviour is not None and self.aggregate_unattached:
-            unattached = [
-                (event, min(event_time(event, _utc(r.received_at)).timestamp(), r.received_at))
-                for r, event in events
-                if event is not None and not attachable(event)
-            ]
-            if unattached:
-                await loop.run_in_executor(None, self.behaviour.count_unattached, unattached)
+        if self.behaviour is not None and ws.unattached:
+            await loop.run_in_executor(None, self.behaviour.count_unattached, ws.unattached)
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset)
         if self.on_commit is not None:
@@ -202,10 +196,15 @@ class Processor:
                 self.screened.append(record.offset)
                 continue
             pid = self.folder.apply(ws, record, event)
-            if pid is not None:
-                at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
-                # a device clock ahead of the server must not push windows into the future
-                landed.append((record, event, pid, min(at.timestamp(), record.received_at)))
+            if pid is None and not (self.aggregate_unattached and not attachable(event)):
+                continue
+            at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
+            # a device clock ahead of the server must not push windows into the future
+            when = min(at.timestamp(), record.received_at)
+            if pid is None:  # no analytics consent: counted in aggregates only
+                ws.unattached.append((event, when))
+            else:
+                landed.append((record, event, pid, when))
         return landed
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
@@ -460,7 +459,3 @@ class Processor:
         nxt = await self._log.read(self.position, 1)
         oldest = nxt[0].received_at if nxt else self._clock.now()
         return behind, max(0.0, (self._clock.now() - oldest) * 1000.0)
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
