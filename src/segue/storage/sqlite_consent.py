@@ -21,7 +21,6 @@ from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 __all__ = ["SqliteConsentStore"]
 
 _SCHEMA = """
-PRAGMA secure_delete = ON;
 CREATE TABLE IF NOT EXISTS consent_ledger (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     subject TEXT NOT NULL,
@@ -39,7 +38,9 @@ class SqliteConsentStore:
     """Consent signals per subject in ``<folder>/consent.db``."""
 
     def __init__(self, folder: Path, *, synchronous: str = "FULL") -> None:
-        self._db = SqliteFile(folder / "consent.db", _SCHEMA, synchronous=synchronous)
+        self._db = SqliteFile(
+            folder / "consent.db", _SCHEMA, synchronous=synchronous, secure_delete=True
+        )
 
     async def open(self) -> None:
         await self._db.open()
