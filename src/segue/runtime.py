@@ -227,8 +227,7 @@ class Runtime:
             vendor_id=privacy.tcf_vendor_id,
         )
         await self.consent.start()
-        if hasattr(self, "audit"):
-            self.consent.audit = self.audit.record
+        self.consent.audit = self.audit.record
         self.consent_screen = ConsentScreen(
             self.consent,
             self.keys.secret.encode(),
