@@ -58,6 +58,28 @@ def test_erase_removes_only_the_subjects_given(consent_store):
     assert consent_store.subjects() == ["user_id:2"]
 
 
+def test_scan_pages_through_the_whole_ledger_in_seq_order(consent_store):
+    first = consent_store.record(
+        [rec(f"user_id:{n}", float(n), analytics=n % 2 == 0) for n in range(7)]
+    )
+    consent_store.record([rec("user_id:1", 9.0, marketing=True)])
+    consent_store.erase(["user_id:3"])
+    seen: list[tuple[int, str]] = []
+    after = 0
+    while page := consent_store.scan(after, 3):
+        assert len(page) <= 3
+        seen += [(r.seq, r.subject) for r in page]
+        after = page[-1].seq
+    assert [s for _, s in seen] == [f"user_id:{n}" for n in (0, 1, 2, 4, 5, 6, 1)]
+    assert [q for q, _ in seen] == sorted(q for q, _ in seen)
+    assert seen[0][0] == first[0].seq
+    (last,) = consent_store.scan(seen[-2][0], 10)
+    assert last.purposes == {"marketing": True}
+    assert last.seq == seen[-1][0]
+    assert consent_store.scan(seen[-1][0], 10) == []
+    assert consent_store.scan(0, 0) == []
+
+
 def test_sqlite_erasure_leaves_no_byte_of_the_subject_in_the_files(tmp_path):
     from segue.storage.sqlite_consent import SqliteConsentStore
 

@@ -278,3 +278,23 @@ def test_privacy_store_requests_exports_and_suppression(privacy_store):
     assert privacy_store.suppress(["h1", "h2"], 5.0) == 2
     assert privacy_store.suppress(["h2", "h3"], 6.0) == 1
     assert sorted(privacy_store.suppressed()) == ["h1", "h2", "h3"]
+
+
+def test_privacy_store_recent_lists_every_status_newest_first(privacy_store):
+    for n, status in enumerate(["done", "failed", "pending", "running", "done"]):
+        privacy_store.put(
+            PrivacyRequest(
+                request_id=f"r{n}",
+                type="erasure" if n % 2 else "access",
+                status=status,
+                created_at=float(n // 2),  # two pairs share a time: request_id breaks the tie
+                updated_at=float(n),
+            )
+        )
+    assert [r.request_id for r in privacy_store.recent(10)] == ["r4", "r3", "r2", "r1", "r0"]
+    assert [r.status for r in privacy_store.recent(2)] == ["done", "running"]
+    updated = privacy_store.get("r0")
+    updated.status, updated.receipt = "done", {"events": 2}
+    privacy_store.put(updated)
+    assert privacy_store.recent(5)[-1] == updated
+    assert privacy_store.recent(0) == []

@@ -192,6 +192,7 @@ def test_consent_ledger_reads_and_erases_by_subject(pg_dsn: str, recorded: list[
             ]
         )
         await store.history(["user_id:1", "user_id:2"], limit=3)
+        await store.scan(10, 5)
         await store.erase(["user_id:3"])
 
     _run(store, body, recorded)
@@ -256,3 +257,10 @@ def test_keys_and_privacy_requests_by_key(pg_dsn: str, recorded: list[Any]) -> N
     plans = _plans(pg_dsn, recorded)
     assert _scans(plans) == []
     assert _indexes(plans, "status IN ('pending', 'running')") == {"privacy_requests_open"}
+
+    async def listing() -> None:  # newest first, LIMIT: a bounded backward walk of one index
+        await privacy.recent(5)
+
+    _run(privacy, listing, recorded)
+    plans = _plans(pg_dsn, recorded)
+    assert _indexes(plans, "ORDER BY created_at DESC") == {"privacy_requests_created"}

@@ -121,11 +121,32 @@ class ProfileStore(Protocol):
         """Return the profiles with these ids; merged-away or unknown ids are absent."""
         ...
 
-    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+    async def position(self, consumer: str) -> tuple[int, int]:
+        """Return ``consumer``'s checkpoint and the version of its state (0, 0 if never).
+
+        The version grows by one with every commit of ``consumer``, whoever made it: the
+        fence that lets several processes write one state without losing an update.
+        """
+        ...
+
+    async def commit(
+        self, changes: Changeset, consumer: str, offset: int, *, expected: int | None = None
+    ) -> None:
         """Apply ``changes`` and move ``consumer``'s checkpoint to ``offset``, atomically.
 
         Either both happen or neither, so a processor that crashes re-reads exactly the
-        records it had not committed.
+        records it had not committed. With ``expected`` (a version read by ``position``),
+        the commit happens only if no other commit landed since: else ``StaleState`` is
+        raised and nothing is applied.
+        """
+        ...
+
+    async def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``until`` (epoch seconds).
+
+        Granted when it is free, expired at ``now`` or already ``holder``'s; returns whether
+        ``holder`` holds it. ``until=0`` by the holder gives it up. One active processor per
+        state (the others stand by) saves the work that fencing alone would throw away.
         """
         ...
 
@@ -291,6 +312,11 @@ class PrivacyStore(Protocol):
         """Requests still ``pending`` or ``running`` (resumed after a restart), oldest first."""
         ...
 
+    async def recent(self, limit: int) -> list[PrivacyRequest]:
+        """The ``limit`` most recently created requests, whatever their status, newest first
+        (by ``created_at``, then ``request_id``, both descending): the operators' queue view."""
+        ...
+
     async def put_export(self, request_id: str, subjects: Sequence[str], data: bytes) -> None:
         """Keep an access request's export, findable by the person's subject hashes."""
         ...
@@ -410,6 +436,12 @@ class ConsentStore(Protocol):
 
     async def subjects(self) -> list[str]:
         """Every subject with at least one entry (lets readers skip people with none)."""
+        ...
+
+    async def scan(self, after: int, limit: int) -> list[ConsentRecord]:
+        """Ledger entries with ``seq`` greater than ``after``, in ``seq`` order, at most
+        ``limit`` (paging through the whole ledger, e.g. for consent rates). Erased entries
+        are gone, so ``seq`` may have gaps."""
         ...
 
     async def aclose(self) -> None:

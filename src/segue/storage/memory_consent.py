@@ -41,5 +41,10 @@ class MemoryConsentStore:
     async def subjects(self) -> list[str]:
         return list(self._by_subject)
 
+    async def scan(self, after: int, limit: int) -> list[ConsentRecord]:
+        found = [r for rs in self._by_subject.values() for r in rs if r.seq > after]
+        found.sort(key=lambda r: r.seq)
+        return found[: max(limit, 0)]
+
     async def aclose(self) -> None:
         return None

@@ -32,6 +32,12 @@ class MemoryPrivacyStore:
         found = [r for r in self._requests.values() if r.status in ("pending", "running")]
         return [copy.deepcopy(r) for r in sorted(found, key=lambda r: r.created_at)]
 
+    async def recent(self, limit: int) -> list[PrivacyRequest]:
+        newest = sorted(
+            self._requests.values(), key=lambda r: (r.created_at, r.request_id), reverse=True
+        )
+        return [copy.deepcopy(r) for r in newest[: max(limit, 0)]]
+
     async def put_export(self, request_id: str, subjects: Sequence[str], data: bytes) -> None:
         self._exports[request_id] = (frozenset(subjects), data)
 

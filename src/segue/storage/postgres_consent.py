@@ -95,5 +95,16 @@ class PostgresConsentStore:
         rows = await self._db.fetchall("SELECT DISTINCT subject FROM consent_ledger")
         return [str(r[0]) for r in rows]
 
+    async def scan(self, after: int, limit: int) -> list[ConsentRecord]:
+        if limit <= 0:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT seq, doc FROM consent_ledger WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after, limit),
+        )
+        return [
+            msgspec.structs.replace(_decoder.decode(bytes(doc)), seq=int(seq)) for seq, doc in rows
+        ]
+
     async def aclose(self) -> None:
         await self._db.aclose()

@@ -37,6 +37,9 @@ MIGRATIONS = [
     CREATE INDEX privacy_export_subjects_request ON privacy_export_subjects (request_id);
     CREATE TABLE suppressed (hash TEXT COLLATE "C" PRIMARY KEY, at DOUBLE PRECISION NOT NULL);
     """,
+    """
+    CREATE INDEX privacy_requests_created ON privacy_requests (created_at, request_id);
+    """,
 ]
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(PrivacyRequest).decode
@@ -72,6 +75,15 @@ class PostgresPrivacyStore:
         rows = await self._db.fetchall(
             "SELECT doc FROM privacy_requests WHERE status IN ('pending', 'running') "
             "ORDER BY created_at"
+        )
+        return [_decode(bytes(doc)) for (doc,) in rows]
+
+    async def recent(self, limit: int) -> list[PrivacyRequest]:
+        if limit <= 0:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT doc FROM privacy_requests ORDER BY created_at DESC, request_id DESC LIMIT %s",
+            (limit,),
         )
         return [_decode(bytes(doc)) for (doc,) in rows]
 

@@ -102,5 +102,16 @@ class SqliteConsentStore:
 
         return await self._db.read(fetch)
 
+    async def scan(self, after: int, limit: int) -> list[ConsentRecord]:
+        if limit <= 0:
+            return []
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT seq, doc FROM consent_ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        )
+        return [msgspec.structs.replace(_decoder.decode(doc), seq=seq) for seq, doc in rows]
+
     async def aclose(self) -> None:
         await self._db.aclose()

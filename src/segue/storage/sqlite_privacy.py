@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS requests (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_open ON requests (created_at)
     WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS requests_created ON requests (created_at, request_id);
 CREATE TABLE IF NOT EXISTS exports (request_id TEXT PRIMARY KEY, data BLOB NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS export_subjects (
@@ -77,6 +78,17 @@ class SqlitePrivacyStore:
             lambda c: c.execute(
                 "SELECT doc FROM requests WHERE status IN ('pending', 'running') "
                 "ORDER BY created_at"
+            ).fetchall()
+        )
+        return [_decode(doc) for (doc,) in rows]
+
+    async def recent(self, limit: int) -> list[PrivacyRequest]:
+        if limit <= 0:
+            return []
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT doc FROM requests ORDER BY created_at DESC, request_id DESC LIMIT ?",
+                (limit,),
             ).fetchall()
         )
         return [_decode(doc) for (doc,) in rows]
