@@ -14,6 +14,7 @@ caller can do about them; HTTP status codes live only in ``segue.api.problems``:
     ├── ConfigError             segue.yaml or the environment is wrong (lists every problem)
     ├── MissingDependencyError  a backend's optional driver is not installed (names the extra)
     └── BackendUnavailable      a store or log could not be reached; retry later
+        └── Overloaded          segue is over its load bounds and refused the work; retry later
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidInput",
     "MissingDependencyError",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "SegueError",
     "Unauthorized",
@@ -80,6 +82,12 @@ class Conflict(SegueError):
     code = "conflict"
 
 
+class StaleState(Conflict):
+    """Another writer committed state since this one read it: read again, then retry."""
+
+    code = "stale_state"
+
+
 class ConfigError(SegueError):
     """Raised with every configuration problem at once, one per line in ``problems``."""
 
@@ -103,3 +111,22 @@ class MissingDependencyError(SegueError):
 
 class BackendUnavailable(SegueError):
     code = "backend_unavailable"
+
+
+class Overloaded(BackendUnavailable):
+    """Work refused before it started because a load bound is exceeded (load shedding).
+
+    Nothing of the refused request was done, so a retry is always safe.
+
+    Attributes:
+        reason: which bound refused it (``queue_full``, ``queue_timeout``, ``log_backlog``,
+            ``log_stalled``), for metrics.
+        retry_after: whole seconds the client should wait before it retries.
+    """
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, reason: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = max(1, retry_after)

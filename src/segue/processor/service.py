@@ -8,11 +8,13 @@ followed by re-reading exactly the uncommitted records: nothing is processed twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -20,7 +22,7 @@ import structlog
 from segue.core.events import Event, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
-from segue.errors import BackendUnavailable, Conflict, NotFound
+from segue.errors import BackendUnavailable, Conflict, NotFound, StaleState
 from segue.identity.identifiers import IdentityRules, attachable
 from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.fold import Folder, WorkingSet
@@ -31,6 +33,7 @@ __all__ = ["Processor", "profile_id_factory"]
 
 _log = structlog.get_logger("segue.processor")
 _decoder = msgspec.json.Decoder(Event)
+T = TypeVar("T")
 PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 
 
@@ -120,6 +123,15 @@ class Processor:
         #: called after each commit with the changes and the decision feedback seen
         self.on_commit: Callable[[Changeset, list[Feedback]], None] | None = None
         self.position = 0
+        #: version of the state this processor last read or wrote (the commit fence)
+        self.version = 0
+        #: whether this process folds the log (else another process does: ``segue worker``)
+        self.running = False
+        #: set to hold a lease (``segue worker``): only the holder folds, others stand by
+        self.holder: str | None = None
+        self.lease_ttl = 5.0
+        #: called when this processor becomes the active one (reload what others learned)
+        self.on_activate: Callable[[], Awaitable[None]] | None = None
         self.processed = 0
         self.last_received_at = 0.0
         self._stopping = asyncio.Event()
@@ -142,7 +154,7 @@ class Processor:
 
     async def start(self) -> None:
         """Load the checkpoint and the match model; call before ``run`` or ``step``."""
-        self.position = await self._store.checkpoint(self._consumer)
+        self.position, self.version = await self._store.position(self._consumer)
         if self.linker is not None:
             await self.linker.load()
 
@@ -176,7 +188,8 @@ class Processor:
         if self.behaviour is not None and ws.unattached:
             await loop.run_in_executor(None, self.behaviour.count_unattached, ws.unattached)
         last = records[-1]
-        await self._store.commit(ws.changes, self._consumer, last.offset)
+        await self._store.commit(ws.changes, self._consumer, last.offset, expected=self.version)
+        self.version += 1
         if self.on_commit is not None:
             self.on_commit(ws.changes, feedback)
         self.position = last.offset
@@ -221,45 +234,70 @@ class Processor:
         Raises:
             NotFound: no such profile, or it has no record of merging ``merged_id``.
         """
-        async with self._lock:
-            found = await self._store.profiles([profile_id])
-            survivor = found.get(profile_id)
-            if survivor is None:
-                raise NotFound(f"no profile {profile_id}")
-            record = next((m for m in survivor.merges if m.profile_id == merged_id), None)
-            if record is None:
-                raise NotFound(f"profile {profile_id} has no merge of {merged_id}")
-            split_off = sorted(set(record.identifiers))
-            rest = sorted(set(survivor.identities) - set(split_off))
-            offsets: list[int] = []
-            while True:
-                page = await self._store.timeline(profile_id, offsets[-1] if offsets else 0, 5000)
-                offsets += page
-                if len(page) < 5000:
-                    break
-            records = await self._log.get(offsets)
-            loop = asyncio.get_running_loop()
-            events, _ = await loop.run_in_executor(None, _decode_all, records, self.folder)
-            ws = WorkingSet({}, {})
-            ws.separations = [*survivor.separations, (split_off, rest)]
-            owned = set(survivor.identities)
-            landed = await loop.run_in_executor(None, self._refold, ws, events, owned, survivor)
-            changes = ws.changes
-            if self.behaviour is not None:
-                # features re-derived from the same events; item models already learned them
-                changes.features, _ = await loop.run_in_executor(
-                    None, partial(self.behaviour.fold, {}, landed, changes.redirects, learn=False)
-                )
-            changes.drop_profiles = [profile_id]
-            changes.clear_redirects = [pid for pid in ws.profiles if pid != profile_id]
-            changes.unlink = sorted(owned - set(ws.links))
-            changes.new_profiles = len(ws.profiles) - 1
-            changes.new_identities = -len(changes.unlink)
-            if self.linker is not None:
-                for profile in ws.profiles.values():
-                    self.linker.index_profile(profile, changes)
-            await self._store.commit(changes, self._consumer, self.position)
-            return sorted(ws.profiles)
+        return await self._fenced(partial(self._unmerge, profile_id, merged_id))
+
+    async def _fenced(self, operation: Callable[[int, int], Awaitable[T]]) -> T:
+        """Run an admin operation on the newest state, again if a batch landed meanwhile.
+
+        ``operation(offset, version)`` reads what it needs and commits with
+        ``expected=version``: a batch committed in between (by this process or by a
+        ``segue worker``) makes the commit fail as stale, and the operation starts over.
+        """
+        for _ in range(50):
+            async with self._lock:
+                offset, version = await self._store.position(self._consumer)
+                try:
+                    result = await operation(offset, version)
+                except StaleState:
+                    pass
+                else:
+                    if self.version == version:  # this process's own loop is at that state
+                        self.version = version + 1
+                    return result
+            await asyncio.sleep(0.01)
+        raise Conflict("the state kept changing; try again")
+
+    async def _unmerge(
+        self, profile_id: str, merged_id: str, offset: int, version: int
+    ) -> list[str]:
+        found = await self._store.profiles([profile_id])
+        survivor = found.get(profile_id)
+        if survivor is None:
+            raise NotFound(f"no profile {profile_id}")
+        record = next((m for m in survivor.merges if m.profile_id == merged_id), None)
+        if record is None:
+            raise NotFound(f"profile {profile_id} has no merge of {merged_id}")
+        split_off = sorted(set(record.identifiers))
+        rest = sorted(set(survivor.identities) - set(split_off))
+        offsets: list[int] = []
+        while True:
+            page = await self._store.timeline(profile_id, offsets[-1] if offsets else 0, 5000)
+            offsets += page
+            if len(page) < 5000:
+                break
+        records = await self._log.get(offsets)
+        loop = asyncio.get_running_loop()
+        events, _ = await loop.run_in_executor(None, _decode_all, records, self.folder)
+        ws = WorkingSet({}, {})
+        ws.separations = [*survivor.separations, (split_off, rest)]
+        owned = set(survivor.identities)
+        landed = await loop.run_in_executor(None, self._refold, ws, events, owned, survivor)
+        changes = ws.changes
+        if self.behaviour is not None:
+            # features re-derived from the same events; item models already learned them
+            changes.features, _ = await loop.run_in_executor(
+                None, partial(self.behaviour.fold, {}, landed, changes.redirects, learn=False)
+            )
+        changes.drop_profiles = [profile_id]
+        changes.clear_redirects = [pid for pid in ws.profiles if pid != profile_id]
+        changes.unlink = sorted(owned - set(ws.links))
+        changes.new_profiles = len(ws.profiles) - 1
+        changes.new_identities = -len(changes.unlink)
+        if self.linker is not None:
+            for profile in ws.profiles.values():
+                self.linker.index_profile(profile, changes)
+        await self._store.commit(changes, self._consumer, offset, expected=version)
+        return sorted(ws.profiles)
 
     async def decide_match(
         self, match_id: int, accept: bool, reason: str = "manual"
@@ -270,52 +308,56 @@ class Processor:
             NotFound: no such possible match, or one of its profiles no longer exists.
             Conflict: it was already decided.
         """
-        async with self._lock:
-            found = [
-                m
-                for m in await self._store.possible_matches(None, None, match_id - 1, 1)
-                if m.id == match_id
-            ]
-            if not found:
-                raise NotFound(f"no possible match {match_id}")
-            match = found[0]
-            if match.status != "open":
-                raise Conflict(f"possible match {match_id} is already {match.status}")
-            ids = [await self._store.resolve(p) for p in (match.profile_a, match.profile_b)]
-            if None in ids:
-                raise NotFound("one of the two profiles no longer exists")
-            a_id, b_id = str(ids[0]), str(ids[1])
-            profiles = await self._store.profiles({a_id, b_id})
-            ws = WorkingSet({}, profiles)
-            for profile in profiles.values():
-                for identifier in profile.identities:
-                    ws.links[identifier] = profile.profile_id
-            if a_id != b_id:
-                a, b = profiles[a_id], profiles[b_id]
-                if accept:
-                    survivor = self.folder.merge(
-                        ws,
-                        a,
-                        b,
-                        reason=reason,
-                        via=[a.identities[0], b.identities[0]],
-                        at=self._clock.now(),
-                        score=match.score,
-                        explanation=match.explanation,
-                    )
-                    if self.linker is not None:
-                        self.linker.index_profile(survivor, ws.changes)
-                else:
-                    separation = (sorted(a.identities), sorted(b.identities))
-                    for profile in (a, b):
-                        profile.separations.append(separation)
-                        ws.touch(profile)
-            await self._store.commit(ws.changes, self._consumer, self.position)
-            decided = await self._store.set_possible_match(
-                match_id, "accepted" if accept else "rejected"
-            )
-            assert decided is not None
-            return decided
+        return await self._fenced(partial(self._decide_match, match_id, accept, reason))
+
+    async def _decide_match(
+        self, match_id: int, accept: bool, reason: str, offset: int, version: int
+    ) -> PossibleMatch:
+        found = [
+            m
+            for m in await self._store.possible_matches(None, None, match_id - 1, 1)
+            if m.id == match_id
+        ]
+        if not found:
+            raise NotFound(f"no possible match {match_id}")
+        match = found[0]
+        if match.status != "open":
+            raise Conflict(f"possible match {match_id} is already {match.status}")
+        ids = [await self._store.resolve(p) for p in (match.profile_a, match.profile_b)]
+        if None in ids:
+            raise NotFound("one of the two profiles no longer exists")
+        a_id, b_id = str(ids[0]), str(ids[1])
+        profiles = await self._store.profiles({a_id, b_id})
+        ws = WorkingSet({}, profiles)
+        for profile in profiles.values():
+            for identifier in profile.identities:
+                ws.links[identifier] = profile.profile_id
+        if a_id != b_id:
+            a, b = profiles[a_id], profiles[b_id]
+            if accept:
+                survivor = self.folder.merge(
+                    ws,
+                    a,
+                    b,
+                    reason=reason,
+                    via=[a.identities[0], b.identities[0]],
+                    at=self._clock.now(),
+                    score=match.score,
+                    explanation=match.explanation,
+                )
+                if self.linker is not None:
+                    self.linker.index_profile(survivor, ws.changes)
+            else:
+                separation = (sorted(a.identities), sorted(b.identities))
+                for profile in (a, b):
+                    profile.separations.append(separation)
+                    ws.touch(profile)
+        await self._store.commit(ws.changes, self._consumer, offset, expected=version)
+        decided = await self._store.set_possible_match(
+            match_id, "accepted" if accept else "rejected"
+        )
+        assert decided is not None
+        return decided
 
     def _refold(
         self,
@@ -364,11 +406,21 @@ class Processor:
         is down is not poison: the batch is retried after a pause.
         """
         await self.start()
+        self.running = True
         estimating: asyncio.Task[None] | None = None
+        lease = _Lease(self) if self.holder is not None else None
         try:
             while not self._stopping.is_set():
+                if lease is not None and not await lease.hold():
+                    continue
                 try:
                     done = await self.step()
+                except StaleState:
+                    # another process committed (a failover, an admin operation): its state
+                    # is the truth; this batch is dropped and read again from there
+                    _log.warning("processor_state_moved", position=self.position)
+                    self.position, self.version = await self._store.position(self._consumer)
+                    continue
                 except BackendUnavailable:
                     _log.warning("processor_backend_unavailable")
                     await asyncio.sleep(1.0)
@@ -382,8 +434,11 @@ class Processor:
                 if estimating is None or estimating.done():
                     estimating = await self._maybe_reestimate()
         finally:
+            self.running = False
             if estimating is not None and not estimating.done():
                 estimating.cancel()
+            if lease is not None:
+                await lease.release()
 
     async def _isolate(self, on_poison: PoisonHandler | None) -> None:
         saved, self._batch_size = self._batch_size, 1
@@ -397,8 +452,10 @@ class Processor:
                 except Exception as exc:
                     async with self._lock:
                         (record,) = await self._log.read(self.position, 1)
-                        await self._store.commit(Changeset(), self._consumer, record.offset)
-                        self.position = record.offset
+                        await self._store.commit(
+                            Changeset(), self._consumer, record.offset, expected=self.version
+                        )
+                        self.position, self.version = record.offset, self.version + 1
                     _log.error("processor_poison_record", offset=record.offset, error=repr(exc))
                     if on_poison is not None:
                         await on_poison(record, exc)
@@ -452,6 +509,8 @@ class Processor:
 
     async def lag(self) -> tuple[int, float]:
         """Return (records behind, milliseconds behind) the head of the log."""
+        if not self.running:  # another process folds: its checkpoint is in the store
+            self.position = await self._store.checkpoint(self._consumer)
         head = await self._log.last_offset()
         behind = max(0, head - self.position)
         if behind == 0:
@@ -459,3 +518,46 @@ class Processor:
         nxt = await self._log.read(self.position, 1)
         oldest = nxt[0].received_at if nxt else self._clock.now()
         return behind, max(0.0, (self._clock.now() - oldest) * 1000.0)
+
+
+class _Lease:
+    """The processor's lease: only its holder folds; the others stand by and take over
+    within ``lease_ttl`` seconds when the holder stops renewing (it died)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.p = processor
+        self.until = 0.0
+        self.active = False
+
+    async def hold(self) -> bool:
+        """Renew when a third of the lease has passed; False (after a pause) on standby."""
+        p, now = self.p, self.p._clock.now()
+        if self.active and now < self.until - 2 * p.lease_ttl / 3:
+            return True
+        assert p.holder is not None
+        try:
+            granted = await p._store.lease(p._consumer, p.holder, now + p.lease_ttl, now)
+        except BackendUnavailable:
+            granted = False
+        if not granted:
+            if self.active:
+                _log.warning("processor_lease_lost", holder=p.holder)
+            self.active = False
+            await asyncio.sleep(min(1.0, p.lease_ttl / 3))
+            return False
+        self.until = now + p.lease_ttl
+        if not self.active:  # taking over: start from what the last holder committed
+            self.active = True
+            p.position, p.version = await p._store.position(p._consumer)
+            if p.on_activate is not None:
+                await p.on_activate()
+            _log.info("processor_lease_taken", holder=p.holder, position=p.position)
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up on a clean stop, so a standby takes over at once."""
+        if self.active:
+            p = self.p
+            with contextlib.suppress(BackendUnavailable):
+                await p._store.lease(p._consumer, p.holder or "", 0.0, p._clock.now())
+            self.active = False

@@ -20,6 +20,7 @@ from segue.core.model import (
     Profile,
     QuarantineEntry,
 )
+from segue.errors import StaleState
 
 __all__ = ["MemoryEventLog", "MemoryProfileStore", "MemoryQuarantine"]
 
@@ -100,6 +101,8 @@ class MemoryProfileStore:
 
     def __init__(self) -> None:
         self._checkpoints: dict[str, int] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._versions: dict[str, int] = {}
         self._links: dict[Identifier, str] = {}
         self._profiles: dict[str, Profile] = {}
         self._redirects: dict[str, str] = {}
@@ -124,7 +127,13 @@ class MemoryProfileStore:
     async def profiles(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
         return {p: copy.deepcopy(self._profiles[p]) for p in profile_ids if p in self._profiles}
 
-    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+    async def commit(
+        self, changes: Changeset, consumer: str, offset: int, *, expected: int | None = None
+    ) -> None:
+        found = self._versions.get(consumer, 0)
+        if expected is not None and found != expected:
+            raise StaleState(f"state of {consumer!r} is at version {found}, not {expected}")
+        self._versions[consumer] = found + 1
         for pid in changes.drop_profiles:
             self._profiles.pop(pid, None)
             self._timeline.pop(pid, None)
@@ -186,6 +195,16 @@ class MemoryProfileStore:
         self._counts["profiles"] += changes.new_profiles
         self._counts["identities"] += changes.new_identities
         self._checkpoints[consumer] = offset
+
+    async def position(self, consumer: str) -> tuple[int, int]:
+        return self._checkpoints.get(consumer, 0), self._versions.get(consumer, 0)
+
+    async def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        held = self._leases.get(name)
+        if held is None or held[0] == holder or held[1] < now:
+            self._leases[name] = (holder, until)
+            return True
+        return False
 
     async def identities(self, profile_id: str) -> list[Identifier]:
         profile = self._profiles.get(profile_id)

@@ -33,7 +33,7 @@ import msgspec
 from psycopg import errors as pg_errors
 
 from segue.core.model import Changeset, Identifier, PossibleMatch, Profile, QuarantineEntry
-from segue.errors import BackendUnavailable
+from segue.errors import BackendUnavailable, StaleState
 from segue.storage._postgres import PgDatabase
 from segue.storage.sqlite import _ERASED, _ProfileCodec
 
@@ -83,6 +83,21 @@ _PROFILE_MIGRATIONS = (
     CREATE INDEX possible_b ON possible_matches (profile_b);
     CREATE TABLE blobs (name TEXT COLLATE "C" PRIMARY KEY, data BYTEA NOT NULL);
     """,
+    """
+    CREATE TABLE leases (
+        name TEXT COLLATE "C" PRIMARY KEY, holder TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE checkpoints ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+    """,
+)
+_LOCK_VERSION = "SELECT version FROM checkpoints WHERE consumer = %s FOR UPDATE"
+#: take a lease that is free, expired or already ours; anyone else's stays
+_TAKE_LEASE = (
+    "INSERT INTO leases (name, holder, until) VALUES (%s, %s, %s) "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until "
+    "WHERE leases.holder = excluded.holder OR leases.until < %s "
+    "RETURNING holder"
 )
 
 _QUARANTINE_MIGRATIONS = (
@@ -237,14 +252,47 @@ class PostgresProfileStore:
         rows = await self._db.fetchall(_PROFILES, (wanted,))
         return {pid: _codec.decode(doc) for pid, doc in rows}
 
-    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
-        await _retrying(lambda: self._commit(changes, consumer, offset))
+    async def commit(
+        self, changes: Changeset, consumer: str, offset: int, *, expected: int | None = None
+    ) -> None:
+        await _retrying(lambda: self._commit(changes, consumer, offset, expected))
 
-    async def _commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+    async def position(self, consumer: str) -> tuple[int, int]:
+        row = await self._db.fetchone(
+            'SELECT "offset", version FROM checkpoints WHERE consumer = %s', (consumer,)
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(_TAKE_LEASE, (name, holder, until, now))
+            return await cur.fetchone() is not None
+
+    async def _commit(
+        self, changes: Changeset, consumer: str, offset: int, expected: int | None
+    ) -> None:
         # The statements follow the SQLite adapter's order (later ones see earlier ones'
         # effects); the pipeline sends them all before waiting for any answer.
         c = changes
-        async with self._db.transaction() as conn, conn.pipeline():
+        async with self._db.transaction() as conn:
+            # the row lock makes a second committer wait, then see the version it moved
+            await conn.execute(
+                'INSERT INTO checkpoints (consumer, "offset") VALUES (%s, 0) '
+                "ON CONFLICT DO NOTHING",
+                (consumer,),
+            )
+            cur = await conn.execute(_LOCK_VERSION, (consumer,))
+            row = await cur.fetchone()
+            found = int(row[0]) if row else 0
+            if expected is not None and found != expected:
+                raise StaleState(
+                    f"state of {consumer!r} is at version {found}, not {expected}: "
+                    "another writer committed first"
+                )
+            await self._apply(conn, c, consumer, offset)
+
+    async def _apply(self, conn: Any, c: Changeset, consumer: str, offset: int) -> None:
+        async with conn.pipeline():
             if c.drop_profiles:
                 dropped = sorted(set(c.drop_profiles))
                 for table in ("profiles", "timeline", "features", "blocks", "match_records"):
@@ -379,9 +427,8 @@ class PostgresProfileStore:
                 names, values = _columns(deltas, 2)
                 await conn.execute(_ADD_TO_COUNTERS, (consumer, names, values))
             await conn.execute(
-                'INSERT INTO checkpoints (consumer, "offset") VALUES (%s, %s) '
-                'ON CONFLICT (consumer) DO UPDATE SET "offset" = excluded."offset"',
-                (consumer, offset),
+                'UPDATE checkpoints SET "offset" = %s, version = version + 1 WHERE consumer = %s',
+                (offset, consumer),
             )
 
     async def identities(self, profile_id: str) -> list[Identifier]:

@@ -8,6 +8,7 @@ appends share a transaction (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from segue.core.model import (
     Profile,
     QuarantineEntry,
 )
+from segue.errors import StaleState
 from segue.storage._group_commit import GroupCommitter
 from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
@@ -50,6 +52,31 @@ _INSERT = (
 _SELECT = 'SELECT "offset", source, message_id, received_at, key, body FROM events'
 
 
+#: how often a reader polls the log file for records appended by another process
+_POLL_S = 0.005
+
+
+def _stored_head(conn: sqlite3.Connection) -> int:
+    """The highest offset ever handed out: the newest record, or the head kept when the
+    newest records were erased."""
+    top = int(conn.execute('SELECT coalesce(max("offset"), 0) FROM events').fetchone()[0])
+    row = conn.execute("SELECT value FROM log_meta WHERE name = 'head'").fetchone()
+    return max(top, int(row[0]) if row else 0)
+
+
+_VERSION = "SELECT version FROM versions WHERE consumer = ?"
+_BUMP_VERSION = (
+    "INSERT INTO versions (consumer, version) VALUES (?, 1) "
+    "ON CONFLICT (consumer) DO UPDATE SET version = version + 1"
+)
+#: take a lease that is free, expired or already ours; anyone else's stays
+_TAKE_LEASE = (
+    "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until "
+    "WHERE leases.holder = excluded.holder OR leases.until < ?"
+)
+
+
 class SqliteEventLog:
     """The event log in ``<folder>/events.db``."""
 
@@ -66,12 +93,7 @@ class SqliteEventLog:
     async def open(self) -> None:
         await self._db.open()
 
-        def head(conn: sqlite3.Connection) -> int:
-            top = int(conn.execute('SELECT coalesce(max("offset"), 0) FROM events').fetchone()[0])
-            row = conn.execute("SELECT value FROM log_meta WHERE name = 'head'").fetchone()
-            return max(top, int(row[0]) if row else 0)
-
-        self._head = await self._db.read(head)
+        self._head = await self._db.read(_stored_head)
         self._next = self._head + 1
 
     async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
@@ -83,7 +105,8 @@ class SqliteEventLog:
         def body(conn: sqlite3.Connection) -> list[list[int | None]]:
             cur = conn.cursor()
             out: list[list[int | None]] = []
-            nxt = self._next
+            # under the write lock: another process (``serve --workers``) may have appended
+            nxt = max(self._next, _stored_head(conn) + 1)
             for records in groups:
                 offsets: list[int | None] = []
                 for r in records:
@@ -131,17 +154,28 @@ class SqliteEventLog:
         return [by_offset[o] for o in wanted if o in by_offset]
 
     async def last_offset(self) -> int:
+        # other processes may append to the same file (``serve --workers``): ask the file
+        self._head = max(self._head, await self._db.read(_stored_head))
         return self._head
 
     async def wait(self, after: int, timeout: float) -> None:
+        """Until a record past ``after`` exists: woken at once by this process's appends,
+        and polling the file every few milliseconds for another process's."""
         if self._head > after:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        future: asyncio.Future[None] = loop.create_future()
         self._waiters.add(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            pass
+            while not future.done():
+                if await self.last_offset() > after:
+                    return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), min(left, _POLL_S))
         finally:
             self._waiters.discard(future)
 
@@ -151,6 +185,7 @@ class SqliteEventLog:
             return 0
 
         def body(conn: sqlite3.Connection) -> int:
+            head = _stored_head(conn)
             removed = 0
             for chunk, marks in in_chunks(wanted, 500):
                 sql = f'DELETE FROM events WHERE "offset" IN ({marks})'  # noqa: S608
@@ -159,7 +194,7 @@ class SqliteEventLog:
             conn.execute(
                 "INSERT INTO log_meta (name, value) VALUES ('head', ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                (self._next - 1,),
+                (head,),
             )
             return removed
 
@@ -174,6 +209,10 @@ class SqliteEventLog:
 
 _STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (consumer TEXT PRIMARY KEY, "offset" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (consumer TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (
     type TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
@@ -301,8 +340,19 @@ class SqliteProfileStore:
 
         return await self._db.read(fetch)
 
-    async def commit(self, changes: Changeset, consumer: str, offset: int) -> None:
+    async def commit(
+        self, changes: Changeset, consumer: str, offset: int, *, expected: int | None = None
+    ) -> None:
         def body(conn: sqlite3.Connection) -> None:
+            if expected is not None:  # under the write lock: nobody commits meanwhile
+                row = conn.execute(_VERSION, (consumer,)).fetchone()
+                found = int(row[0]) if row else 0
+                if found != expected:
+                    raise StaleState(
+                        f"state of {consumer!r} is at version {found}, not {expected}: "
+                        "another writer committed first"
+                    )
+            conn.execute(_BUMP_VERSION, (consumer,))
             for pid in changes.drop_profiles:
                 for table in ("profiles", "timeline", "features", "blocks", "match_records"):
                     conn.execute(f"DELETE FROM {table} WHERE profile_id = ?", (pid,))  # noqa: S608
@@ -395,6 +445,24 @@ class SqliteProfileStore:
             )
 
         await self._db.write(lambda conn: transaction(conn, body))
+
+    async def position(self, consumer: str) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute(
+                'SELECT "offset" FROM checkpoints WHERE consumer = ?', (consumer,)
+            ).fetchone()
+            version = conn.execute(_VERSION, (consumer,)).fetchone()
+            return (int(row[0]) if row else 0, int(version[0]) if version else 0)
+
+        return await self._db.read(read)
+
+    async def lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute(_TAKE_LEASE, (name, holder, until, now))
+            row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+            return bool(row is not None and row[0] == holder)
+
+        return await self._db.write(lambda conn: transaction(conn, body))
 
     async def identities(self, profile_id: str) -> list[Identifier]:
         found = await self.profiles([profile_id])
