@@ -1,3 +1,5 @@
+import pytest
+
 from segue.core.model import Changeset, Identifier, Profile, QuarantineEntry, TraitValue
 
 U1 = Identifier("user_id", "1")
@@ -192,3 +194,38 @@ def test_features_replace_and_follow_merges(profile_store):
         Changeset(features={"p1": b"merged"}, redirects={"p2": "p1"}), "profiles", 3
     )
     assert profile_store.features(["p1", "p2"]) == {"p1": b"merged"}
+
+
+def test_a_commit_fenced_on_a_stale_version_applies_nothing(profile_store):
+    """Two writers read version 0; the first commit wins, the second is refused whole."""
+    from segue.errors import StaleState
+
+    assert profile_store.position("profiles") == (0, 0)
+    first = Changeset(profiles={"p1": profile("p1", U1)}, links={U1: "p1"}, new_profiles=1)
+    profile_store.commit(first, "profiles", 5, expected=0)
+    assert profile_store.position("profiles") == (5, 1)
+    second = Changeset(profiles={"p2": profile("p2", A1)}, links={A1: "p2"}, new_profiles=1)
+    with pytest.raises(StaleState):
+        profile_store.commit(second, "profiles", 9, expected=0)
+    assert profile_store.position("profiles") == (5, 1)
+    assert profile_store.lookup([A1]) == {}
+    assert profile_store.counts()["profiles"] == 1
+    # an unfenced commit (a single-process processor) moves the version too
+    profile_store.commit(Changeset(), "profiles", 6)
+    assert profile_store.position("profiles") == (6, 2)
+    profile_store.commit(second, "profiles", 6, expected=2)  # an admin operation: same offset
+    assert profile_store.position("profiles") == (6, 3)
+    assert profile_store.lookup([A1]) == {A1: "p2"}
+    assert profile_store.position("other") == (0, 0)
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_given_up(profile_store):
+    assert profile_store.lease("profiles", "w1", 110.0, 100.0)
+    assert not profile_store.lease("profiles", "w2", 111.0, 101.0)
+    assert profile_store.lease("profiles", "w1", 120.0, 105.0)  # renewed by its holder
+    assert not profile_store.lease("profiles", "w2", 125.0, 119.0)
+    assert profile_store.lease("profiles", "w2", 130.0, 121.0)  # expired: taken over
+    assert not profile_store.lease("profiles", "w1", 131.0, 122.0)
+    assert profile_store.lease("profiles", "w2", 0.0, 123.0)  # given up
+    assert profile_store.lease("profiles", "w1", 140.0, 124.0)
+    assert profile_store.lease("other", "w2", 140.0, 124.0)  # leases are per name
