@@ -31,6 +31,7 @@ from segue.decide.engine import DecideEngine
 from segue.decide.rank import RankService
 from segue.errors import ConfigError
 from segue.identity.identifiers import IdentityRules
+from segue.ingest.backlog import LogBacklog
 from segue.ingest.pipeline import IngestService
 from segue.ingest.plans import TrackingPlan
 from segue.ingest.validate import Limits
@@ -179,12 +180,18 @@ class Runtime:
             for src in s.sources
             if src.tracking_plan is not None
         }
+        overload = s.overload
         self.ingest = IngestService(
             self.log,
             self.quarantine,
             self.clock,
             Limits(max_message_bytes=s.max_message_bytes, max_request_bytes=s.max_request_bytes),
             plans,
+            backlog=LogBacklog(
+                self.clock, overload.log_backlog, overload.log_stall_s, overload.retry_after_s
+            )
+            if overload.enabled
+            else None,
         )
         ident = s.identity
         rules = IdentityRules(

@@ -6,7 +6,9 @@ environment. Every problem in a file is reported at once (``ConfigError.problems
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,21 @@ import yaml
 from segue.errors import ConfigError
 
 __all__ = [
+    "BudgetSettings",
+    "ExperimentSettings",
     "IdentitySettings",
+    "OverloadSettings",
     "PlacementSettings",
     "PlanSettings",
     "RankSettings",
+    "ReportSettings",
     "Settings",
     "SourceSettings",
     "SurvivorshipSettings",
     "TraitRule",
+    "VariantSettings",
+    "experiment_period",
+    "instant",
     "load_settings",
 ]
 
@@ -233,6 +242,101 @@ class PlacementSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_per_category: int | None = 3
 
 
+class BudgetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One class of requests' share of a process: how many run at once, how many may wait.
+
+    ``max_queue`` defaults to four times ``max_in_flight``.
+    """
+
+    max_in_flight: int = 32
+    max_queue: int | None = None
+
+    @property
+    def queue(self) -> int:
+        return 4 * self.max_in_flight if self.max_queue is None else self.max_queue
+
+
+class OverloadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Load shedding: what a process refuses with ``503`` + ``Retry-After`` (``api.admission``).
+
+    Each class of requests (``collect``, ``decide``, ``admin``, ``ops``) has its own budget, so
+    a flood of one never starves another. A request over ``max_in_flight`` waits in its
+    budget's queue for at most ``queue_interval_ms``, or ``queue_target_ms`` once the queue has
+    not been empty for ``queue_interval_ms`` (a standing queue: overload, not a burst).
+    ``log_backlog`` bounds the records handed to the event log and not yet acknowledged;
+    while the oldest has waited ``log_stall_s``, new collection requests are refused.
+    """
+
+    enabled: bool = True
+    retry_after_s: int = 1
+    queue_target_ms: float = 10.0
+    queue_interval_ms: float = 100.0
+    collect: BudgetSettings = msgspec.field(
+        default_factory=lambda: BudgetSettings(max_in_flight=32)
+    )
+    decide: BudgetSettings = msgspec.field(default_factory=lambda: BudgetSettings(max_in_flight=32))
+    admin: BudgetSettings = msgspec.field(default_factory=lambda: BudgetSettings(max_in_flight=16))
+    ops: BudgetSettings = msgspec.field(default_factory=lambda: BudgetSettings(max_in_flight=16))
+    log_backlog: int = 50_000
+    log_stall_s: float = 2.0
+
+
+class VariantSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One arm of an experiment: its share of the traffic and what it changes.
+
+    ``strategy`` and ``exploration`` replace the placement's; ``parameters`` overrides any
+    other placement setting (``k``, ``frequency_cap``, ``max_per_category``, …); ``model``
+    gives the variant a ranker of its own, which learns only from this variant's feedback.
+    """
+
+    name: str
+    weight: float = 1.0
+    strategy: str | None = None
+    exploration: bool | None = None
+    model: str | None = None
+    parameters: dict[str, Any] = {}
+
+
+def _personalized_arm() -> list[VariantSettings]:
+    return [VariantSettings(name="personalized")]
+
+
+class ExperimentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A split of one placement's traffic into variants and a persistent holdout.
+
+    ``holdout`` is the share of units that get the contextual answer (no personal data);
+    the variants share the rest by ``weight``. ``start`` and ``end`` (ISO 8601; a date means
+    midnight UTC) bound when the experiment assigns; ``attribution_window_s`` is how long
+    after an exposure a click, an add-to-cart or an order counts for it.
+    """
+
+    name: str
+    placement: str
+    variants: list[VariantSettings] = msgspec.field(default_factory=_personalized_arm)
+    holdout: float = 0.1
+    start: str | None = None
+    end: str | None = None
+    attribution_window_s: float = 86400.0
+
+
+class ReportSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """KPI reports: the reports consumer and differentially private releases.
+
+    ``privacy_budget`` is the total ε each report consumer may spend on noisy releases
+    (``consumer_budgets`` overrides it per consumer); ``dp_delta`` is the δ of the Gaussian
+    mechanism. ``contribution_bounds`` caps what one unit adds to each released number
+    (the sensitivity the noise is calibrated to). ``session_timeout_s`` is the inactivity
+    that ends a session.
+    """
+
+    batch: int = 1000
+    session_timeout_s: float = 1800.0
+    privacy_budget: float = 10.0
+    consumer_budgets: dict[str, float] = {}
+    dp_delta: float = 1e-6
+    contribution_bounds: dict[str, float] = {}
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything segue can be configured with; defaults make ``segue serve`` useful alone."""
 
@@ -253,6 +357,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     placements: dict[str, PlacementSettings] = {}
     rank: RankSettings = msgspec.field(default_factory=RankSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+    experiments: list[ExperimentSettings] = []
+    reports: ReportSettings = msgspec.field(default_factory=ReportSettings)
+    overload: OverloadSettings = msgspec.field(default_factory=OverloadSettings)
 
 
 _ENV = {
@@ -314,6 +421,7 @@ def load_settings(
         else:
             sources.append({"name": "default", "write_key": write_key})
         raw["sources"] = sources
+    _dates_as_text(raw)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -357,6 +465,8 @@ def load_settings(
     if settings.max_message_bytes > settings.max_request_bytes:
         problems.append("max_message_bytes must not exceed max_request_bytes")
     problems += _rank_problems(settings.rank)
+    problems += _experiment_problems(settings)
+    problems += _overload_problems(settings.overload)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -378,6 +488,133 @@ def _rank_problems(rank: RankSettings) -> list[str]:
         problems.append("rank.reward_min must be below rank.reward_max")
     elif not rank.reward_min <= rank.default_reward <= rank.reward_max:
         problems.append("rank.default_reward must lie between rank.reward_min and reward_max")
+    return problems
+
+
+def _overload_problems(overload: OverloadSettings) -> list[str]:
+    problems = []
+    if overload.retry_after_s < 1:
+        problems.append("overload.retry_after_s must be at least 1")
+    if not 0 < overload.queue_target_ms <= overload.queue_interval_ms:
+        problems.append(
+            "overload.queue_target_ms must be more than 0 and at most queue_interval_ms"
+        )
+    for name in ("collect", "decide", "admin", "ops"):
+        budget: BudgetSettings = getattr(overload, name)
+        if budget.max_in_flight < 1 or budget.queue < 0:
+            problems.append(
+                f"overload.{name}: max_in_flight must be at least 1, max_queue 0 or more"
+            )
+    if overload.log_backlog < 1:
+        problems.append("overload.log_backlog must be at least 1")
+    if not overload.log_stall_s > 0:
+        problems.append("overload.log_stall_s must be more than 0")
+    return problems
+
+
+def instant(text: str) -> float:
+    """An ISO 8601 date or time as epoch seconds; a date is midnight UTC, a time without a
+    zone is UTC.
+
+    Raises:
+        ValueError: not an ISO 8601 date or time.
+    """
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def experiment_period(experiment: ExperimentSettings) -> tuple[float, float]:
+    """When an experiment assigns, as epoch seconds: ``[start, end)``, open-ended as ±inf.
+
+    Raises:
+        ValueError: a bound is not an ISO 8601 date or time.
+    """
+    start = float("-inf") if experiment.start is None else instant(experiment.start)
+    end = float("inf") if experiment.end is None else instant(experiment.end)
+    return start, end
+
+
+def _dates_as_text(raw: dict[str, Any]) -> None:
+    """YAML reads ``2025-01-01`` as a date: experiment bounds are kept as ISO text."""
+    experiments = raw.get("experiments")
+    if not isinstance(experiments, list):
+        return
+    for experiment in experiments:
+        if isinstance(experiment, dict):
+            for key in ("start", "end"):
+                value = experiment.get(key)
+                if isinstance(value, date):  # datetime is a date too
+                    experiment[key] = value.isoformat()
+
+
+#: placement settings a variant may override through ``parameters``
+_VARIANT_PARAMETERS = frozenset(PlacementSettings.__struct_fields__) - {"strategy", "exploration"}
+
+
+def _experiment_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    periods: dict[str, list[tuple[float, float, str]]] = {}
+    names = [e.name for e in settings.experiments]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"experiment {name!r} is defined more than once")
+    for e in settings.experiments:
+        where = f"experiments.{e.name}"
+        if not e.name.strip() or not e.placement.strip():
+            problems.append(f"{where}: name and placement must not be empty")
+        if not 0.0 <= e.holdout < 1.0:
+            problems.append(f"{where}.holdout must be at least 0 and below 1")
+        if not e.variants:
+            problems.append(f"{where}.variants must list at least one variant")
+        arms = [v.name for v in e.variants]
+        if "holdout" in arms:
+            problems.append(f"{where}: 'holdout' is the name of the holdout; rename the variant")
+        if len(set(arms)) != len(arms) or any(not a.strip() for a in arms):
+            problems.append(f"{where}.variants need distinct, non-empty names")
+        if any(not v.weight > 0 for v in e.variants):
+            problems.append(f"{where}.variants: every weight must be more than 0")
+        for v in e.variants:
+            unknown = sorted(set(v.parameters) - _VARIANT_PARAMETERS)
+            if unknown:
+                problems.append(
+                    f"{where}.{v.name}.parameters: unknown placement settings {unknown}; "
+                    f"known: {sorted(_VARIANT_PARAMETERS)}"
+                )
+                continue
+            try:
+                msgspec.convert(v.parameters, PlacementSettings, strict=False)
+            except msgspec.ValidationError as exc:
+                problems.append(f"{where}.{v.name}.parameters: {exc}")
+        if not e.attribution_window_s > 0:
+            problems.append(f"{where}.attribution_window_s must be more than 0")
+        try:
+            start, end = experiment_period(e)
+        except ValueError:
+            problems.append(f"{where}: start and end must be ISO 8601 dates or times")
+            continue
+        if start >= end:
+            problems.append(f"{where}: start must be before end")
+        periods.setdefault(e.placement, []).append((start, end, e.name))
+    for placement, spans in periods.items():
+        spans.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+            if start < end:
+                problems.append(
+                    f"experiments {first!r} and {second!r} overlap on placement "
+                    f"{placement!r}: one experiment per placement at a time"
+                )
+    r = settings.reports
+    if not 1 <= r.batch <= 100_000:
+        problems.append("reports.batch must be between 1 and 100000")
+    if not r.session_timeout_s > 0:
+        problems.append("reports.session_timeout_s must be more than 0")
+    if not r.privacy_budget >= 0 or any(not b >= 0 for b in r.consumer_budgets.values()):
+        problems.append("reports.privacy_budget and consumer_budgets must not be negative")
+    if not 0.0 < r.dp_delta < 1.0:
+        problems.append("reports.dp_delta must be between 0 and 1")
+    if any(not b > 0 for b in r.contribution_bounds.values()):
+        problems.append("reports.contribution_bounds must be more than 0")
     return problems
 
 

@@ -25,3 +25,24 @@ def test_every_problem_is_reported(tmp_path):
     config.write_text("prot: 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load_settings(config, {})
+
+
+def test_overload_section_partial_budgets_and_every_problem(tmp_path):
+    config = tmp_path / "segue.yaml"
+    config.write_text("overload:\n  decide: {max_in_flight: 8}\n  log_backlog: 500\n")
+    s = load_settings(config, {})
+    assert (s.overload.decide.max_in_flight, s.overload.decide.queue) == (8, 32)
+    assert s.overload.collect.max_in_flight == 32  # the other budgets keep their defaults
+    assert s.overload.log_backlog == 500
+    config.write_text(
+        "overload:\n  retry_after_s: 0\n  queue_target_ms: 500\n"
+        "  admin: {max_in_flight: 0}\n  log_stall_s: 0\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    assert [p.split()[0] for p in caught.value.problems] == [
+        "overload.retry_after_s",
+        "overload.queue_target_ms",
+        "overload.admin:",
+        "overload.log_stall_s",
+    ]

@@ -17,14 +17,17 @@ from segue.api import (
     audit,
     catalog,
     consent,
+    dashboard,
     decide,
     decisions,
+    ops_reports,
     preferences,
     privacy_requests,
     rank,
     schemas,
     sources,
 )
+from segue.api.admission import AdmissionControl
 from segue.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
 from segue.api.openapi import build_spec
 from segue.api.problems import problem
@@ -140,6 +143,8 @@ class SegueApp:
         )
         self.stats_collector = _StatsCollector()
         self.registry.register(self.stats_collector)
+        self.admission = AdmissionControl(runtime.settings.overload)
+        self.registry.register(self.admission)
         self.router = Router(self._routes())
         try:
             version = metadata.version("segue")
@@ -322,6 +327,8 @@ class SegueApp:
         routes += consent.routes(self)
         routes += preferences.routes(self)
         routes += privacy_requests.routes(self)
+        routes += ops_reports.routes(self)
+        routes += dashboard.routes(self)
         return routes
 
     # --- ASGI ---------------------------------------------------------------------------
@@ -364,8 +371,9 @@ class SegueApp:
             else:
                 route = self.router.match(request)
                 route_label = route.path
-                self._authorize(route, request)
-                response = await route.handler(request)
+                async with self.admission.budget(route.path):  # 503 + Retry-After when shed
+                    self._authorize(route, request)
+                    response = await route.handler(request)
         except SegueError as exc:
             response = problem(exc, bearer=route is not None and route.auth != "write")
         except Exception:

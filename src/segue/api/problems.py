@@ -16,6 +16,7 @@ from segue.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     SegueError,
     Unauthorized,
@@ -63,5 +64,7 @@ def problem(error: SegueError, *, bearer: bool = False, **extra: Any) -> Respons
         challenge = b'Bearer realm="segue"' if bearer else b'Basic realm="segue"'
         response.headers.append((b"www-authenticate", challenge))
     if isinstance(error, BackendUnavailable):
-        response.headers.append((b"retry-after", b"1"))
+        # SDKs wait this long before retrying (Segment's without spending a retry)
+        wait = error.retry_after if isinstance(error, Overloaded) else 1
+        response.headers.append((b"retry-after", str(wait).encode()))
     return response

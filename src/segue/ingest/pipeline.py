@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from segue.core.events import Event
 from segue.core.model import NewRecord, QuarantineEntry
 from segue.core.ports import Clock, EventLog, Quarantine
 from segue.errors import NotFound, SegueError
+from segue.ingest.backlog import LogBacklog
 from segue.ingest.plans import TrackingPlan
 from segue.ingest.validate import (
     Limits,
@@ -96,6 +98,7 @@ class IngestService:
         limits: message and request size limits.
         plans: tracking plan per source name; sources without one accept everything.
         new_id: generator of message ids for messages that came without one.
+        backlog: the bound on records waiting for the log (load shedding); None: unbounded.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class IngestService:
         limits: Limits,
         plans: Mapping[str, TrackingPlan] | None = None,
         new_id: Callable[[], str] | None = None,
+        backlog: LogBacklog | None = None,
     ) -> None:
         self._log = log
+        self.backlog = backlog
         self._quarantine = quarantine
         self._clock = clock
         self.limits = limits
@@ -124,6 +129,10 @@ class IngestService:
 
     parse = staticmethod(parse_request)
 
+    def _writing(self, records: int) -> AbstractContextManager[None]:
+        """Hold places in the write pipeline; raises Overloaded when the log is behind."""
+        return nullcontext() if self.backlog is None else self.backlog.admit(records)
+
     async def collect(self, source: str, parsed: ParsedRequest) -> CollectResult:
         """Validate, plan-check and store every message of one request.
 
@@ -131,6 +140,7 @@ class IngestService:
             the result; ``rejected`` lists messages that went to the quarantine.
 
         Raises:
+            Overloaded: the event log is behind; nothing was written, the client must retry.
             BackendUnavailable: the log or quarantine failed; the client must retry.
         """
         now = self._clock.now()
@@ -156,29 +166,31 @@ class IngestService:
                 self.counters.suppressed += 1
                 continue
             prepared.append((message, event))
-        if self.screen is not None and prepared:
-            await self.screen(source, prepared)
-        records = [to_record(source, message, event, now) for message, event in prepared]
-        self.counters.received += len(parsed.messages)
         offsets: list[int | None] = []
-        # log first, quarantine second: a failure between them makes the client retry, and
-        # the retry is de-duplicated by the log, so the quarantine never holds a message twice
-        if records:
-            offsets = await self._log.append(records)
-        if rejected:
-            await self._quarantine.add(
-                [
-                    QuarantineEntry(
-                        id=0,
-                        source=source,
-                        received_at=now,
-                        reason=f"{r.code}: {r.message}",
-                        field=r.field,
-                        body=r.body,
-                    )
-                    for r in rejected
-                ]
-            )
+        with self._writing(len(prepared) + len(rejected)):
+            if self.screen is not None and prepared:
+                await self.screen(source, prepared)
+            records = [to_record(source, message, event, now) for message, event in prepared]
+            self.counters.received += len(parsed.messages)
+            # log first, quarantine second: a failure between them makes the client retry,
+            # and the retry is de-duplicated by the log, so the quarantine never holds a
+            # message twice
+            if records:
+                offsets = await self._log.append(records)
+            if rejected:
+                await self._quarantine.add(
+                    [
+                        QuarantineEntry(
+                            id=0,
+                            source=source,
+                            received_at=now,
+                            reason=f"{r.code}: {r.message}",
+                            field=r.field,
+                            body=r.body,
+                        )
+                        for r in rejected
+                    ]
+                )
         stored = sum(1 for o in offsets if o is not None)
         duplicates = len(offsets) - stored
         self.counters.stored += stored
@@ -210,6 +222,7 @@ class IngestService:
             rows read, messages stored and duplicates, and every rejection by line.
 
         Raises:
+            Overloaded: the event log is behind; nothing was written, the caller must retry.
             BackendUnavailable: the log or quarantine failed; the caller must retry.
         """
         now = self._clock.now()
@@ -253,10 +266,11 @@ class IngestService:
         offsets: list[int | None] = []
         # log first, quarantine second, as in collect: a chunk retried after a failure between
         # the two is de-duplicated by the log and its bad rows are quarantined once
-        if records:
-            offsets = await self._log.append(records)
-        if entries:
-            await self._quarantine.add(entries)
+        with self._writing(len(records) + len(entries)):
+            if records:
+                offsets = await self._log.append(records)
+            if entries:
+                await self._quarantine.add(entries)
         stored = sum(1 for o in offsets if o is not None)
         duplicates = len(offsets) - stored
         self.counters.received += messages + len(failed)
@@ -306,7 +320,8 @@ class IngestService:
         plan = self._plans.get(entry.source)
         if plan is not None:
             event, message = plan.apply(event, message)
-        offsets = await self._log.append([to_record(entry.source, message, event, now)])
+        with self._writing(1):
+            offsets = await self._log.append([to_record(entry.source, message, event, now)])
         await self._quarantine.remove(entry_id)
         self.counters.stored += sum(1 for o in offsets if o is not None)
         return offsets[0]
