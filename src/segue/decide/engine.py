@@ -5,6 +5,11 @@ in-process cache (invalidated when the processor changes the profile): the catal
 the item models and the ranker live in the process. A request without a known person, or
 without consent to personalize, gets a contextual answer — page, item, category, coarse
 region and popularity — with ``personalized: false`` and the reason.
+
+When the placement has a running experiment, the unit (see ``segue.experiments.assignment``)
+is assigned an arm first: the holdout gets the contextual answer with the reason
+``holdout``; a variant gets the placement as the variant changes it. Either way the decision
+records the experiment and the arm.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from segue.decide.catalog_view import CatalogView, Columns
 from segue.decide.ranking import FEATURES, LinearThompson
 from segue.decide.rules import Candidate, PlacementRules, fill_slots
 from segue.decide.signals import ItemSignals, PersonSignals
+from segue.experiments.assignment import HOLDOUT, Assignment, Experiments, Variant
 
-__all__ = ["DecideEngine", "DecideRequest", "Placement"]
+__all__ = ["DecideEngine", "DecideRequest", "Placement", "with_variant"]
 
 _log = structlog.get_logger("segue.decide")
 _SIGNAL_INDEX = {name: i for i, name in enumerate(FEATURES)}
@@ -144,6 +150,11 @@ class DecideEngine:
         #: seconds after an exposure at which unclicked items count as not chosen
         self.attribution_window = 10.0
         self.feedback_seen = {"exposure": 0, "click": 0, "conversion": 0, "learned": 0}
+        #: experiments by placement; set by the composition root (None: no experiments)
+        self.experiments: Experiments | None = None
+        #: anonymous id → the profile id it will get: the unit of a visitor not known yet
+        self.anonymous_unit: Callable[[str], str] | None = None
+        self._variants: dict[tuple[str, str, str], Placement] = {}
 
     def ranker(self, placement: str) -> LinearThompson:
         model = self.rankers.get(placement)
@@ -155,8 +166,18 @@ class DecideEngine:
         """Answer one request (see DESIGN.md for the response shape)."""
         now = self._clock.now()
         placement = self.placements.get(request.placement) or Placement(name=request.placement)
-        k = max(1, min(request.k or placement.k, 100))
         person = await self._person(request, gpc)
+        assigned = await self._assign(request, person, gpc, now) if self.experiments else None
+        ranker_key = request.placement
+        if assigned is not None:
+            arm = assigned[0]
+            if arm.variant is None:  # the holdout: no personal data, whatever the consent
+                person = PersonView(person.profile_id, None, False, HOLDOUT)
+            else:
+                placement = self._variant_placement(placement, arm)
+                if arm.variant.model is not None:
+                    ranker_key = f"{request.placement}:{arm.variant.model}"
+        k = max(1, min(request.k or placement.k, 100))
         context = request.context
         region = _text(context.get("region"))
         item_id = _text(context.get("item_id"))
@@ -175,7 +196,7 @@ class DecideEngine:
         ids = pool.ids
         kept_ids = [ids[i] for i in kept.tolist()]  # Python ints: a third of the time
         x = self._features(pool, kept, rows[kept], signals, item_id, kept_ids)
-        ranker = self.ranker(request.placement)
+        ranker = self.ranker(ranker_key)
         order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
         ranked: list[Candidate] = []
         for position, index in enumerate(order.tolist()):
@@ -202,11 +223,28 @@ class DecideEngine:
             if person.personalized or request.candidates is not None
             else "contextual"
         )
+        decision_context: dict[str, Any] = {
+            "region": region,
+            "item_id": item_id,
+            "category": category,
+            "x": [x[c.row].round(5).tolist() for c in chosen],
+            # the weights the scores came from: explains a decision after the model moved
+            "w": ranker.mean.round(5).tolist(),
+        }
+        if ranker_key != request.placement:
+            decision_context["ranker"] = ranker_key
         decision = Decision(
             decision_id=uuid.uuid4().hex,
             created_at=now,
             placement=request.placement,
-            profile_id=person.profile_id if person.personalized else None,
+            # in an experiment: the unit, so exposures are counted where it was assigned
+            profile_id=(
+                assigned[1]
+                if assigned is not None
+                else person.profile_id
+                if person.personalized
+                else None
+            ),
             items=[c.item_id for c in chosen],
             scores=[c.score for c in chosen],
             propensities=[c.propensity for c in chosen],
@@ -216,14 +254,9 @@ class DecideEngine:
             model_version=f"lts-{ranker.version}",
             features_used=[f for f in FEATURES if f != "bias"],
             data_categories=["behavioural", "catalog"] if person.personalized else ["catalog"],
-            context={
-                "region": region,
-                "item_id": item_id,
-                "category": category,
-                "x": [x[c.row].round(5).tolist() for c in chosen],
-                # the weights the scores came from: explains a decision after the model moved
-                "w": ranker.mean.round(5).tolist(),
-            },
+            experiment=assigned[0].experiment.name if assigned is not None else None,
+            variant=assigned[0].arm if assigned is not None else None,
+            context=decision_context,
         )
         self._log_decision(decision)
         out_items = []
@@ -252,8 +285,49 @@ class DecideEngine:
                 "features": list(FEATURES[1:]),
                 "data_categories": decision.data_categories,
             },
-            "experiment": None,
+            "experiment": (
+                {"name": decision.experiment, "variant": decision.variant}
+                if assigned is not None
+                else None
+            ),
         }
+
+    async def _assign(
+        self, request: DecideRequest, person: PersonView, gpc: bool, now: float
+    ) -> tuple[Assignment, str] | None:
+        """The arm of the placement's running experiment and the unit it was drawn for.
+
+        Only people whose personalization consent is given take part: their answer could
+        differ by arm. A known person's unit is their profile id; a visitor not known yet
+        is assigned by the profile id their anonymous id will get (consent read from the
+        ledger under that id and the request's own signals).
+        """
+        assert self.experiments is not None
+        if self.experiments.running(request.placement, now) is None:
+            return None
+        if person.profile_id is not None:
+            if not person.personalized:
+                return None
+            unit = person.profile_id
+        else:
+            anonymous = request.user.get("anonymous_id")
+            if self.anonymous_unit is None or anonymous in (None, ""):
+                return None
+            verdict = await self._consent([f"anonymous_id:{anonymous}"], request.context, gpc)
+            if not verdict.allowed:
+                return None
+            unit = self.anonymous_unit(str(anonymous))
+        arm = self.experiments.assign(request.placement, unit, now)
+        return None if arm is None else (arm, unit)
+
+    def _variant_placement(self, placement: Placement, arm: Assignment) -> Placement:
+        """The placement as the arm's variant changes it (built once per arm)."""
+        assert arm.variant is not None
+        key = (placement.name, arm.experiment.name, arm.arm)
+        found = self._variants.get(key)
+        if found is None:
+            found = self._variants[key] = with_variant(placement, arm.variant)
+        return found
 
     async def _person(self, request: DecideRequest, gpc: bool) -> PersonView:
         identifiers = {str(k): str(v) for k, v in request.user.items() if v not in (None, "")}
@@ -362,7 +436,9 @@ class DecideEngine:
         index = decision.items.index(item_id)
         if index >= len(rows):
             return False
-        self.ranker(decision.placement).update(np.asarray(rows[index], dtype=np.float64), reward)
+        key = decision.context.get("ranker")  # a variant with a model of its own
+        ranker = self.ranker(key if isinstance(key, str) else decision.placement)
+        ranker.update(np.asarray(rows[index], dtype=np.float64), reward)
         return True
 
     def decision_items(self, decision_id: str) -> list[str] | None:
@@ -589,6 +665,29 @@ def _reason(c: Candidate, catalog: CatalogView, signals: PersonSignals | None) -
     if "request" in s:
         return "ranked from the candidates you sent"
     return "popular right now"
+
+
+#: variant parameters that are placement fields; the others are its rules
+_PLACEMENT_FIELDS: Final = frozenset({"k", "channel"})
+
+
+def with_variant(placement: Placement, variant: Variant) -> Placement:
+    """``placement`` with what ``variant`` changes: strategy, exploration, other settings."""
+    params = dict(variant.parameters)
+    rules = {k: v for k, v in params.items() if k not in _PLACEMENT_FIELDS}
+    changed = msgspec.structs.replace(
+        placement,
+        strategy=variant.strategy or placement.strategy,
+        exploration=placement.exploration if variant.exploration is None else variant.exploration,
+        k=int(params.get("k", placement.k)),
+        channel=str(params.get("channel", placement.channel)),
+    )
+    if rules:
+        merged = {**msgspec.to_builtins(placement.rules), **rules}
+        changed = msgspec.structs.replace(
+            changed, rules=msgspec.convert(merged, PlacementRules, strict=False)
+        )
+    return changed
 
 
 def profile_identifiers(user: Mapping[str, str]) -> list[Identifier]:
