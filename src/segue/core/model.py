@@ -368,3 +368,96 @@ class AuditHead(msgspec.Struct, frozen=True, kw_only=True):
 
 
 __all__ += ["AuditEntry", "AuditHead"]
+
+
+#: what a unit adds to a report cell, in this order; every report store keeps these columns
+REPORT_METRICS = (
+    "impressions",
+    "clicks",
+    "add_to_carts",
+    "conversions",
+    "revenue",
+    "sessions",
+    "bounces",
+    "timed_pages",
+    "time_on_page_s",
+    "time_on_page_sq",
+)
+
+
+class ReportRow(msgspec.Struct, kw_only=True):
+    """One unit's numbers in one report cell (placement, experiment, variant) on one day.
+
+    Written as deltas (a commit adds them to what is stored; ``bounces`` goes down when a
+    one-page session gets its second page) and read back as sums. ``day`` is the UTC date
+    of the exposure the numbers follow (``YYYY-MM-DD``; ``""`` in sums over a range).
+    ``experiment`` and ``variant`` are ``""`` for decisions outside any experiment.
+    ``clicks`` counts exposed decisions that got a click (at most one per decision);
+    ``timed_pages`` are page views followed by another in the same session, whose seconds
+    add up in ``time_on_page_s`` (and their squares in ``time_on_page_sq``).
+    """
+
+    placement: str
+    experiment: str
+    variant: str
+    unit: str
+    day: str
+    impressions: int = 0
+    clicks: int = 0
+    add_to_carts: int = 0
+    conversions: int = 0
+    revenue: float = 0.0
+    sessions: int = 0
+    bounces: int = 0
+    timed_pages: int = 0
+    time_on_page_s: float = 0.0
+    time_on_page_sq: float = 0.0
+
+
+class ReportCell(msgspec.Struct, kw_only=True):
+    """The sums of one (placement, experiment, variant, day) over its units; ``visitors`` is
+    how many units have numbers there."""
+
+    placement: str
+    experiment: str
+    variant: str
+    day: str
+    visitors: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    add_to_carts: int = 0
+    conversions: int = 0
+    revenue: float = 0.0
+    sessions: int = 0
+    bounces: int = 0
+    timed_pages: int = 0
+    time_on_page_s: float = 0.0
+    time_on_page_sq: float = 0.0
+
+
+class Covariate(msgspec.Struct, frozen=True, kw_only=True):
+    """A unit's pre-period numbers in an experiment (for CUPED): the orders and revenue of
+    the person before the unit's first exposure. Kept once; later ones are ignored."""
+
+    placement: str
+    experiment: str
+    unit: str
+    orders: int
+    revenue: float
+
+
+class ReportBatch(msgspec.Struct, kw_only=True):
+    """What one batch of the reports consumer writes, atomically with its checkpoint.
+
+    ``rows`` are added to the stored rows; ``covariates`` are kept only for units that have
+    none; ``people`` (person key → the attribution state, opaque bytes) are replaced and
+    ``drop_people`` removed (merged-away people whose state moved to the survivor).
+    """
+
+    rows: list[ReportRow] = []
+    covariates: list[Covariate] = []
+    people: dict[str, bytes] = {}
+    drop_people: list[str] = []
+
+
+__all__ += ["REPORT_METRICS", "Covariate", "ReportBatch", "ReportCell", "ReportRow"]

@@ -13,6 +13,7 @@ from segue.core.model import (
     AuditHead,
     Changeset,
     ConsentRecord,
+    Covariate,
     Decision,
     Identifier,
     Item,
@@ -23,6 +24,9 @@ from segue.core.model import (
     Profile,
     QuarantineEntry,
     RankEvent,
+    ReportBatch,
+    ReportCell,
+    ReportRow,
 )
 
 __all__ = [
@@ -498,3 +502,89 @@ class AuditLog(Protocol):
 
 
 __all__ += ["AuditLog"]
+
+
+class ReportStore(Protocol):
+    """KPI report numbers per unit, the reports consumer's state, and privacy budgets.
+
+    Per-unit rows are personal data (a unit is a profile id): :meth:`erase` forgets them.
+    """
+
+    async def open(self) -> None:
+        """Create or migrate the schema; idempotent."""
+        ...
+
+    async def checkpoint(self, consumer: str) -> int:
+        """The last log offset ``consumer`` committed (0 if never)."""
+        ...
+
+    async def people(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The stored attribution state of these people (absent when none)."""
+        ...
+
+    async def commit(self, batch: ReportBatch, consumer: str, after: int, offset: int) -> None:
+        """Apply ``batch`` and move ``consumer``'s checkpoint from ``after`` to ``offset``,
+        atomically, only if the checkpoint still is ``after``.
+
+        So a batch is counted exactly once, even by two consumers racing on one store.
+
+        Raises:
+            StaleState: the checkpoint moved since it was read; nothing was applied.
+        """
+        ...
+
+    async def cells(
+        self, placement: str | None, experiment: str | None, first_day: str, last_day: str
+    ) -> list[ReportCell]:
+        """Sums per (placement, experiment, variant, day) with ``first_day <= day <=
+        last_day`` (``YYYY-MM-DD``), of one placement and/or experiment when given."""
+        ...
+
+    async def units(
+        self,
+        placement: str | None,
+        experiment: str | None,
+        first_day: str,
+        last_day: str,
+        *,
+        by_day: bool,
+    ) -> list[ReportRow]:
+        """Each unit's rows in the days given: per day, or summed over them (``day`` is
+        ``""``), in (placement, experiment, variant, unit, day) order."""
+        ...
+
+    async def covariates(self, placement: str | None, experiment: str | None) -> list[Covariate]:
+        """The units' pre-period covariates, of one placement and/or experiment when given."""
+        ...
+
+    async def spend(
+        self, consumer: str, epsilon: float, delta: float, limit: float
+    ) -> tuple[bool, float, float]:
+        """Charge a release of (``epsilon``, ``delta``) to ``consumer``'s privacy budget if
+        its spent ε stays within ``limit``, atomically (two releases never both pass on one
+        remaining share).
+
+        Returns:
+            whether it was charged, and the consumer's total spent ε and δ afterwards.
+        """
+        ...
+
+    async def spent(self, consumer: str) -> tuple[float, float]:
+        """The ε and δ ``consumer`` has spent (0 when it never released anything)."""
+        ...
+
+    async def erase(self, units: Sequence[str], people: Sequence[str]) -> dict[str, int]:
+        """Remove the rows and covariates of ``units`` and the state of ``people`` (a
+        person's erasure); what the backend keeps of them on disk is overwritten.
+
+        Returns:
+            rows removed per kind (``rows``, ``covariates``, ``people``).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+__all__ += ["ReportStore"]

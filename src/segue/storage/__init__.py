@@ -15,6 +15,7 @@ __all__ = [
     "LOGS",
     "PRIVACY",
     "QUARANTINES",
+    "REPORTS",
     "STORES",
 ]
 
@@ -77,4 +78,10 @@ AUDITS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_audit:SqliteAuditLog",
     "memory": "segue.storage.memory_audit:MemoryAuditLog",
     **_postgres("segue.storage.postgres_audit:PostgresAuditLog"),
+}
+#: scheme (of the store URL) → factory path for KPI report numbers and privacy budgets
+REPORTS: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_reports:SqliteReportStore",
+    "memory": "segue.storage.memory_reports:MemoryReportStore",
+    **_postgres("segue.storage.postgres_reports:PostgresReportStore"),
 }

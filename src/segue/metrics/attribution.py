@@ -1,0 +1,379 @@
+"""Attribution: a person's events, in log order, folded into report rows (pure).
+
+What counts, and where:
+
+- **Exposure**: a feedback event that says a decision was shown (``Decision Viewed``,
+  ``Promotion Viewed``, ``Product List Viewed``, ``Impression`` with ``decision_id``). One
+  impression per decision however often it is reported, in the decision's cell: its
+  placement, experiment and arm, under the unit it was assigned by, on the UTC day of the
+  exposure. Every later number that follows an exposure goes to that exposure's row.
+- **Click**: ``Product Clicked`` or ``Promotion Clicked`` with the ``decision_id`` of an
+  exposed decision, within the attribution window: at most one per decision. A click on a
+  decision that was never reported shown counts its exposure first (it was seen).
+- **Add-to-cart** (``Product Added``) and **conversion** (``Order Completed``, with its
+  revenue): within the attribution window after an exposure of the same person, counted
+  once per (placement, experiment) the person was exposed to, for the most recent exposure
+  there (last touch). No ``decision_id`` is needed.
+- **Sessions** start with a page or screen view and end after ``session_timeout`` seconds
+  without any event. A session counts for each cell the person was exposed to during it
+  (on the day of that exposure), with all its pages: it is a **bounce** while it has one
+  page view; **time on page** is the time from a page view to the next one in the session
+  (the last page's time is unknown, as in every web analytics tool).
+- **Pre-period covariate** (CUPED): the person's orders and revenue before the unit's first
+  exposure in an experiment.
+
+The state kept per person is small and bounded: exposures still inside their window (at
+most :data:`MAX_SHOWN`), the last exposure per (placement, experiment), the current session,
+and the person's order counters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from segue.core.events import Event, Page, Screen, Track
+from segue.core.model import Covariate, ReportRow
+from segue.processor.behaviour import CLICK_EVENTS, EXPOSURE_EVENTS
+
+__all__ = [
+    "MAX_SHOWN",
+    "Arm",
+    "Attribution",
+    "PersonState",
+    "day_of",
+    "decode_person",
+    "encode_person",
+    "merge_people",
+    "order_revenue",
+]
+
+#: exposed decisions kept per person for clicks (the newest)
+MAX_SHOWN: Final = 200
+#: sessions count for at most this many cells (placements × experiments) each
+_MAX_CELLS: Final = 50
+ADD_EVENT: Final = "Product Added"
+ORDER_EVENT: Final = "Order Completed"
+
+
+class Arm(NamedTuple):
+    """Where a decision's numbers go: its placement, experiment and arm, and its unit.
+
+    ``experiment`` and ``variant`` are ``""`` outside any experiment.
+    """
+
+    placement: str
+    experiment: str
+    variant: str
+    unit: str
+
+
+class _Shown(msgspec.Struct, array_like=True):
+    decision_id: str
+    arm: Arm
+    day: str
+    at: float
+    clicked: bool = False
+
+
+class _Touch(msgspec.Struct, array_like=True):
+    arm: Arm
+    day: str
+    at: float
+
+
+class _Session(msgspec.Struct, array_like=True):
+    start: float
+    last: float
+    pages: int
+    last_page_at: float
+    timed: int = 0
+    seconds: float = 0.0
+    squares: float = 0.0
+    #: the cells this session counts for: (arm, day of the exposure that attached it)
+    cells: list[tuple[Arm, str]] = []
+
+
+class PersonState(msgspec.Struct):
+    """What the reports consumer remembers of one person between events."""
+
+    shown: list[_Shown] = []
+    touches: list[_Touch] = []
+    session: _Session | None = None
+    orders: int = 0
+    revenue: float = 0.0
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(PersonState).decode
+
+
+def encode_person(state: PersonState) -> bytes:
+    return _encode(state)
+
+
+def decode_person(data: bytes | None) -> PersonState:
+    return _decode(data) if data else PersonState()
+
+
+def day_of(at: float) -> str:
+    """The UTC date of an epoch time, ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+def order_revenue(properties: Mapping[str, Any]) -> float:
+    """An order's revenue as the Segment spec has it: ``revenue``, else ``total``, else
+    ``value``, else the sum of ``price × quantity`` over ``products``."""
+    for key in ("revenue", "total", "value"):
+        value = _number(properties.get(key))
+        if value is not None:
+            return value
+    total = 0.0
+    products = properties.get("products")
+    if isinstance(products, list):
+        for product in products[:500]:
+            if isinstance(product, dict):
+                price = _number(product.get("price")) or 0.0
+                quantity = _number(product.get("quantity"))
+                total += price * (1.0 if quantity is None else quantity)
+    return total
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def merge_people(survivor: PersonState, others: Iterable[PersonState]) -> PersonState:
+    """One person out of several (their profiles merged): exposures and order counters add
+    up, the latest exposure per (placement, experiment) and the latest session win."""
+    for other in others:
+        known = {s.decision_id for s in survivor.shown}
+        survivor.shown += [s for s in other.shown if s.decision_id not in known]
+        survivor.shown.sort(key=lambda s: s.at)
+        del survivor.shown[:-MAX_SHOWN]
+        latest = {(t.arm.placement, t.arm.experiment): t for t in survivor.touches}
+        for touch in other.touches:
+            key = (touch.arm.placement, touch.arm.experiment)
+            if key not in latest or latest[key].at < touch.at:
+                latest[key] = touch
+        survivor.touches = list(latest.values())
+        if other.session is not None and (
+            survivor.session is None or survivor.session.last < other.session.last
+        ):
+            survivor.session = other.session
+        survivor.orders += other.orders
+        survivor.revenue += other.revenue
+    return survivor
+
+
+class _Rows:
+    """Report deltas of one batch, one row per (arm, day)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[Arm, str], ReportRow] = {}
+
+    def get(self, arm: Arm, day: str) -> ReportRow:
+        row = self.rows.get((arm, day))
+        if row is None:
+            row = self.rows[(arm, day)] = ReportRow(
+                placement=arm.placement,
+                experiment=arm.experiment,
+                variant=arm.variant,
+                unit=arm.unit,
+                day=day,
+            )
+        return row
+
+
+class Attribution:
+    """Folds events into report rows.
+
+    Args:
+        windows: experiment name → its attribution window in seconds.
+        default_window: the window of decisions outside any experiment (and of unknown
+            experiments: one ended and removed from the configuration).
+        session_timeout: seconds of inactivity that end a session.
+    """
+
+    def __init__(
+        self,
+        windows: Mapping[str, float] | None = None,
+        *,
+        default_window: float = 86400.0,
+        session_timeout: float = 1800.0,
+    ) -> None:
+        self.windows = dict(windows or {})
+        self.default_window = default_window
+        self.session_timeout = session_timeout
+        self._longest = max([default_window, *self.windows.values()])
+
+    def window(self, experiment: str) -> float:
+        return self.windows.get(experiment, self.default_window)
+
+    def fold(
+        self,
+        people: dict[str, PersonState],
+        events: Iterable[tuple[str, Event, float]],
+        arm_of: Callable[[str], Arm | None],
+    ) -> tuple[list[ReportRow], list[Covariate]]:
+        """Fold (person key, event, epoch time) in log order into ``people`` (changed in
+        place; a missing person starts empty).
+
+        Args:
+            people: person key → state.
+            events: the events of a batch, each with the person it belongs to.
+            arm_of: decision id → where its numbers go (None: an unknown decision).
+
+        Returns:
+            the rows to add and the covariates of units seen for the first time.
+        """
+        rows = _Rows()
+        covariates: dict[tuple[str, str, str], Covariate] = {}
+        latest: dict[str, float] = {}
+        for key, event, at in events:
+            person = people.get(key)
+            if person is None:
+                person = people[key] = PersonState()
+            latest[key] = max(at, latest.get(key, at))
+            self._session_event(person, event, at, rows)
+            if not isinstance(event, Track):
+                continue
+            name = event.event
+            props = event.properties
+            decision_id = props.get("decision_id")
+            if isinstance(decision_id, str) and decision_id:
+                if name in EXPOSURE_EVENTS:
+                    self._expose(person, decision_id, at, arm_of, rows, covariates)
+                elif name in CLICK_EVENTS:
+                    self._click(person, decision_id, at, arm_of, rows, covariates)
+            if name == ADD_EVENT:
+                for touch in self._touching(person, at):
+                    rows.get(touch.arm, touch.day).add_to_carts += 1
+            elif name == ORDER_EVENT:
+                revenue = order_revenue(props)
+                for touch in self._touching(person, at):
+                    row = rows.get(touch.arm, touch.day)
+                    row.conversions += 1
+                    row.revenue += revenue
+                person.orders += 1
+                person.revenue += revenue
+        for key, at in latest.items():
+            self._expire(people[key], at)
+        return list(rows.rows.values()), list(covariates.values())
+
+    # --- exposures and clicks -----------------------------------------------------------
+    def _expose(
+        self,
+        person: PersonState,
+        decision_id: str,
+        at: float,
+        arm_of: Callable[[str], Arm | None],
+        rows: _Rows,
+        covariates: dict[tuple[str, str, str], Covariate],
+    ) -> _Shown | None:
+        for shown in person.shown:
+            if shown.decision_id == decision_id:
+                return shown  # reported twice: one impression
+        arm = arm_of(decision_id)
+        if arm is None:
+            return None
+        day = day_of(at)
+        shown = _Shown(decision_id, arm, day, at)
+        person.shown.append(shown)
+        rows.get(arm, day).impressions += 1
+        person.touches = [
+            t
+            for t in person.touches
+            if (t.arm.placement, t.arm.experiment) != (arm.placement, arm.experiment)
+        ]
+        person.touches.append(_Touch(arm, day, at))
+        if arm.experiment:
+            cov_key = (arm.placement, arm.experiment, arm.unit)
+            covariates.setdefault(
+                cov_key,
+                Covariate(
+                    placement=arm.placement,
+                    experiment=arm.experiment,
+                    unit=arm.unit,
+                    orders=person.orders,
+                    revenue=person.revenue,
+                ),
+            )
+        session = person.session
+        if (
+            session is not None
+            and (arm, day) not in session.cells
+            and len(session.cells) < _MAX_CELLS
+        ):
+            session.cells.append((arm, day))
+            row = rows.get(arm, day)
+            row.sessions += 1
+            row.bounces += session.pages == 1
+            row.timed_pages += session.timed
+            row.time_on_page_s += session.seconds
+            row.time_on_page_sq += session.squares
+        if len(person.shown) > MAX_SHOWN:
+            del person.shown[:-MAX_SHOWN]
+        return shown
+
+    def _click(
+        self,
+        person: PersonState,
+        decision_id: str,
+        at: float,
+        arm_of: Callable[[str], Arm | None],
+        rows: _Rows,
+        covariates: dict[tuple[str, str, str], Covariate],
+    ) -> None:
+        shown = self._expose(person, decision_id, at, arm_of, rows, covariates)
+        if shown is None or shown.clicked or at - shown.at > self.window(shown.arm.experiment):
+            return
+        shown.clicked = True
+        rows.get(shown.arm, shown.day).clicks += 1
+
+    def _touching(self, person: PersonState, at: float) -> list[_Touch]:
+        """The person's last exposure per (placement, experiment) whose window holds ``at``."""
+        return [t for t in person.touches if 0.0 <= at - t.at <= self.window(t.arm.experiment)]
+
+    # --- sessions -----------------------------------------------------------------------
+    def _session_event(self, person: PersonState, event: Event, at: float, rows: _Rows) -> None:
+        session = person.session
+        if session is not None and at - session.last > self.session_timeout:
+            session = person.session = None
+        if not isinstance(event, Page | Screen):
+            if session is not None and at > session.last:
+                session.last = at
+            return
+        if session is None:
+            person.session = _Session(start=at, last=at, pages=1, last_page_at=at)
+            return
+        seconds = max(0.0, at - session.last_page_at)
+        session.pages += 1
+        session.timed += 1
+        session.seconds += seconds
+        session.squares += seconds * seconds
+        session.last = max(session.last, at)
+        session.last_page_at = at
+        for arm, day in session.cells:
+            row = rows.get(arm, day)
+            row.timed_pages += 1
+            row.time_on_page_s += seconds
+            row.time_on_page_sq += seconds * seconds
+            if session.pages == 2:
+                row.bounces -= 1
+
+    def _expire(self, person: PersonState, now: float) -> None:
+        """Drop exposures past every window (``now``: the person's latest event, never the
+        wall clock, so a replay of the log gives the same rows)."""
+        person.shown = [s for s in person.shown if now - s.at <= self._longest]
+        person.touches = [t for t in person.touches if now - t.at <= self._longest]

@@ -1,0 +1,198 @@
+"""Attribution: exposures, clicks, adds and orders within the window, sessions and bounces,
+time on page, the pre-period covariate, replays and merges."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from segue.core.events import Identify, Page, Track
+from segue.metrics.attribution import (
+    Arm,
+    Attribution,
+    PersonState,
+    day_of,
+    decode_person,
+    encode_person,
+    merge_people,
+    order_revenue,
+)
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+HERO = Arm("home_hero", "hero", "personalized", "p_ann")
+HELD = Arm("home_hero", "hero", "holdout", "p_bob")
+PDP = Arm("product_detail", "", "", "p_ann")
+ARMS = {"d1": HERO, "d2": HERO, "d3": HELD, "d4": PDP}
+
+
+def page(at: float) -> tuple[Page, float]:
+    return Page(message_id=f"pg{at}", anonymous_id="a"), at
+
+
+def track(name: str, at: float, **props) -> tuple[Track, float]:
+    return Track(message_id=f"t{at}{name}", anonymous_id="a", event=name, properties=props), at
+
+
+def fold(events, *, people=None, person="ann", window=3600.0, **options):
+    attribution = Attribution({"hero": window}, **options)
+    people = {} if people is None else people
+    rows, covariates = attribution.fold(
+        people, [(person, e, at) for e, at in events], ARMS.get
+    )
+    return rows, covariates, people
+
+
+def totals(rows) -> dict[tuple[Arm, str], dict[str, float]]:
+    out: dict[tuple[Arm, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        key = (Arm(r.placement, r.experiment, r.variant, r.unit), r.day)
+        for name in (
+            "impressions",
+            "clicks",
+            "add_to_carts",
+            "conversions",
+            "revenue",
+            "sessions",
+            "bounces",
+            "timed_pages",
+            "time_on_page_s",
+            "time_on_page_sq",
+        ):
+            out[key][name] += getattr(r, name)
+    return out
+
+
+def test_impressions_once_per_decision_and_clicks_once_within_the_window():
+    rows, _, _ = fold(
+        [
+            track("Decision Viewed", T0, decision_id="d1"),
+            track("Decision Viewed", T0 + 1, decision_id="d1"),  # reported twice
+            track("Product Clicked", T0 + 5, decision_id="d1", product_id="i1"),
+            track("Product Clicked", T0 + 6, decision_id="d1", product_id="i2"),  # 2nd click
+            track("Decision Viewed", T0 + 10, decision_id="d2"),
+            track("Product Clicked", T0 + 10 + 3601, decision_id="d2"),  # too late
+            track("Promotion Clicked", T0 + 20, decision_id="d4"),  # never reported shown
+            track("Decision Viewed", T0 + 30, decision_id="unknown"),
+        ]
+    )
+    t = totals(rows)
+    day = day_of(T0)
+    assert t[(HERO, day)]["impressions"] == 2
+    assert t[(HERO, day)]["clicks"] == 1
+    assert t[(PDP, day)]["impressions"] == 1  # the click proved the exposure
+    assert t[(PDP, day)]["clicks"] == 1
+    assert len(t) == 2
+
+
+def test_adds_and_orders_count_for_the_last_exposure_per_placement_within_its_window():
+    rows, covariates, people = fold(
+        [
+            track("Order Completed", T0 - 100, revenue=30.0),  # before any exposure
+            track("Decision Viewed", T0, decision_id="d1"),
+            track("Decision Viewed", T0 + 50, decision_id="d4"),
+            track("Product Added", T0 + 60, product_id="i1"),
+            track(
+                "Order Completed",
+                T0 + 120,
+                products=[{"product_id": "i1", "price": 10.0, "quantity": 2}],
+            ),
+            track("Order Completed", T0 + 3700, total=5.0),  # hero's window is over
+        ]
+    )
+    t = totals(rows)
+    day = day_of(T0)
+    assert t[(HERO, day)]["add_to_carts"] == 1
+    assert t[(HERO, day)]["conversions"] == 1
+    assert t[(HERO, day)]["revenue"] == 20.0
+    # outside any experiment the default window (a day) applies
+    assert t[(PDP, day)]["conversions"] == 2
+    assert t[(PDP, day)]["revenue"] == 25.0
+    assert [(c.experiment, c.unit, c.orders, c.revenue) for c in covariates] == [
+        ("hero", "p_ann", 1, 30.0)
+    ]
+    assert (people["ann"].orders, people["ann"].revenue) == (3, 55.0)
+
+
+def test_sessions_bounces_and_time_on_page():
+    rows, _, _ = fold(
+        [
+            page(T0),  # session 1: exposed on its first page, then a second page
+            track("Decision Viewed", T0 + 2, decision_id="d1"),
+            page(T0 + 30),
+            page(T0 + 90),
+            track("Product Viewed", T0 + 100),  # keeps the session alive, no page
+            page(T0 + 100 + 1800 + 1),  # more than 30 min after the last event: session 2
+            track("Decision Viewed", T0 + 100 + 1800 + 2, decision_id="d2"),
+        ],
+    )
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert t["sessions"] == 2
+    assert t["bounces"] == 1  # only the second session stayed at one page
+    assert t["timed_pages"] == 2
+    assert t["time_on_page_s"] == 30.0 + 60.0
+    assert t["time_on_page_sq"] == 30.0**2 + 60.0**2
+
+
+def test_a_session_exposed_late_counts_with_the_pages_it_already_had():
+    rows, _, _ = fold(
+        [page(T0), page(T0 + 10), track("Decision Viewed", T0 + 12, decision_id="d3")]
+    )
+    t = totals(rows)[(HELD, day_of(T0))]
+    assert (t["sessions"], t["bounces"], t["timed_pages"], t["time_on_page_s"]) == (1, 0, 1, 10)
+
+
+def test_no_session_without_a_page_view():
+    rows, _, _ = fold([track("Decision Viewed", T0, decision_id="d1")])
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert (t["impressions"], t["sessions"]) == (1, 0)
+
+
+def test_folding_in_batches_with_the_state_in_between_gives_the_same_rows():
+    events = [
+        page(T0),
+        track("Decision Viewed", T0 + 1, decision_id="d1"),
+        page(T0 + 20),
+        track("Product Clicked", T0 + 21, decision_id="d1"),
+        Identify(message_id="i", user_id="u"),
+        track("Order Completed", T0 + 40, revenue=12.5),
+        page(T0 + 50),
+    ]
+    events[4] = (events[4], T0 + 30)
+    whole, _, _ = fold(events)
+    state: dict[str, PersonState] = {}
+    parts = []
+    for chunk in (events[:2], events[2:5], events[5:]):
+        rows, _, state = fold(chunk, people=state)
+        parts += rows
+        state = {k: decode_person(encode_person(v)) for k, v in state.items()}  # stored
+    assert totals(parts) == totals(whole)
+
+
+def test_merged_people_keep_both_exposures_and_the_latest_session():
+    _, _, first = fold([page(T0), track("Decision Viewed", T0 + 1, decision_id="d1")])
+    _, _, second = fold(
+        [page(T0 + 5), track("Decision Viewed", T0 + 6, decision_id="d3")], person="bob"
+    )
+    merged = merge_people(first["ann"], [second["bob"]])
+    assert {s.decision_id for s in merged.shown} == {"d1", "d3"}
+    assert merged.session is second["bob"].session
+    rows, _, _ = fold([track("Order Completed", T0 + 60, revenue=8.0)], people={"ann": merged})
+    t = totals(rows)
+    # one placement and experiment: the later exposure (the holdout's) gets the order
+    assert t[(HELD, day_of(T0))]["conversions"] == 1
+    assert (HERO, day_of(T0)) not in t
+
+
+@pytest.mark.parametrize(
+    ("props", "revenue"),
+    [
+        ({"revenue": "12.5", "total": 99}, 12.5),
+        ({"total": 20}, 20.0),
+        ({"value": 3}, 3.0),
+        ({"products": [{"price": 2, "quantity": 3}, {"price": 1.5}, "junk"]}, 7.5),
+        ({"revenue": True, "total": float("nan")}, 0.0),
+    ],
+)
+def test_order_revenue(props, revenue):
+    assert order_revenue(props) == revenue
