@@ -25,6 +25,9 @@ from segue.errors import BackendUnavailable, InvalidInput
 
 __all__ = ["PgDatabase", "advisory_key"]
 
+#: seconds a request waits for a pooled connection before it fails
+_CHECKOUT_TIMEOUT_S = 5.0
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     component  TEXT NOT NULL,
@@ -98,6 +101,10 @@ class PgDatabase:
             configure=self._configure,
             open=False,
             name=f"segue-{self.component}",
+            # a request waits this long for a connection, then fails as BackendUnavailable
+            # (503 + Retry-After): when the server is gone, clients hear so in seconds, not
+            # after the driver's default of 30 s with their requests piled up behind it
+            timeout=_CHECKOUT_TIMEOUT_S,
         )
         try:
             await pool.open(wait=True, timeout=10.0)
