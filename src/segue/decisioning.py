@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import structlog
 
+from segue.core.changes import Change, decode_change, encode_change
 from segue.core.model import Changeset, Identifier, Item, TraitValue
 from segue.core.ports import CatalogStore, ProfileStore
 from segue.decide.cache import Cache
@@ -57,10 +58,13 @@ class ViewedCatalog:
         store: CatalogStore,
         view: CatalogView,
         observe: Callable[[Sequence[Item]], None] | None = None,
+        announce: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.view = view
         self.observe = observe
+        #: tells the other processes which items changed (their mirrors follow)
+        self.announce = announce
 
     async def open(self) -> None:
         await self.store.open()
@@ -70,6 +74,8 @@ class ViewedCatalog:
         self.view.upsert(items)
         if self.observe is not None:
             self.observe(items)
+        if self.announce is not None:
+            await self.announce([item.item_id for item in items])
 
     async def get(self, item_ids: Iterable[str]) -> dict[str, Item]:
         return await self.store.get(item_ids)
@@ -80,6 +86,8 @@ class ViewedCatalog:
     async def delete(self, item_id: str) -> bool:
         found = await self.store.delete(item_id)
         self.view.remove(item_id)
+        if self.announce is not None:
+            await self.announce([item_id])
         return found
 
     async def count(self) -> int:
@@ -122,6 +130,12 @@ class Decisioning:
             models, self.item_info, self.engine.decision_items, self.lock
         )
         self._stopping = asyncio.Event()
+        self.origin = runtime.origin
+        #: this process folds the log, so its item models are the ones others load
+        self.owns_models = runtime.role != "api"
+        #: seconds between saves of the item models for API processes (worker role)
+        self.share_models_every = 2
+        self._models_changed = False
 
     def observe_items(self, items: Sequence[Item]) -> None:
         """New or changed catalog items: fresh items get exposure before any traffic."""
@@ -195,35 +209,151 @@ class Decisioning:
         behaviour = decode_behaviour(found[profile_id])
         return features_view(behaviour.features, self.runtime.clock.now())
 
-    def on_commit(self, changes: Changeset, feedback: list[Feedback]) -> None:
-        """The processor changed state: forget what the caches knew of it, pass feedback on."""
-        for identifier in (*changes.links, *changes.unlink):
-            self.identity_cache.invalidate(identifier)
-        for profile_id in (*changes.features, *changes.profiles, *changes.redirects):
-            self.signals_cache.invalidate(profile_id)
-        for profile_id in (*changes.profiles, *changes.redirects, *changes.drop_profiles):
-            self.facts_cache.invalidate(profile_id)
+    async def on_commit(self, changes: Changeset, feedback: list[Feedback]) -> None:
+        """The processor changed state: forget what the caches knew of it, pass feedback
+        on, and tell the other processes the same."""
+        identifiers = [*changes.links, *changes.unlink]
+        features = {*changes.features, *changes.profiles, *changes.redirects}
+        profiles = {*changes.profiles, *changes.redirects, *changes.drop_profiles}
+        self._forget(identifiers, features, profiles)
         if feedback:
             self.engine.feedback(feedback)
+        self._models_changed = True
+        await self.publish(
+            Change(
+                origin=self.origin,
+                identifiers=[str(i) for i in identifiers],
+                profiles=sorted(features | profiles),
+                feedback=[
+                    (f.decision_id, f.kind, f.item_ids, f.profile_id, f.at) for f in feedback
+                ],
+            )
+        )
+
+    def _forget(
+        self, identifiers: Iterable[Identifier], features: Iterable[str], profiles: Iterable[str]
+    ) -> None:
+        for identifier in identifiers:
+            self.identity_cache.invalidate(identifier)
+        for profile_id in features:
+            self.signals_cache.invalidate(profile_id)
+        for profile_id in profiles:
+            self.facts_cache.invalidate(profile_id)
+
+    async def publish(self, change: Change) -> None:
+        """Tell the other processes; a feed that is down is reported by the feed itself
+        (the others then stop trusting their caches)."""
+        await self.runtime.changes.publish(encode_change(change))
+
+    async def apply(self, change: Change) -> None:
+        """Follow a change another process made (see ``segue.core.changes``)."""
+        if change.origin == self.origin:
+            return
+        runtime = self.runtime
+        if change.flush:
+            await self.flush()
+            return
+        parsed = [Identifier.parse(text) for text in change.identifiers if ":" in text]
+        self._forget(parsed, change.profiles, change.profiles)
+        if change.consent:
+            runtime.consent.heard(change.consent, erased=False)
+        if change.consent_erased:
+            runtime.consent.heard(change.consent_erased, erased=True)
+        if change.items:
+            found = await runtime.catalog.get(change.items)
+            for item_id in change.items:
+                if item_id not in found:
+                    self.view.remove(item_id)
+            self.view.upsert(found.values())
+            self.observe_items(list(found.values()))
+        if change.feedback:
+            self.engine.feedback(Feedback(*f) for f in change.feedback)
+        if change.models and not self.owns_models:
+            await self.load_models()
+        if change.suppressed:
+            await runtime.privacy_requests.reload_suppression()
+
+    async def flush(self) -> None:
+        """Drop every cache and re-read what others may have changed unheard."""
+        for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
+            cache.clear()
+        await self.runtime.consent.flush()
+        await self.view.load(self.runtime.catalog)
+        self.items.invalidate()
+        if not self.owns_models:
+            await self.load_models()
+        await self.runtime.privacy_requests.reload_suppression()
+
+    async def load_models(self) -> None:
+        """Take the item models another process (the active worker) saved."""
+        blob = await self.runtime.store.load_blob(_MODELS_BLOB)
+        if not blob:
+            return
+        loaded = ItemModels.from_bytes(blob, self.models.config)
+        with self.lock:
+            self.models.state = loaded.state
+        self.items.invalidate()
+
+    async def listen(self) -> None:
+        """Apply the other processes' changes as they arrive. While the feed is down,
+        caches are bypassed: what another process changed meanwhile is unknown."""
+        feed = self.runtime.changes
+        while not self._stopping.is_set():
+            notes = await feed.receive(0.25)
+            bypass = not feed.live
+            for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
+                cache.bypass = bypass
+            self.runtime.consent.bypass(bypass)
+            for note in notes:
+                change = decode_change(note)
+                if change is None:
+                    continue
+                try:
+                    await self.apply(change)
+                except Exception:  # a store down: drop caches rather than keep stale ones
+                    _log.exception("change_apply_failed")
+                    for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
+                        cache.clear()
+                    self.runtime.consent.bypass(True)
 
     async def run(self) -> None:
-        """Settle feedback every second; persist the learned state every 30 seconds."""
+        """Settle feedback every second; persist the learned state every 30 seconds (the
+        item models every few seconds where a worker shares them with API processes)."""
         ticks = 0
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), 1.0)
-            self.engine.settle(self.runtime.clock.now())
-            ticks += 1
-            if ticks % 30 == 0:
-                await self.persist()
+        listening = asyncio.create_task(self.listen(), name="changes")
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                self.engine.settle(self.runtime.clock.now())
+                ticks += 1
+                if ticks % 30 == 0:
+                    await self.persist()
+                elif self.owns_models and ticks % self.share_models_every == 0:
+                    await self.share_models()
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+
+    async def share_models(self) -> None:
+        """Save the item models and tell the API processes to take them."""
+        if not self._models_changed:
+            return
+        self._models_changed = False
+        with self.lock:
+            models = self.models.to_bytes()
+        await self.runtime.store.save_blob(_MODELS_BLOB, models)
+        await self.publish(Change(origin=self.origin, models=True))
 
     async def persist(self) -> None:
         store = self.runtime.store
-        with self.lock:
-            models = self.models.to_bytes()
-        await store.save_blob(_MODELS_BLOB, models)
-        rankers = {name: r.to_bytes().hex() for name, r in self.engine.rankers.items()}
-        await store.save_blob(_RANKERS_BLOB, msgspec.json.encode(rankers))
+        if self.owns_models:
+            self._models_changed = True
+            await self.share_models()
+        if self.runtime.role != "worker":  # the decisions (and what they taught) are here
+            rankers = {name: r.to_bytes().hex() for name, r in self.engine.rankers.items()}
+            await store.save_blob(_RANKERS_BLOB, msgspec.json.encode(rankers))
 
     async def aclose(self) -> None:
         self._stopping.set()
@@ -262,7 +392,12 @@ async def start_decisioning(runtime: Runtime) -> Decisioning:
     blob = await runtime.store.load_blob(_MODELS_BLOB)
     models = ItemModels.from_bytes(blob) if blob else ItemModels()
     decisioning = Decisioning(runtime, view, models)
-    runtime.catalog = ViewedCatalog(runtime.catalog, view, decisioning.observe_items)
+    runtime.catalog = ViewedCatalog(
+        runtime.catalog,
+        view,
+        decisioning.observe_items,
+        lambda ids: decisioning.publish(Change(origin=decisioning.origin, items=ids)),
+    )
     saved = await runtime.store.load_blob(_RANKERS_BLOB)
     if saved:
         rankers: dict[str, Any] = msgspec.json.decode(saved)

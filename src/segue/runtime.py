@@ -10,16 +10,21 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
+import socket
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
+from segue.core.changes import Change
 from segue.core.model import LogRecord, QuarantineEntry
 from segue.core.ports import (
     CatalogStore,
+    ChangeFeed,
     ConsentStore,
     DecisionStore,
     EventLog,
@@ -50,6 +55,7 @@ from segue.settings import Settings
 from segue.storage import (
     AUDITS,
     CATALOGS,
+    CHANGES,
     CONSENTS,
     DECISIONS,
     KEYS,
@@ -126,12 +132,25 @@ class Runtime:
         self.engine: DecideEngine
         self.ingest: IngestService
         self.processor: Processor
+        self.changes: ChangeFeed
+        #: this process among the installation's (its own notes on the feed are ignored)
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: all: API and processor; api: API only; worker: processor only (``segue worker``)
+        self.role = "all"
         self.started_at = self.clock.now()
         self.ready = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, run_processor: bool = True) -> None:
-        """Open the backends and start the processor in the background."""
+    async def start(self, *, run_processor: bool = True, role: str = "all") -> None:
+        """Open the backends and start the processor in the background.
+
+        ``role`` splits the work between processes (see docs/scaling.md): ``all`` answers
+        requests and folds the log; ``api`` only answers (a worker folds); ``worker`` only
+        folds, holding a lease so that one worker at a time does (the others stand by).
+        """
+        if role not in ("all", "api", "worker"):
+            raise ConfigError([f"unknown role {role!r}: all, api or worker"])
+        self.role = role
         s = self.settings
         write = {src.name: src.write_key for src in s.sources}
         write.setdefault("default", None)
@@ -148,6 +167,10 @@ class Runtime:
             )
         self.audit = self._audit_service(self.keys.secret)
         await self.audit.open()
+        # notes between processes: Redis across machines, else a file in the data folder
+        feed_url = s.redis_url or ("memory" if s.store.startswith("memory") else "sqlite")
+        self.changes = _build(CHANGES, feed_url, "change feed", self.data)
+        await self.changes.open()
         # a server's adapters (nats://, postgresql://) take its URL; the embedded ones the
         # data folder (a memory log comes with a memory store: checked above)
         self.catalog = _build(CATALOGS, s.store, "catalog", self.data)
@@ -235,6 +258,7 @@ class Runtime:
         )
         await self.consent.start()
         self.consent.audit = self.audit.record
+        self.consent.on_change = self._consent_changed
         self.consent_screen = ConsentScreen(
             self.consent,
             self.keys.secret.encode(),
@@ -251,8 +275,16 @@ class Runtime:
         await self.processor.start()
         self.privacy_requests = PrivacyRequests(self)
         await self.privacy_requests.start()
+        folds = run_processor and role != "api"
+        self.privacy_requests.executes = lambda: self.processor.active if folds else False
+        self.privacy_requests.on_suppressed = self._suppressed
         self._tasks.append(asyncio.create_task(self.privacy_requests.run(), name="privacy"))
-        if run_processor:
+        if role == "worker":
+            self.processor.holder = self.origin
+            self.processor.on_activate = self._take_over
+        elif role == "all":  # a restart on the same data folder takes its lease back at once
+            self.processor.holder = f"serve:{socket.gethostname()}:{self.data.resolve()}"
+        if folds:
             self._tasks.append(asyncio.create_task(self._run_processor(), name="processor"))
         rank = s.rank
         self.rank = RankService(
@@ -302,6 +334,22 @@ class Runtime:
             return await audit.verify()
         finally:
             await audit.log.aclose()
+
+    async def _consent_changed(self, subjects: list[str], erased: bool) -> None:
+        change = Change(origin=self.origin)
+        if erased:
+            change.consent_erased = subjects
+        else:
+            change.consent = subjects
+        await self.decisioning.publish(change)
+
+    async def _suppressed(self) -> None:
+        await self.decisioning.publish(Change(origin=self.origin, suppressed=True))
+
+    async def _take_over(self) -> None:
+        """This worker became the active one: start from what the last one learned."""
+        await self.decisioning.load_models()
+        await self.privacy_requests.reload_suppression()
 
     async def _run_processor(self) -> None:
         await self.processor.run(on_poison=self._quarantine_poison)
@@ -361,6 +409,7 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         for name in (
+            "changes",
             "log",
             "store",
             "quarantine",

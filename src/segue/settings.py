@@ -345,6 +345,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data: str = "./segue-data"
     store: str = "sqlite"
     log: str = "sqlite"
+    #: Redis for the change feed between processes (and the shared cache); None: the
+    #: processes of one machine share a feed in the data folder
+    redis_url: str | None = None
     admin_key: str | None = None
     publishable_key: str | None = None
     sources: list[SourceSettings] = []
@@ -368,6 +371,7 @@ _ENV = {
     "SEGUE_DATA": "data",
     "SEGUE_STORE": "store",
     "SEGUE_LOG": "log",
+    "SEGUE_REDIS_URL": "redis_url",
     "SEGUE_ADMIN_KEY": "admin_key",
     "SEGUE_PUBLISHABLE_KEY": "publishable_key",
     "SEGUE_MAX_MESSAGE_BYTES": "max_message_bytes",

@@ -146,6 +146,7 @@ def test_every_adapter_opens_on_one_schema_at_once_and_records_its_migrations(
         ("decisions", 1),
         ("keys", 1),
         ("privacy", 1),
+        ("privacy", 2),
     ]
 
 

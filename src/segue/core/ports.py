@@ -31,6 +31,7 @@ from segue.core.model import (
 
 __all__ = [
     "CatalogStore",
+    "ChangeFeed",
     "Clock",
     "ConsentStore",
     "DecisionStore",
@@ -588,3 +589,36 @@ class ReportStore(Protocol):
 
 
 __all__ += ["ReportStore"]
+
+
+class ChangeFeed(Protocol):
+    """Notes between the processes of one installation (see ``segue.core.changes``).
+
+    Delivery is best effort and fast (milliseconds); a receiver that may have missed
+    notes says so with a ``flush`` note of its own making, never silently.
+    """
+
+    #: whether notes are getting through; while false, caches must not be trusted
+    live: bool
+
+    async def open(self) -> None:
+        """Connect; notes published before this are not received."""
+        ...
+
+    async def publish(self, note: bytes) -> None:
+        """Send ``note`` to every other process; returns once the others can see it."""
+        ...
+
+    async def receive(self, timeout: float) -> list[bytes]:
+        """The notes that arrived since the last call, waiting up to ``timeout`` seconds
+        for the first; an empty list when none came."""
+        ...
+
+    async def erase(self) -> int:
+        """Forget every note kept so far (they may name an erased person); the receivers
+        that had not read them yet are told to flush. Returns how many were dropped."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...

@@ -27,13 +27,14 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import structlog
 
+from segue.core.changes import Change
 from segue.core.events import Event
 from segue.core.model import Identifier, PrivacyRequest, Profile
 from segue.errors import InvalidInput
@@ -135,6 +136,12 @@ class PrivacyRequests:
         self._compacted_at = 0.0
         #: what the last retention run removed
         self.last_retention: dict[str, int] = {}
+        #: whether this process runs requests: the one that folds the log (its lock keeps
+        #: a batch from writing an erased person back); API processes only queue them
+        self.executes: Callable[[], bool] = lambda: True
+        #: tells the other processes that the suppression list grew
+        self.on_suppressed: Callable[[], Awaitable[None]] | None = None
+        self._polled_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,8 +150,10 @@ class PrivacyRequests:
         self.suppression.add(await self.store.suppressed())
         self.rt.ingest.suppression = self.suppression
         self.rt.processor.suppression = self.suppression.blocks
-        for request in await self.store.unfinished():
-            self._queue.put_nowait(request.request_id)
+
+    async def reload_suppression(self) -> None:
+        """Another process erased someone: their identifiers are suppressed here too."""
+        self.suppression.add(await self.store.suppressed())
 
     def stop(self) -> None:
         self._stopping.set()
@@ -156,7 +165,15 @@ class PrivacyRequests:
                 request_id: str | None = await asyncio.wait_for(self._queue.get(), 1.0)
             except TimeoutError:
                 request_id = None
-            if request_id is not None:
+            if not self.executes():
+                continue
+            if request_id is None:
+                # submitted by another process, or left unfinished by a crash
+                for request in await self.store.unfinished():
+                    await self.process(request.request_id)
+                    if self._stopping.is_set():
+                        return
+            else:
                 await self.process(request_id)
             try:
                 await self._upkeep()
@@ -293,6 +310,8 @@ class PrivacyRequests:
         hashes = {self.suppression.hash(i) for i in identifiers}
         new = await self.store.suppress(hashes, self.rt.clock.now())
         self.suppression.add(hashes)
+        if self.on_suppressed is not None:
+            await self.on_suppressed()
         return new
 
     # --- erasure ------------------------------------------------------------------------
@@ -330,7 +349,7 @@ class PrivacyRequests:
             if isinstance(rt.log, SealedEventLog):
                 log["data_keys"] = await rt.log.destroy_keys(str(i) for i in every)
             stores["event_log"] = log
-            stores["caches"] = self._forget_cached(every, profile_ids)
+            stores["caches"] = await self._forget_cached(every, profile_ids)
         in_memory = await rt.engine.forget(profile_ids)
         stores["decisions"] = {
             "decisions": await rt.decisions.erase_decisions(profile_ids),
@@ -342,6 +361,8 @@ class PrivacyRequests:
         hashes = {self.suppression.hash(i) for i in every}
         stores["privacy_exports"] = {"exports": await self.store.erase_exports(hashes)}
         stores["suppression"] = {"identifiers": suppressed}
+        # last: the notes that told the other processes about this erasure name the person
+        stores["change_feed"] = {"notes": await rt.changes.erase()}
         return {
             "profiles": len(found),
             "identifiers": len(every),
@@ -349,12 +370,23 @@ class PrivacyRequests:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    def _forget_cached(self, identifiers: set[Identifier], profile_ids: set[str]) -> dict[str, int]:
+    async def _forget_cached(
+        self, identifiers: set[Identifier], profile_ids: set[str]
+    ) -> dict[str, int]:
+        """Here and in every other process (through the change feed)."""
         decisioning = self.rt.decisioning
         for identifier in identifiers:
             decisioning.identity_cache.invalidate(identifier)
         for profile_id in profile_ids:
             decisioning.signals_cache.invalidate(profile_id)
+            decisioning.facts_cache.invalidate(profile_id)
+        await decisioning.publish(
+            Change(
+                origin=decisioning.origin,
+                identifiers=sorted(str(i) for i in identifiers),
+                profiles=sorted(profile_ids),
+            )
+        )
         return {"identity": len(identifiers), "signals": len(profile_ids)}
 
     async def _erase_quarantine(

@@ -66,6 +66,8 @@ class ConsentService:
         #: subjects with at least one ledger entry: a person with none needs no read
         self._known: set[str] = set()
         self.audit: Audit | None = None
+        #: tells the other processes whose consent changed (erased: the ledger is gone)
+        self.on_change: Callable[[list[str], bool], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self._known = set(await self.store.subjects())
@@ -73,12 +75,17 @@ class ConsentService:
     # --- reading ------------------------------------------------------------------------
     def known(self, subjects: Iterable[str]) -> bool:
         """Whether any of ``subjects`` has a ledger entry (no read needed to tell)."""
+        if self._cache.bypass:
+            return True
         known = self._known
         return any(s in known for s in subjects)
 
     async def state(self, subjects: Iterable[str]) -> ConsentState:
         """The folded consent of a person known by ``subjects``."""
-        key = frozenset(s for s in subjects if s in self._known)
+        if self._cache.bypass:  # unheard changes elsewhere: every subject may have some
+            key = frozenset(subjects)
+        else:
+            key = frozenset(s for s in subjects if s in self._known)
         if not key:
             return EMPTY_STATE
 
@@ -140,6 +147,8 @@ class ConsentService:
         stored = await self.store.record(records)
         self.forget(subjects)
         self._known.update(subjects)
+        if self.on_change is not None:  # before the answer: the next request anywhere
+            await self.on_change(list(subjects), False)
         if self.audit is not None:
             await self.audit(
                 "consent.changed",
@@ -183,4 +192,25 @@ class ConsentService:
         removed = await self.store.erase(wanted)
         self.forget(wanted)
         self._known.difference_update(wanted)
+        if self.on_change is not None:
+            await self.on_change(wanted, True)
         return removed
+
+    def heard(self, subjects: Iterable[str], *, erased: bool) -> None:
+        """Another process recorded (or erased) consent of ``subjects``: follow it."""
+        wanted = list(subjects)
+        self.forget(wanted)
+        if erased:
+            self._known.difference_update(wanted)
+        else:
+            self._known.update(wanted)
+
+    async def flush(self) -> None:
+        """Drop every cached state (changes made elsewhere may have gone unheard)."""
+        self._cache.clear()
+        self._sets_of.clear()
+        self._known = set(await self.store.subjects())
+
+    def bypass(self, on: bool) -> None:
+        """Read the ledger on every request while changes elsewhere cannot be heard."""
+        self._cache.bypass = on

@@ -121,7 +121,7 @@ class Processor:
         #: features and item models (None: identity only)
         self.behaviour: BehaviourStage | None = behaviour
         #: called after each commit with the changes and the decision feedback seen
-        self.on_commit: Callable[[Changeset, list[Feedback]], None] | None = None
+        self.on_commit: Callable[[Changeset, list[Feedback]], Awaitable[None]] | None = None
         self.position = 0
         #: version of the state this processor last read or wrote (the commit fence)
         self.version = 0
@@ -132,6 +132,7 @@ class Processor:
         self.lease_ttl = 5.0
         #: called when this processor becomes the active one (reload what others learned)
         self.on_activate: Callable[[], Awaitable[None]] | None = None
+        self._lease: _Lease | None = None
         self.processed = 0
         self.last_received_at = 0.0
         self._stopping = asyncio.Event()
@@ -191,7 +192,7 @@ class Processor:
         await self._store.commit(ws.changes, self._consumer, last.offset, expected=self.version)
         self.version += 1
         if self.on_commit is not None:
-            self.on_commit(ws.changes, feedback)
+            await self.on_commit(ws.changes, feedback)
         self.position = last.offset
         self.processed += len(records)
         self.last_received_at = last.received_at
@@ -408,7 +409,7 @@ class Processor:
         await self.start()
         self.running = True
         estimating: asyncio.Task[None] | None = None
-        lease = _Lease(self) if self.holder is not None else None
+        lease = self._lease = _Lease(self) if self.holder is not None else None
         try:
             while not self._stopping.is_set():
                 if lease is not None and not await lease.hold():
@@ -506,6 +507,11 @@ class Processor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def active(self) -> bool:
+        """Whether this process folds the log now (running, and holding the lease if any)."""
+        return self.running and (self._lease is None or self._lease.active)
 
     async def lag(self) -> tuple[int, float]:
         """Return (records behind, milliseconds behind) the head of the log."""

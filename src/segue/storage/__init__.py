@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AUDITS",
     "CATALOGS",
+    "CHANGES",
     "CONSENTS",
     "DECISIONS",
     "KEYS",
@@ -78,6 +79,12 @@ AUDITS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_audit:SqliteAuditLog",
     "memory": "segue.storage.memory_audit:MemoryAuditLog",
     **_postgres("segue.storage.postgres_audit:PostgresAuditLog"),
+}
+#: scheme (of the Redis URL, else of the store) → factory path for the change feed
+CHANGES: dict[str, str] = {
+    "sqlite": "segue.storage.sqlite_changes:SqliteChangeFeed",
+    "memory": "segue.storage.memory_changes:MemoryChangeFeed",
+    "redis": "segue.storage.redis_changes:RedisChangeFeed",
 }
 #: scheme (of the store URL) → factory path for KPI report numbers and privacy budgets
 REPORTS: dict[str, str] = {

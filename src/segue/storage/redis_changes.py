@@ -1,0 +1,103 @@
+"""The change feed of a cluster: Redis pub/sub on one channel.
+
+Pub/sub keeps nothing: a note exists only on the wire, so notes that name people never
+land on a disk. What a process misses while its connection is down it cannot get back;
+it reports the outage (``live`` false, and a ``flush`` note) so the caller drops its
+caches and reads through until the feed is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from segue.core.changes import Change, encode_change
+from segue.errors import MissingDependencyError
+
+__all__ = ["RedisChangeFeed"]
+
+_log = structlog.get_logger("segue.changes")
+_FLUSH = encode_change(Change(origin="", flush=True))
+#: seconds between attempts to reconnect a broken subscription
+_RETRY_S = 0.5
+
+
+class RedisChangeFeed:
+    """Notes published on ``channel``; every process subscribes."""
+
+    def __init__(self, url: str, channel: str = "segue:changes") -> None:
+        try:
+            from redis import asyncio as aioredis
+        except ImportError as exc:  # pragma: no cover - the extra is installed in dev
+            raise MissingDependencyError("redis", "redis") from exc
+        self._errors: tuple[type[BaseException], ...] = (OSError, aioredis.RedisError)
+        self._redis: Any = aioredis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5
+        )
+        self._channel = channel
+        self._pubsub: Any = None
+        #: whether notes are getting through (false: the caller must not trust its caches)
+        self.live = False
+
+    async def open(self) -> None:
+        await self._subscribe()
+
+    async def _subscribe(self) -> bool:
+        try:
+            if self._pubsub is not None:
+                await self._pubsub.aclose()
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.subscribe(self._channel)
+        except self._errors as exc:
+            self._pubsub = None
+            if self.live:
+                _log.warning("change_feed_down", error=repr(exc))
+            self.live = False
+            return False
+        if not self.live:
+            _log.info("change_feed_up")
+        self.live = True
+        return True
+
+    async def publish(self, note: bytes) -> None:
+        try:
+            await self._redis.publish(self._channel, note)
+        except self._errors as exc:
+            # the others cannot hear it; they notice the same outage and read through
+            _log.warning("change_feed_publish_failed", error=repr(exc))
+            self.live = False
+
+    async def receive(self, timeout: float) -> list[bytes]:
+        if self._pubsub is None or not self.live:
+            if not await self._subscribe():
+                await asyncio.sleep(min(timeout, _RETRY_S))
+                return []
+            return [_FLUSH]  # back after an outage: what was missed is unknown
+        try:
+            message = await self._pubsub.get_message(timeout=timeout)
+            notes: list[bytes] = []
+            while message is not None:
+                if message.get("type") == "message":
+                    notes.append(bytes(message["data"]))
+                if len(notes) >= 1000:
+                    break
+                message = await self._pubsub.get_message(timeout=0)
+            return notes
+        except self._errors as exc:
+            _log.warning("change_feed_down", error=repr(exc))
+            self.live = False
+            return [_FLUSH]
+
+    async def erase(self) -> int:
+        """Pub/sub keeps no note: nothing to drop."""
+        return 0
+
+    async def aclose(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(*self._errors):
+                await self._pubsub.aclose()
+        with contextlib.suppress(*self._errors):
+            await self._redis.aclose()
