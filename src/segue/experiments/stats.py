@@ -16,17 +16,20 @@ Choices, and why:
   in our simulations), and handles a control mean near 0 by widening to infinity instead of
   dividing by it. In every case "p < 1 - confidence" and "the interval excludes 0" agree.
 * **Normal quantiles**, not Student's t: reports compare hundreds to millions of units, where
-  the two agree to the third decimal; below two units per arm nothing is estimated.
+  the two differ by less than 1 % (1.960 against 1.972 at 200 units); below two units per
+  arm nothing is estimated.
 * **Sequential tests** are the mixture sequential probability ratio test (mSPRT) with a
   normal mixture over the difference in means (Johari, Pekelis, Walsh 2017; Robbins 1970).
   Its p-value stays valid however often one looks, because ``1/Λₙ`` is the reciprocal of a
   nonnegative martingale under the null and Ville's inequality bounds the chance that it
   *ever* drops below α. The confidence sequence inverts the same test for every lift.
 * **Nothing raises on empty or degenerate data**: a report calls this on day one with no
-  traffic. When a lift cannot be estimated the answer is a documented sentinel with a
-  p-value of 1 and the widest sensible bounds (``-1``/``+inf`` for rates, ``±inf`` for
-  means). Only inputs that are wrong, not merely small (negative counts, more successes than
-  trials, mismatched lengths, a confidence outside (0, 1)), raise ``ValueError``.
+  traffic. When a lift cannot be estimated the answer is a documented sentinel with the
+  widest sensible bounds (``-1``/``+inf`` for rates, ``±inf`` for means) and a p-value of 1,
+  or of the difference in means when only the ratio is undefined (control mean 0).
+  (``msgspec.json`` encodes an infinite bound as ``null``.) Only inputs that are wrong, not
+  merely small (negative counts, more successes than trials, mismatched lengths, a
+  confidence outside (0, 1)), raise ``ValueError``.
 """
 
 from __future__ import annotations
