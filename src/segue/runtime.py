@@ -109,7 +109,9 @@ class Runtime:
         clock: injected wall clock (tests freeze it).
     """
 
-    def __init__(self, settings: Settings, clock: SystemClock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: SystemClock | None = None, *, role: str = "all"
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.data = Path(settings.data)
@@ -136,18 +138,19 @@ class Runtime:
         #: this process among the installation's (its own notes on the feed are ignored)
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: all: API and processor; api: API only; worker: processor only (``segue worker``)
-        self.role = "all"
+        self.role = role
         self.started_at = self.clock.now()
         self.ready = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, run_processor: bool = True, role: str = "all") -> None:
+    async def start(self, *, run_processor: bool = True, role: str | None = None) -> None:
         """Open the backends and start the processor in the background.
 
         ``role`` splits the work between processes (see docs/scaling.md): ``all`` answers
         requests and folds the log; ``api`` only answers (a worker folds); ``worker`` only
         folds, holding a lease so that one worker at a time does (the others stand by).
         """
+        role = role or self.role
         if role not in ("all", "api", "worker"):
             raise ConfigError([f"unknown role {role!r}: all, api or worker"])
         self.role = role

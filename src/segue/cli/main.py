@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -16,35 +18,60 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import structlog  # imported after the BLAS setting above, on purpose
 
+from segue.cli.processes import print_banner, run_worker, supervise
 from segue.errors import ConfigError
 from segue.runtime import Runtime
-from segue.settings import load_settings
+from segue.settings import Settings, load_settings
 
 __all__ = ["main"]
 
 
 def _banner(runtime: Runtime) -> None:
-    s = runtime.settings
-    url = f"http://{s.host}:{s.port}"
-    lines = [
-        f"segue is running at {url}",
-        f"  API docs   {url}/docs",
-        f"  OpenAPI    {url}/openapi.json",
-        f"  metrics    {url}/metrics",
-        f"  data       {Path(s.data).resolve()}",
-    ]
-    shown = [k for k in runtime.generated_keys if k != "secret"]
-    if shown:
-        lines.append("New keys were generated and saved in the data folder (shown only this once):")
-        for name in shown:
-            if name == "admin":
-                lines.append(f"  admin key        {runtime.keys.admin}")
-            elif name == "publishable":
-                lines.append(f"  publishable key  {runtime.keys.publishable}")
-            else:
-                source = name.split(":", 1)[1]
-                lines.append(f"  write key ({source}) {runtime.keys.write[source]}")
-    print("\n".join(lines), flush=True)
+    print_banner(runtime.settings, runtime.keys, runtime.generated_keys)
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The settings of ``args`` and the environment, with logging set up; None (after
+    printing why) when they are wrong."""
+    try:
+        settings = load_settings(
+            args.config,
+            os.environ,
+            {
+                "host": getattr(args, "host", None),
+                "port": getattr(args, "port", None),
+                "data": args.data,
+            },
+        )
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return None
+    level = settings.log_level.lower()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
+    )
+    return settings
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    """The arguments every process of ``serve --workers`` must share."""
+    out: list[str] = []
+    if args.data is not None:
+        out += ["--data", args.data]
+    if args.config is not None:
+        out += ["--config", str(args.config)]
+    return out
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    try:
+        return run_worker(settings)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -52,25 +79,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     from segue.api.app import create_app
 
-    try:
-        settings = load_settings(
-            args.config,
-            os.environ,
-            {"host": args.host, "port": args.port, "data": args.data},
-        )
-    except ConfigError as exc:
-        print(exc.message, file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     level = settings.log_level.lower()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
-    )
+    if args.workers > 1 or args.no_worker:
+        if args.demo:
+            print("--demo runs with one process; drop --workers", file=sys.stderr)
+            return 2
+        return supervise(settings, _passed_on(args), args.workers, not args.no_worker)
     # The processor folds in worker threads of this process; a short GIL switch interval
     # lets the event loop answer requests between its slices (latency over throughput).
     sys.setswitchinterval(0.001)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, role=args.role)
     demo = None
-    on_started = _banner
+    on_started: Callable[[Runtime], None] | None = _banner if args.fd is None else None
     if args.demo:
         from segue.cli.demo import DemoChild
 
@@ -98,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         backlog=4096,
     )
     server = uvicorn.Server(config)
+    sockets = None if args.fd is None else [socket.socket(fileno=args.fd)]
     if demo is not None:
         stop_server = server.handle_exit
 
@@ -117,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         server.handle_exit = handle_exit  # type: ignore[method-assign]
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         if demo is not None:
             demo.wait()
@@ -202,7 +226,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--demo", action="store_true", help="also run the demo shop's traffic against it"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port (more than 1: plus one `segue worker`)",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="API processes only: `segue worker` processes fold the log elsewhere",
+    )
+    serve.add_argument("--role", choices=["all", "api"], default="all", help=argparse.SUPPRESS)
+    serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
+    worker = sub.add_parser(
+        "worker",
+        help="fold the event log into state (run beside `segue serve --no-worker`)",
+        description="A processor without an API. Several may run: one holds the lease and "
+        "folds, the others stand by and take over within seconds when it dies.",
+    )
+    worker.add_argument("--data", default=None, help="state folder (default ./segue-data)")
+    worker.add_argument("--config", type=Path, default=None, help="segue.yaml")
+    worker.set_defaults(run=_worker)
     demo = sub.add_parser(
         "demo",
         help="load a demo shop into segue and simulate its visitors",
