@@ -139,18 +139,21 @@ def test_merged_away_people_are_dropped(report_store):
     assert report_store.people(["old", "new"]) == {"new": b"ab"}
 
 
-def test_privacy_budgets_are_charged_up_to_their_limit(report_store):
+def test_privacy_budgets_are_charged_up_to_their_limits(report_store):
     assert report_store.spent("dash") == (0.0, 0.0)
     for _ in range(10):  # ten releases of 0.1 fit a budget of 1 despite rounding
-        granted, eps, _ = report_store.spend("dash", 0.1, 1e-6, 1.0)
+        granted, eps, _ = report_store.spend("dash", 0.1, 1e-6, 1.0, 1e-3)
         assert granted
     assert eps == pytest.approx(1.0)
-    granted, eps, delta = report_store.spend("dash", 0.1, 1e-6, 1.0)
+    granted, eps, delta = report_store.spend("dash", 0.1, 1e-6, 1.0, 1e-3)
     assert not granted
     assert eps == pytest.approx(1.0)
     assert delta == pytest.approx(1e-5)
     assert report_store.spent("dash") == pytest.approx((1.0, 1e-5))
-    assert report_store.spend("other", 0.5, 0.0, 1.0) == (True, 0.5, 0.0)
+    assert report_store.spend("other", 0.5, 0.0, 1.0, 0.0) == (True, 0.5, 0.0)
+    # the δ limit binds too
+    assert report_store.spend("gauss", 0.1, 1e-4, 1.0, 1e-4)[0]
+    assert report_store.spend("gauss", 0.1, 1e-4, 1.0, 1e-4) == pytest.approx((False, 0.1, 1e-4))
 
 
 def test_erase_forgets_units_and_people(report_store):

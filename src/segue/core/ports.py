@@ -559,11 +559,11 @@ class ReportStore(Protocol):
         ...
 
     async def spend(
-        self, consumer: str, epsilon: float, delta: float, limit: float
+        self, consumer: str, epsilon: float, delta: float, max_epsilon: float, max_delta: float
     ) -> tuple[bool, float, float]:
         """Charge a release of (``epsilon``, ``delta``) to ``consumer``'s privacy budget if
-        its spent ε stays within ``limit``, atomically (two releases never both pass on one
-        remaining share).
+        its spent ε and δ stay within ``max_epsilon`` and ``max_delta`` (up to float
+        rounding), atomically: two releases never both pass on one remaining share.
 
         Returns:
             whether it was charged, and the consumer's total spent ε and δ afterwards.

@@ -232,7 +232,9 @@ class Attribution:
         Args:
             people: person key → state.
             events: the events of a batch, each with the person it belongs to.
-            arm_of: decision id → where its numbers go (None: an unknown decision).
+            arm_of: decision id → where its numbers go (None: an unknown decision); an
+                arm without a unit (a decision outside any experiment for somebody decide
+                did not know) is counted under the person.
 
         Returns:
             the rows to add and the covariates of units seen for the first time.
@@ -251,11 +253,14 @@ class Attribution:
             name = event.event
             props = event.properties
             decision_id = props.get("decision_id")
-            if isinstance(decision_id, str) and decision_id:
-                if name in EXPOSURE_EVENTS:
-                    self._expose(person, decision_id, at, arm_of, rows, covariates)
-                elif name in CLICK_EVENTS:
-                    self._click(person, decision_id, at, arm_of, rows, covariates)
+            feedback = name in EXPOSURE_EVENTS or name in CLICK_EVENTS
+            if feedback and isinstance(decision_id, str) and decision_id:
+                arm = arm_of(decision_id)
+                if arm is not None and not arm.unit:
+                    arm = arm._replace(unit=key)
+                shown = self._expose(person, decision_id, at, arm, rows, covariates)
+                if shown is not None and name in CLICK_EVENTS:
+                    self._click(shown, at, rows)
             if name == ADD_EVENT:
                 for touch in self._touching(person, at):
                     rows.get(touch.arm, touch.day).add_to_carts += 1
@@ -277,14 +282,14 @@ class Attribution:
         person: PersonState,
         decision_id: str,
         at: float,
-        arm_of: Callable[[str], Arm | None],
+        arm: Arm | None,
         rows: _Rows,
         covariates: dict[tuple[str, str, str], Covariate],
     ) -> _Shown | None:
+        """Count an exposure once per decision; return it (None: an unknown decision)."""
         for shown in person.shown:
             if shown.decision_id == decision_id:
                 return shown  # reported twice: one impression
-        arm = arm_of(decision_id)
         if arm is None:
             return None
         day = day_of(at)
@@ -326,17 +331,10 @@ class Attribution:
             del person.shown[:-MAX_SHOWN]
         return shown
 
-    def _click(
-        self,
-        person: PersonState,
-        decision_id: str,
-        at: float,
-        arm_of: Callable[[str], Arm | None],
-        rows: _Rows,
-        covariates: dict[tuple[str, str, str], Covariate],
-    ) -> None:
-        shown = self._expose(person, decision_id, at, arm_of, rows, covariates)
-        if shown is None or shown.clicked or at - shown.at > self.window(shown.arm.experiment):
+    def _click(self, shown: _Shown, at: float, rows: _Rows) -> None:
+        """A click on an exposed decision: once, within the window (a click on a decision
+        never reported shown was exposed just before, by :meth:`_expose`)."""
+        if shown.clicked or at - shown.at > self.window(shown.arm.experiment):
             return
         shown.clicked = True
         rows.get(shown.arm, shown.day).clicks += 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from segue.core.model import REPORT_METRICS, Covariate, ReportCell, ReportRow
 
-__all__ = ["ReportSql", "cell_of", "row_of", "where"]
+__all__ = ["ReportSql", "cell_of", "fits", "row_of", "where"]
 
 _KEY = ("placement", "experiment", "variant", "unit", "day")
 _INTEGER = {"impressions", "clicks", "add_to_carts", "conversions", "sessions", "bounces"}
@@ -130,3 +130,10 @@ def cell_of(values: tuple[Any, ...]) -> ReportCell:
         visitors=int(visitors),
         **_metrics(values[5:]),
     )
+
+
+def fits(epsilon: float, max_epsilon: float, delta: float, max_delta: float) -> bool:
+    """Whether a budget total stays within its limits, with a relative slack for rounding
+    (three releases of ε = 0.1 fit a budget of 0.3), as ``experiments.dp`` compares them."""
+    slack = 1.0 + 1e-9
+    return epsilon <= max_epsilon * slack and delta <= max_delta * slack

@@ -8,12 +8,11 @@ import msgspec
 
 from segue.core.model import REPORT_METRICS, Covariate, ReportBatch, ReportCell, ReportRow
 from segue.errors import StaleState
+from segue.storage._report_sql import fits as _fits
 
 __all__ = ["MemoryReportStore"]
 
 _Key = tuple[str, str, str, str, str]  # placement, experiment, variant, unit, day
-#: rounding slack of a budget check: ten releases of ε = 0.1 fit a budget of 1
-_SLACK = 1e-9
 
 
 def _matches(row: ReportRow | Covariate, placement: str | None, experiment: str | None) -> bool:
@@ -122,10 +121,10 @@ class MemoryReportStore:
         return sorted(found, key=lambda c: (c.placement, c.experiment, c.unit))
 
     async def spend(
-        self, consumer: str, epsilon: float, delta: float, limit: float
+        self, consumer: str, epsilon: float, delta: float, max_epsilon: float, max_delta: float
     ) -> tuple[bool, float, float]:
         spent_eps, spent_delta = self._budgets.get(consumer, (0.0, 0.0))
-        if spent_eps + epsilon > limit + _SLACK:
+        if not _fits(spent_eps + epsilon, max_epsilon, spent_delta + delta, max_delta):
             return False, spent_eps, spent_delta
         self._budgets[consumer] = (spent_eps + epsilon, spent_delta + delta)
         return True, *self._budgets[consumer]

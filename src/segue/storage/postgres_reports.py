@@ -16,6 +16,7 @@ from segue.core.model import Covariate, ReportBatch, ReportCell, ReportRow
 from segue.errors import StaleState
 from segue.storage._postgres import PgDatabase
 from segue.storage._report_sql import ReportSql, cell_of, row_of, where
+from segue.storage._report_sql import fits as _fits
 
 __all__ = ["PostgresReportStore"]
 
@@ -61,7 +62,6 @@ MIGRATIONS = [
     """,
 ]
 _SQL = ReportSql("%s", "BIGINT", "DOUBLE PRECISION")
-_SLACK = 1e-9  # rounding slack of a budget check: ten releases of ε = 0.1 fit a budget of 1
 
 
 class PostgresReportStore:
@@ -159,7 +159,7 @@ class PostgresReportStore:
         ]
 
     async def spend(
-        self, consumer: str, epsilon: float, delta: float, limit: float
+        self, consumer: str, epsilon: float, delta: float, max_epsilon: float, max_delta: float
     ) -> tuple[bool, float, float]:
         async with self._db.transaction() as conn:
             await conn.execute(
@@ -173,7 +173,7 @@ class PostgresReportStore:
             )
             found = await cur.fetchone()
             spent_eps, spent_delta = (0.0, 0.0) if found is None else map(float, found)
-            if spent_eps + epsilon > limit + _SLACK:
+            if not _fits(spent_eps + epsilon, max_epsilon, spent_delta + delta, max_delta):
                 return False, spent_eps, spent_delta
             spent_eps, spent_delta = spent_eps + epsilon, spent_delta + delta
             await conn.execute(

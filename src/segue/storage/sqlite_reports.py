@@ -18,6 +18,7 @@ from pathlib import Path
 from segue.core.model import Covariate, ReportBatch, ReportCell, ReportRow
 from segue.errors import StaleState
 from segue.storage._report_sql import ReportSql, cell_of, row_of, where
+from segue.storage._report_sql import fits as _fits
 from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteReportStore"]
@@ -47,7 +48,6 @@ CREATE TABLE IF NOT EXISTS privacy_budgets (
 ) WITHOUT ROWID;
 """
 )
-_SLACK = 1e-9  # rounding slack of a budget check: ten releases of ε = 0.1 fit a budget of 1
 _CHUNK = 500
 
 
@@ -147,14 +147,14 @@ class SqliteReportStore:
         ]
 
     async def spend(
-        self, consumer: str, epsilon: float, delta: float, limit: float
+        self, consumer: str, epsilon: float, delta: float, max_epsilon: float, max_delta: float
     ) -> tuple[bool, float, float]:
         def body(conn: sqlite3.Connection) -> tuple[bool, float, float]:
             found = conn.execute(
                 "SELECT epsilon, delta FROM privacy_budgets WHERE consumer = ?", (consumer,)
             ).fetchone()
             spent_eps, spent_delta = (0.0, 0.0) if found is None else found
-            if spent_eps + epsilon > limit + _SLACK:
+            if not _fits(spent_eps + epsilon, max_epsilon, spent_delta + delta, max_delta):
                 return False, float(spent_eps), float(spent_delta)
             spent_eps, spent_delta = spent_eps + epsilon, spent_delta + delta
             conn.execute(
