@@ -121,9 +121,10 @@ export function barChart({ bars, yFormat = String, height = 200, title, integer 
  * note}]; a missing bound (null: not estimable) runs to the edge with an open end.
  */
 export function intervalChart({ rows, format = String, title }) {
+  const W = 1000; // drawn full width, so wider than the half-width charts
   const rowH = 30;
-  const left = 200;
-  const right = 150;
+  const left = 260;
+  const right = 170;
   const H = PAD.top + rows.length * rowH + 24;
   const svg = s("svg", {
     viewBox: `0 0 ${W} ${H}`, class: "chart interval-chart", role: "img", "aria-label": title || "intervals",
