@@ -323,16 +323,17 @@ class ReportSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """KPI reports: the reports consumer and differentially private releases.
 
     ``privacy_budget`` is the total ε each report consumer may spend on noisy releases
-    (``consumer_budgets`` overrides it per consumer); ``dp_delta`` is the δ of the Gaussian
-    mechanism. ``contribution_bounds`` caps what one unit adds to each released number
-    (the sensitivity the noise is calibrated to). ``session_timeout_s`` is the inactivity
-    that ends a session.
+    (``consumer_budgets`` overrides it per consumer) and ``privacy_budget_delta`` its total
+    δ; ``dp_delta`` is the δ of one Gaussian release. ``contribution_bounds`` caps what one
+    unit adds to each released number (the sensitivity the noise is calibrated to).
+    ``session_timeout_s`` is the inactivity that ends a session.
     """
 
     batch: int = 1000
     session_timeout_s: float = 1800.0
     privacy_budget: float = 10.0
     consumer_budgets: dict[str, float] = {}
+    privacy_budget_delta: float = 1e-4
     dp_delta: float = 1e-6
     contribution_bounds: dict[str, float] = {}
 
@@ -615,8 +616,8 @@ def _experiment_problems(settings: Settings) -> list[str]:
         problems.append("reports.session_timeout_s must be more than 0")
     if not r.privacy_budget >= 0 or any(not b >= 0 for b in r.consumer_budgets.values()):
         problems.append("reports.privacy_budget and consumer_budgets must not be negative")
-    if not 0.0 < r.dp_delta < 1.0:
-        problems.append("reports.dp_delta must be between 0 and 1")
+    if not 0.0 < r.dp_delta < 1.0 or not 0.0 <= r.privacy_budget_delta < 1.0:
+        problems.append("reports.dp_delta and privacy_budget_delta must be between 0 and 1")
     if any(not b > 0 for b in r.contribution_bounds.values()):
         problems.append("reports.contribution_bounds must be more than 0")
     return problems
