@@ -62,11 +62,13 @@ from segue.storage import (
     LOGS,
     PRIVACY,
     QUARANTINES,
+    REPORTS,
     STORES,
 )
 
 if TYPE_CHECKING:
     from segue.decisioning import Decisioning
+    from segue.reporting import Reporting
 
 __all__ = ["Runtime", "SystemClock"]
 
@@ -131,6 +133,7 @@ class Runtime:
         self.consent_screen: ConsentScreen
         self.rank: RankService
         self.decisioning: Decisioning
+        self.reporting: Reporting
         self.engine: DecideEngine
         self.ingest: IngestService
         self.processor: Processor
@@ -289,6 +292,10 @@ class Runtime:
             self.processor.holder = f"serve:{socket.gethostname()}:{self.data.resolve()}"
         if folds:
             self._tasks.append(asyncio.create_task(self._run_processor(), name="processor"))
+        from segue.reporting import start_reporting
+
+        reports = _build(REPORTS, s.store, "reports", self.data)
+        self.reporting = await start_reporting(self, reports, run=folds)
         rank = s.rank
         self.rank = RankService(
             self.decisions,
@@ -404,6 +411,8 @@ class Runtime:
             self.privacy_requests.stop()
         if hasattr(self, "decisioning"):
             await self.decisioning.aclose()
+        if hasattr(self, "reporting"):
+            await self.reporting.aclose()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)

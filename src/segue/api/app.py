@@ -24,6 +24,7 @@ from segue.api import (
     preferences,
     privacy_requests,
     rank,
+    reports,
     schemas,
     sources,
 )
@@ -328,6 +329,7 @@ class SegueApp:
         routes += preferences.routes(self)
         routes += privacy_requests.routes(self)
         routes += ops_reports.routes(self)
+        routes += reports.routes(self)
         routes += dashboard.routes(self)
         return routes
 

@@ -13,8 +13,8 @@ holds and every profile merged into it:
    possible matches), the event log (their events removed physically), their data keys
    (crypto-shredding: copies of the log elsewhere reveal nothing), the match model's term
    frequencies (they count names), and the read side's caches;
-3. then their decisions (in memory and logged), consent ledger, quarantined messages that
-   name them and earlier access exports.
+3. then their decisions (in memory and logged), their KPI report rows and attribution
+   state, consent ledger, quarantined messages that name them and earlier access exports.
 
 Each store's erase overwrites what it removed and truncates its write-ahead log, so no
 copy stays on disk. The receipt counts what was removed where. The request keeps the
@@ -355,6 +355,7 @@ class PrivacyRequests:
             "decisions": await rt.decisions.erase_decisions(profile_ids),
             "in_memory": in_memory,
         }
+        stores["reports"] = await rt.reporting.forget(profile_ids, every)
         subjects = sorted({str(i) for i in every} | profile_ids)
         stores["consent"] = {"records": await rt.consent.erase(subjects)}
         stores["quarantine"] = {"entries": await self._erase_quarantine(every, found)}

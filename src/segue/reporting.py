@@ -1,0 +1,150 @@
+"""Wiring of experiments and KPI reports (part of the composition root).
+
+``runtime`` builds the report store through the registry and calls :func:`start_reporting`,
+which gives decide the configured experiments and the unit of visitors it does not know yet,
+builds the reports consumer over the same event log, profile store and decision log as the
+rest of the process, and, where this process folds the log, runs the consumer in the
+background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from segue.core.model import Decision, Identifier
+from segue.core.ports import ReportStore
+from segue.experiments.assignment import Experiment, Experiments, Variant
+from segue.metrics.attribution import Attribution
+from segue.metrics.consumer import ReportsConsumer
+from segue.metrics.reports import KpiReports
+from segue.processor.service import profile_id_factory
+from segue.settings import Settings, experiment_period
+
+if TYPE_CHECKING:
+    from segue.runtime import Runtime
+
+__all__ = ["Reporting", "experiments_of", "start_reporting"]
+
+_log = structlog.get_logger("segue.reporting")
+
+
+def experiments_of(settings: Settings) -> list[Experiment]:
+    """The configured experiments as assignment knows them."""
+    out = []
+    for e in settings.experiments:
+        start, end = experiment_period(e)
+        out.append(
+            Experiment(
+                name=e.name,
+                placement=e.placement,
+                variants=tuple(
+                    Variant(
+                        name=v.name,
+                        weight=v.weight,
+                        strategy=v.strategy,
+                        exploration=v.exploration,
+                        model=v.model,
+                        parameters=dict(v.parameters),
+                    )
+                    for v in e.variants
+                ),
+                holdout=e.holdout,
+                start=start,
+                end=end,
+                attribution_window_s=e.attribution_window_s,
+            )
+        )
+    return out
+
+
+class Reporting:
+    """The experiments, the reports consumer and the report builder of one process."""
+
+    def __init__(self, runtime: Runtime, store: ReportStore) -> None:
+        s = runtime.settings
+        secret = runtime.keys.secret.encode()
+        self.runtime = runtime
+        self.store = store
+        self.experiments = Experiments(experiments_of(s), secret)
+        #: the profile id an identifier gives the profile it creates: the unit of a visitor
+        #: decide does not know yet, and what an erasure must find of their rows
+        self.would_be_profile = profile_id_factory(secret)
+        r = s.reports
+        self.consumer = ReportsConsumer(
+            runtime.log,
+            store,
+            runtime.store,
+            self.find_decisions,
+            runtime.processor.folder.wanted,
+            runtime.clock,
+            Attribution(
+                {e.name: e.attribution_window_s for e in self.experiments.all},
+                session_timeout=r.session_timeout_s,
+            ),
+            batch_size=r.batch,
+        )
+        self.reports = KpiReports(
+            store,
+            self.experiments,
+            sorted({*s.placements, *(e.placement for e in self.experiments.all)}),
+            budget=r.privacy_budget,
+            budgets=r.consumer_budgets,
+            budget_delta=r.privacy_budget_delta,
+            dp_delta=r.dp_delta,
+            bounds=r.contribution_bounds,
+            rng=np.random.default_rng(),  # unpredictable: seeded noise could be removed
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def anonymous_unit(self, anonymous_id: str) -> str:
+        return self.would_be_profile(Identifier("anonymous_id", anonymous_id))
+
+    async def find_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
+        """Decisions by id: this process's recent ones, else the decision log."""
+        recent = self.runtime.engine.recent
+        found = {d: recent[d] for d in decision_ids if d in recent}
+        missing = [d for d in decision_ids if d not in found]
+        logged = await asyncio.gather(*(self.runtime.decisions.get_decision(d) for d in missing))
+        found.update({d.decision_id: d for d in logged if d is not None})
+        return found
+
+    def run(self) -> None:
+        """Start the reports consumer in the background (where this process folds)."""
+        self._task = asyncio.create_task(self.consumer.run(), name="reports")
+
+    async def forget(
+        self, profile_ids: Iterable[str], identifiers: Iterable[Identifier]
+    ) -> dict[str, int]:
+        """Erase a person's report rows (their profiles' units and the units their
+        identifiers would have given them before they had a profile) and their state."""
+        people = set(profile_ids)
+        units = people | {self.would_be_profile(i) for i in identifiers}
+        return await self.consumer.forget(units, people)
+
+    async def aclose(self) -> None:
+        self.consumer.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.store.aclose()
+
+
+async def start_reporting(runtime: Runtime, store: ReportStore, *, run: bool) -> Reporting:
+    """Open the report store, give decide its experiments, start the consumer if ``run``."""
+    await store.open()
+    reporting = Reporting(runtime, store)
+    runtime.engine.experiments = reporting.experiments
+    runtime.engine.anonymous_unit = reporting.anonymous_unit
+    await reporting.consumer.start()
+    if run:
+        # a standby worker folds nothing: its consumer waits as its processor does
+        reporting.consumer.active = lambda: runtime.processor.active
+        reporting.run()
+    _log.info("reporting_ready", experiments=len(reporting.experiments.all), consumer=run)
+    return reporting
