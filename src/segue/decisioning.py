@@ -240,10 +240,11 @@ class Decisioning:
         for profile_id in profiles:
             self.facts_cache.invalidate(profile_id)
 
-    async def publish(self, change: Change) -> None:
-        """Tell the other processes; a feed that is down is reported by the feed itself
-        (the others then stop trusting their caches)."""
-        await self.runtime.changes.publish(encode_change(change))
+    async def publish(self, change: Change, *, confirm: bool = False) -> None:
+        """Tell the other processes; with ``confirm``, return once they all applied it. A
+        feed that is down is reported by the feed itself (the others then stop trusting
+        their caches)."""
+        await self.runtime.changes.publish(encode_change(change), confirm=confirm)
 
     async def apply(self, change: Change) -> None:
         """Follow a change another process made (see ``segue.core.changes``)."""
@@ -315,6 +316,8 @@ class Decisioning:
                     for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
                         cache.clear()
                     self.runtime.consent.bypass(True)
+            with contextlib.suppress(Exception):  # a feed down says so through ``live``
+                await feed.applied()
 
     async def run(self) -> None:
         """Settle feedback every second; persist the learned state every 30 seconds (the

@@ -176,7 +176,7 @@ class Runtime:
         # notes between processes: Redis across machines, else a file in the data folder
         feed_url = s.redis_url or ("memory" if s.store.startswith("memory") else "sqlite")
         self.changes = _build(CHANGES, feed_url, "change feed", self.data)
-        await self.changes.open()
+        await self.changes.open(self.origin)
         # a server's adapters (nats://, postgresql://) take its URL; the embedded ones the
         # data folder (a memory log comes with a memory store: checked above)
         self.catalog = _build(CATALOGS, s.store, "catalog", self.data)
@@ -351,7 +351,8 @@ class Runtime:
             change.consent_erased = subjects
         else:
             change.consent = subjects
-        await self.decisioning.publish(change)
+        # confirmed: a revocation answered here holds for the next request to any process
+        await self.decisioning.publish(change, confirm=True)
 
     async def _suppressed(self) -> None:
         await self.decisioning.publish(Change(origin=self.origin, suppressed=True))
@@ -398,6 +399,9 @@ class Runtime:
             "events_suppressed": c.suppressed,
             "quarantined": await self.quarantine.count(),
             "uptime_s": round(self.clock.now() - self.started_at, 3),
+            # counters above marked per process are this one's (``serve --workers``)
+            "process": self.origin,
+            "role": self.role,
         }
 
     async def aclose(self) -> None:

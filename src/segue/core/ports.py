@@ -601,12 +601,19 @@ class ChangeFeed(Protocol):
     #: whether notes are getting through; while false, caches must not be trusted
     live: bool
 
-    async def open(self) -> None:
-        """Connect; notes published before this are not received."""
+    async def open(self, origin: str) -> None:
+        """Connect as the process ``origin``; notes published before are not received."""
         ...
 
-    async def publish(self, note: bytes) -> None:
-        """Send ``note`` to every other process; returns once the others can see it."""
+    async def publish(self, note: bytes, *, confirm: bool = False) -> None:
+        """Send ``note`` to every other process; returns once the others can see it, or
+        with ``confirm`` once every other live process has applied it (a consent change:
+        the next request anywhere must see it), within a bounded wait."""
+        ...
+
+    async def applied(self) -> None:
+        """Report that the notes received so far are applied (and that this process is
+        alive): what a confirmed publish elsewhere waits for."""
         ...
 
     async def receive(self, timeout: float) -> list[bytes]:

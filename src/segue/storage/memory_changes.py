@@ -20,11 +20,14 @@ class MemoryChangeFeed:
         self.live = True
         self._closed = asyncio.Event()
 
-    async def open(self) -> None:
+    async def open(self, origin: str) -> None:
         return None
 
-    async def publish(self, note: bytes) -> None:
+    async def publish(self, note: bytes, *, confirm: bool = False) -> None:
         self.published += 1
+
+    async def applied(self) -> None:
+        return None
 
     async def receive(self, timeout: float) -> list[bytes]:
         with contextlib.suppress(TimeoutError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 import structlog
@@ -23,6 +24,10 @@ _log = structlog.get_logger("segue.changes")
 _FLUSH = encode_change(Change(origin="", flush=True))
 #: seconds between attempts to reconnect a broken subscription
 _RETRY_S = 0.5
+#: the longest a confirmed publish waits for the others
+_CONFIRM_S = 0.5
+#: key prefix of a note's count of processes that applied it
+_ACK = "segue:applied:"
 
 
 class RedisChangeFeed:
@@ -39,10 +44,12 @@ class RedisChangeFeed:
         )
         self._channel = channel
         self._pubsub: Any = None
+        #: ids of the notes received and not yet reported applied
+        self._received: list[bytes] = []
         #: whether notes are getting through (false: the caller must not trust its caches)
         self.live = False
 
-    async def open(self) -> None:
+    async def open(self, origin: str) -> None:
         await self._subscribe()
 
     async def _subscribe(self) -> bool:
@@ -62,13 +69,45 @@ class RedisChangeFeed:
         self.live = True
         return True
 
-    async def publish(self, note: bytes) -> None:
+    async def publish(self, note: bytes, *, confirm: bool = False) -> None:
+        note_id = uuid.uuid4().bytes
         try:
-            await self._redis.publish(self._channel, note)
+            # PUBLISH answers how many subscribers got it: this process is one of them
+            receivers = int(await self._redis.publish(self._channel, note_id + note))
+            if confirm and receivers > 1:
+                await self._confirm(note_id, receivers - 1)
         except self._errors as exc:
             # the others cannot hear it; they notice the same outage and read through
             _log.warning("change_feed_publish_failed", error=repr(exc))
             self.live = False
+
+    async def _confirm(self, note_id: bytes, others: int) -> None:
+        """Until ``others`` processes have applied the note (or the wait is over)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONFIRM_S
+        key = _ACK + note_id.hex()
+        while True:
+            done = int(await self._redis.get(key) or 0)
+            if done >= others:
+                return
+            if loop.time() >= deadline:
+                _log.warning("change_not_confirmed", processes=others - done)
+                return
+            await asyncio.sleep(0.001)
+
+    async def applied(self) -> None:
+        received, self._received = self._received, []
+        if not received:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for note_id in received:
+                    key = _ACK + note_id.hex()
+                    pipe.incr(key)
+                    pipe.expire(key, 10)
+                await pipe.execute()
+        except self._errors as exc:
+            _log.warning("change_feed_ack_failed", error=repr(exc))
 
     async def receive(self, timeout: float) -> list[bytes]:
         if self._pubsub is None or not self.live:
@@ -81,7 +120,9 @@ class RedisChangeFeed:
             notes: list[bytes] = []
             while message is not None:
                 if message.get("type") == "message":
-                    notes.append(bytes(message["data"]))
+                    data = bytes(message["data"])
+                    self._received.append(data[:16])
+                    notes.append(data[16:])
                 if len(notes) >= 1000:
                     break
                 message = await self._pubsub.get_message(timeout=0)

@@ -15,10 +15,14 @@ import time
 from functools import partial
 from pathlib import Path
 
+import structlog
+
 from segue.core.changes import Change, encode_change
 from segue.storage._sqlite_db import SqliteFile, transaction
 
 __all__ = ["SqliteChangeFeed"]
+
+_log = structlog.get_logger("segue.changes")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -26,7 +30,17 @@ CREATE TABLE IF NOT EXISTS changes (
     at   REAL NOT NULL,
     body BLOB NOT NULL
 );
+-- each process: the last note it applied, and when it last said so (alive if recent)
+CREATE TABLE IF NOT EXISTS readers (
+    origin  TEXT PRIMARY KEY,
+    applied INTEGER NOT NULL,
+    at      REAL NOT NULL
+);
 """
+#: a process that has not reported for this long is gone: nobody waits for it
+_ALIVE_S = 1.5
+#: the longest a confirmed publish waits for the others
+_CONFIRM_S = 0.5
 #: seconds a note stays readable; a process slower than that to poll flushes its caches
 _KEEP_S = 60.0
 #: seconds between polls while waiting for a note
@@ -41,25 +55,63 @@ class SqliteChangeFeed:
             Path(folder) / "changes.db", _SCHEMA, synchronous="NORMAL", secure_delete=True
         )
         self._seen = 0
+        self._applied_at = 0.0
         self._published = 0
+        self._origin = ""
         #: a file on this machine is always there
         self.live = True
 
-    async def open(self) -> None:
+    async def open(self, origin: str) -> None:
+        self._origin = origin
         await self._db.open()
         self._seen = await self._db.read(_head)
+        await self.applied()
 
-    async def publish(self, note: bytes) -> None:
+    async def publish(self, note: bytes, *, confirm: bool = False) -> None:
         now = time.time()
         self._published += 1
         trim = self._published % 500 == 1
+        origin = self._origin
 
-        def body(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO changes (at, body) VALUES (?, ?)", (now, note))
+        def body(conn: sqlite3.Connection) -> int:
+            seq = conn.execute(
+                "INSERT INTO changes (at, body) VALUES (?, ?)", (now, note)
+            ).lastrowid
             if trim:
                 conn.execute("DELETE FROM changes WHERE at < ?", (now - _KEEP_S,))
+                conn.execute("DELETE FROM readers WHERE at < ?", (now - _KEEP_S,))
+            return int(seq or 0)
 
-        await self._db.write(lambda conn: transaction(conn, body))
+        seq = await self._db.write(lambda conn: transaction(conn, body))
+        if confirm:
+            await self._confirm(seq, origin)
+
+    async def _confirm(self, seq: int, origin: str) -> None:
+        """Until every other live process has applied note ``seq`` (or the wait is over)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONFIRM_S
+        while True:
+            behind = await self._db.read(
+                partial(_behind, origin=origin, alive=time.time() - _ALIVE_S, seq=seq)
+            )
+            if not behind:
+                return
+            if loop.time() >= deadline:
+                _log.warning("change_not_confirmed", processes=behind)
+                return
+            await asyncio.sleep(_POLL_S / 4)
+
+    async def applied(self) -> None:
+        now = time.time()
+        seen, origin = self._seen, self._origin
+        self._applied_at = now
+        await self._db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO readers (origin, applied, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (origin) DO UPDATE SET applied = excluded.applied, at = excluded.at",
+                (origin, seen, now),
+            )
+        )
 
     async def receive(self, timeout: float) -> list[bytes]:
         loop = asyncio.get_running_loop()
@@ -91,6 +143,11 @@ class SqliteChangeFeed:
         return dropped
 
     async def aclose(self) -> None:
+        origin = self._origin
+        # gone: nobody waits for this process's confirmations any more
+        await self._db.write(
+            lambda conn: conn.execute("DELETE FROM readers WHERE origin = ?", (origin,))
+        )
         await self._db.aclose()
 
 
@@ -98,6 +155,16 @@ def _after(conn: sqlite3.Connection, seen: int) -> list[tuple[int, bytes]]:
     return conn.execute(
         "SELECT seq, body FROM changes WHERE seq > ? ORDER BY seq LIMIT 1000", (seen,)
     ).fetchall()
+
+
+def _behind(conn: sqlite3.Connection, origin: str, alive: float, seq: int) -> int:
+    """How many other live processes have not applied note ``seq`` yet."""
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM readers WHERE origin != ? AND at > ? AND applied < ?",
+            (origin, alive, seq),
+        ).fetchone()[0]
+    )
 
 
 def _head(conn: sqlite3.Connection) -> int:

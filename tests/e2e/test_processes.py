@@ -1,0 +1,252 @@
+"""Several processes on one data folder: ``segue serve --workers 2`` and ``segue worker``.
+
+What must hold when the work is split between processes: a consent revocation answered by
+one API process holds for the next request to any other; a catalog write or a profile
+change made through one is seen by all; two workers never fold one event twice, even when
+the active one is killed in the middle of a batch and the standby takes over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, SegueServer
+
+pytestmark = pytest.mark.e2e
+
+PUB = {"Authorization": f"Bearer {PUBLISHABLE_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def fresh(srv: SegueServer, method: str, path: str, **kw: object) -> httpx.Response:
+    """One request on a new connection, so the kernel may hand it to any process."""
+    with httpx.Client(base_url=srv.url, timeout=30) as client:
+        return client.request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def processes_seen(srv: SegueServer, tries: int = 200) -> set[str]:
+    seen: set[str] = set()
+    for _ in range(tries):
+        seen.add(fresh(srv, "GET", "/v1/stats", headers=ADMIN).json()["process"])
+        if len(seen) >= 2:
+            break
+    return seen
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("workers")
+    with SegueServer(folder / "data", args=["--workers", "2"]) as server:
+        items = [
+            {"item_id": f"sku-{i}", "title": f"Item {i}", "category": "Shoes", "price": 10.0 + i}
+            for i in range(20)
+        ]
+        assert (
+            fresh(server, "POST", "/v1/catalog/items", json={"items": items}, headers=ADMIN)
+        ).status_code == 200
+        yield server
+
+
+def test_requests_are_spread_over_the_api_processes(cluster):
+    assert len(processes_seen(cluster)) == 2
+
+
+def test_a_revocation_answered_by_one_process_holds_for_the_next_request_to_any(cluster):
+    with cluster.writer() as w:
+        batch = [
+            {"type": "identify", "userId": "rv", "traits": {"email": "rv@example.com"}},
+            {
+                "type": "track",
+                "userId": "rv",
+                "event": "Product Viewed",
+                "properties": {"product_id": "sku-3", "category": "Shoes"},
+            },
+        ]
+        assert w.post("/v1/batch", json={"batch": batch}).status_code == 200
+    cluster.wait_processed()
+    body = {"placement": "home", "user": {"user_id": "rv"}, "k": 3}
+    for round_ in range(5):  # revoke, grant, revoke… each time through whichever process
+        grant = round_ % 2 == 1
+        r = fresh(
+            cluster,
+            "PUT",
+            "/v1/consent",
+            json={"user": {"user_id": "rv"}, "purposes": {"personalization": grant}},
+            headers=PUB,
+        )
+        assert r.status_code == 200
+        answers = {
+            fresh(cluster, "POST", "/v1/decide", json=body, headers=PUB).json()["personalized"]
+            for _ in range(12)
+        }
+        assert answers == {grant}, f"round {round_}: a process answered from stale consent"
+
+
+def test_catalog_writes_and_profile_changes_reach_every_process(cluster):
+    item = {"item_id": "late-1", "title": "Late", "category": "Hats", "price": 5.0}
+    assert fresh(cluster, "PUT", "/v1/catalog/items/late-1", json=item, headers=ADMIN).is_success
+    titles = set()
+    for _ in range(12):
+        r = fresh(cluster, "GET", "/v1/catalog/items/late-1", headers=ADMIN)
+        titles.add(r.json()["title"])
+    item["title"] = "Later"
+    assert fresh(cluster, "PUT", "/v1/catalog/items/late-1", json=item, headers=ADMIN).is_success
+    # the decide path reads the in-memory mirror of each process: all must have the change
+    body = {"placement": "home", "user": {}, "k": 50, "candidates": ["late-1"]}
+    for _ in range(12):
+        out = fresh(cluster, "POST", "/v1/decide", json=body, headers=PUB).json()
+        shown = {i["item_id"]: i for i in out["items"]}
+        assert "late-1" in shown
+    # a trait written through one process is read back by every process
+    with cluster.writer() as w:
+        assert (
+            w.post(
+                "/v1/identify", json={"userId": "tr", "traits": {"firstName": "Ada"}}
+            ).status_code
+            == 200
+        )
+    cluster.wait_processed()
+    with cluster.writer() as w:
+        assert (
+            w.post(
+                "/v1/identify", json={"userId": "tr", "traits": {"firstName": "Grace"}}
+            ).status_code
+            == 200
+        )
+    cluster.wait_processed()
+    names = {
+        fresh(cluster, "GET", "/v1/profiles/user_id:tr", headers=ADMIN).json()["traits"][
+            "firstName"
+        ]
+        for _ in range(12)
+    }
+    assert names == {"Grace"}
+
+
+# --- two workers, one killed mid-batch ----------------------------------------------------
+
+
+def _worker(data: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, SEGUE_ADMIN_KEY=ADMIN_KEY, SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "segue", "worker", "--data", str(data)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _lease_holder(data: Path) -> int | None:
+    """The pid of the worker holding the processor lease (its holder is host:pid:…)."""
+    with sqlite3.connect(data / "state.db", timeout=10) as conn:
+        row = conn.execute("SELECT holder, until FROM leases WHERE name = 'profiles'").fetchone()
+    if row is None or row[1] < time.time():
+        return None
+    return int(row[0].split(":")[1])
+
+
+def _person_batches(person: int, rounds: int) -> list[list[dict]]:
+    """A person's events in rounds: anonymous views first, then identified ones, so the
+    same person arrives under different identifiers before they are linked."""
+    anon = f"anon-{person}"
+    batches = []
+    for r in range(rounds):
+        batch = [
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": f"p{person}-r{r}-view",
+                "event": "Product Viewed",
+                "properties": {"product_id": f"sku-{(person + r) % 7}", "category": "Shoes"},
+            },
+        ]
+        if r == 1:
+            batch.append(
+                {
+                    "type": "identify",
+                    "anonymousId": anon,
+                    "userId": f"user-{person}",
+                    "messageId": f"p{person}-link",
+                    "traits": {"email": f"person{person}@example.com"},
+                }
+            )
+        if r >= 2:
+            batch.append(
+                {
+                    "type": "track",
+                    "userId": f"user-{person}",
+                    "messageId": f"p{person}-r{r}-add",
+                    "event": "Product Added",
+                    "properties": {"product_id": f"sku-{person % 7}", "category": "Shoes"},
+                }
+            )
+        batches.append(batch)
+    return batches
+
+
+def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_path):
+    data = tmp_path / "data"
+    people, rounds = 40, 6
+    api = SegueServer(data, args=["--no-worker"]).start()
+    logs = tmp_path / "workers.log"
+    workers = [_worker(data, logs), _worker(data, logs)]
+    try:
+        deadline = time.monotonic() + 30
+        while (holder := _lease_holder(data)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert holder in {w.pid for w in workers}, logs.read_text()
+        plans = [_person_batches(p, rounds) for p in range(people)]
+
+        def send(rows: range) -> None:
+            with api.writer() as w:
+                for r in range(rounds):
+                    for p in rows:
+                        assert w.post("/v1/batch", json={"batch": plans[p][r]}).status_code == 200
+
+        senders = [threading.Thread(target=send, args=(range(k, people, 4),)) for k in range(4)]
+        for t in senders:
+            t.start()
+        # kill the active worker while the senders are still sending
+        time.sleep(1.0)
+        active = next(w for w in workers if w.pid == _lease_holder(data))
+        active.send_signal(signal.SIGKILL)
+        active.wait()
+        for t in senders:
+            t.join()
+        expected = people * (rounds + 1 + (rounds - 2))
+        stats = api.wait_processed(at_least=expected, timeout=90)
+        assert stats["events_received"] == expected
+        standby = next(w for w in workers if w is not active)
+        assert standby.poll() is None
+        assert _lease_holder(data) == standby.pid
+        assert stats["profiles"] == people, "a person got two profiles"
+        with api.admin() as a:
+            for p in range(people):
+                profile = a.get(f"/v1/profiles/user_id:user-{p}").json()
+                ids = {(i["type"], i["value"]) for i in profile["identities"]}
+                assert ids == {
+                    ("user_id", f"user-{p}"),
+                    ("anonymous_id", f"anon-{p}"),
+                    ("email", f"person{p}@example.com"),
+                }
+                # every event counted once: a batch folded twice would count twice
+                assert profile["event_count"] == rounds + 1 + (rounds - 2), profile
+                counts = profile["features"]["counts"]["24h"]
+                assert (counts["product_views"], counts["adds"]) == (rounds, rounds - 2), counts
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(20)
+        api.stop()
