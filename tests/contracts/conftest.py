@@ -19,6 +19,7 @@ from segue.storage.sqlite_decisions import SqliteDecisionStore
 from tests.backends import (
     nats_stream,  # noqa: F401  (a fixture: NATS URL, fresh stream name)
     pg_dsn,  # noqa: F401  (a fixture: a DSN on a fresh schema)
+    redis_url,  # noqa: F401  (a fixture: Redis URL, fresh key prefix)
 )
 
 

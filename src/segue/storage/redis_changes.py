@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from segue.core.changes import Change, encode_change
 from segue.errors import MissingDependencyError
 
-__all__ = ["RedisChangeFeed"]
+__all__ = ["RedisChangeFeed", "split_prefix"]
 
 _log = structlog.get_logger("segue.changes")
 _FLUSH = encode_change(Change(origin="", flush=True))
@@ -30,19 +31,31 @@ _CONFIRM_S = 0.5
 _ACK = "segue:applied:"
 
 
+def split_prefix(url: str) -> tuple[str, str]:
+    """``redis://host/0?prefix=shop1:`` → the URL redis-py takes, and the key prefix that
+    keeps installations (or tests) sharing one Redis apart."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(v for k, v in query if k == "prefix")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
 class RedisChangeFeed:
     """Notes published on ``channel``; every process subscribes."""
 
-    def __init__(self, url: str, channel: str = "segue:changes") -> None:
+    def __init__(self, url: str) -> None:
         try:
             from redis import asyncio as aioredis
         except ImportError as exc:  # pragma: no cover - the extra is installed in dev
             raise MissingDependencyError("redis", "redis") from exc
         self._errors: tuple[type[BaseException], ...] = (OSError, aioredis.RedisError)
+        url, prefix = split_prefix(url)
         self._redis: Any = aioredis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5
         )
-        self._channel = channel
+        self._channel = prefix + "segue:changes"
+        self._acks = prefix + _ACK
         self._pubsub: Any = None
         #: ids of the notes received and not yet reported applied
         self._received: list[bytes] = []
@@ -85,7 +98,7 @@ class RedisChangeFeed:
         """Until ``others`` processes have applied the note (or the wait is over)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CONFIRM_S
-        key = _ACK + note_id.hex()
+        key = self._acks + note_id.hex()
         while True:
             done = int(await self._redis.get(key) or 0)
             if done >= others:
@@ -102,7 +115,7 @@ class RedisChangeFeed:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for note_id in received:
-                    key = _ACK + note_id.hex()
+                    key = self._acks + note_id.hex()
                     pipe.incr(key)
                     pipe.expire(key, 10)
                 await pipe.execute()
