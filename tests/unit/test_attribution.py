@@ -37,9 +37,7 @@ def track(name: str, at: float, **props) -> tuple[Track, float]:
 def fold(events, *, people=None, person="ann", window=3600.0, **options):
     attribution = Attribution({"hero": window}, **options)
     people = {} if people is None else people
-    rows, covariates = attribution.fold(
-        people, [(person, e, at) for e, at in events], ARMS.get
-    )
+    rows, covariates = attribution.fold(people, [(person, e, at) for e, at in events], ARMS.get)
     return rows, covariates, people
 
 
@@ -196,3 +194,23 @@ def test_merged_people_keep_both_exposures_and_the_latest_session():
 )
 def test_order_revenue(props, revenue):
     assert order_revenue(props) == revenue
+
+
+def test_late_events_are_attributed_by_their_own_time_not_by_the_newest():
+    rows, _, state = fold(
+        [
+            track("Decision Viewed", T0, decision_id="d1"),
+            (Identify(message_id="now", user_id="u"), T0 + 86400 * 30),  # newer, first
+        ]
+    )
+    rows, _, _ = fold([track("Order Completed", T0 + 10, revenue=4.0)], people=state)
+    assert totals(rows)[(HERO, day_of(T0))]["conversions"] == 1
+
+
+def test_a_decision_without_a_unit_counts_under_the_person():
+    stranger = Arm("cart", "", "", "")
+    attribution = Attribution()
+    rows, _ = attribution.fold(
+        {}, [("p_ann", *track("Decision Viewed", T0, decision_id="x"))], {"x": stranger}.get
+    )
+    assert [(r.placement, r.unit, r.impressions) for r in rows] == [("cart", "p_ann", 1)]

@@ -22,9 +22,11 @@ What counts, and where:
 - **Pre-period covariate** (CUPED): the person's orders and revenue before the unit's first
   exposure in an experiment.
 
-The state kept per person is small and bounded: exposures still inside their window (at
-most :data:`MAX_SHOWN`), the last exposure per (placement, experiment), the current session,
-and the person's order counters.
+The state kept per person is small and bounded: the newest :data:`MAX_SHOWN` exposures,
+the last exposure per (placement, experiment), the current session and the person's order
+counters. Nothing expires by the clock: events may arrive late or out of time order (an app
+that was offline), and every window is checked against the event's own time when it is
+folded, so a replay of the log gives the same rows.
 """
 
 from __future__ import annotations
@@ -215,7 +217,6 @@ class Attribution:
         self.windows = dict(windows or {})
         self.default_window = default_window
         self.session_timeout = session_timeout
-        self._longest = max([default_window, *self.windows.values()])
 
     def window(self, experiment: str) -> float:
         return self.windows.get(experiment, self.default_window)
@@ -241,12 +242,10 @@ class Attribution:
         """
         rows = _Rows()
         covariates: dict[tuple[str, str, str], Covariate] = {}
-        latest: dict[str, float] = {}
         for key, event, at in events:
             person = people.get(key)
             if person is None:
                 person = people[key] = PersonState()
-            latest[key] = max(at, latest.get(key, at))
             self._session_event(person, event, at, rows)
             if not isinstance(event, Track):
                 continue
@@ -272,8 +271,6 @@ class Attribution:
                     row.revenue += revenue
                 person.orders += 1
                 person.revenue += revenue
-        for key, at in latest.items():
-            self._expire(people[key], at)
         return list(rows.rows.values()), list(covariates.values())
 
     # --- exposures and clicks -----------------------------------------------------------
@@ -302,6 +299,9 @@ class Attribution:
             if (t.arm.placement, t.arm.experiment) != (arm.placement, arm.experiment)
         ]
         person.touches.append(_Touch(arm, day, at))
+        if len(person.touches) > _MAX_CELLS:
+            person.touches.sort(key=lambda t: t.at)
+            del person.touches[:-_MAX_CELLS]
         if arm.experiment:
             cov_key = (arm.placement, arm.experiment, arm.unit)
             covariates.setdefault(
@@ -369,9 +369,3 @@ class Attribution:
             row.time_on_page_sq += seconds * seconds
             if session.pages == 2:
                 row.bounces -= 1
-
-    def _expire(self, person: PersonState, now: float) -> None:
-        """Drop exposures past every window (``now``: the person's latest event, never the
-        wall clock, so a replay of the log gives the same rows)."""
-        person.shown = [s for s in person.shown if now - s.at <= self._longest]
-        person.touches = [t for t in person.touches if now - t.at <= self._longest]
