@@ -11,6 +11,7 @@ them the test is skipped, except with ``CI=true``, where it fails.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,12 @@ FLAGS = [
 ]
 PUB = {"Authorization": f"Bearer {PUBLISHABLE_KEY}"}
 KPIS = "/v1/reports/kpis"
+EXPERIMENT = """
+experiments:
+  - name: hero-test
+    placement: home_hero
+    holdout: 0.5
+"""
 
 
 def _require_browser() -> Any:
@@ -94,7 +101,9 @@ def _login(page: Any, url: str) -> None:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory) -> Iterator[SegueServer]:
     folder = tmp_path_factory.mktemp("dashboard")
-    with SegueServer(folder / "data") as server:
+    config = folder / "segue.yaml"
+    config.write_text(EXPERIMENT)
+    with SegueServer(folder / "data", args=["--config", str(config)]) as server:
         _traffic(server)
         yield server
 
@@ -175,11 +184,27 @@ def _traffic(srv: SegueServer) -> None:
     srv.wait_processed()
 
 
+def _reported(srv: SegueServer, placement: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The placement's total row once the reports consumer has attributed the feedback."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    with srv.admin() as a:
+        while time.monotonic() < deadline:
+            report = a.get(KPIS, params={"granularity": "total", "placement": placement})
+            assert report.status_code == 200, report.text
+            rows = report.json()["rows"]
+            if rows and rows[0]["impressions"] and rows[0]["clicks"]:
+                return dict(rows[0])
+            time.sleep(0.1)
+    raise TimeoutError(f"no exposure and click reported for {placement}: {rows}")
+
+
 def test_every_page_shows_what_the_api_knows(srv: SegueServer, browser: Any) -> None:
     from playwright.sync_api import expect
 
     with srv.admin() as a:
         has_kpis = KPIS in a.get("/openapi.json").json()["paths"]
+    hero = _reported(srv, "home_hero") if has_kpis else None
     problems: list[str] = []
     page = _page(browser, problems)
     # --- login: a wrong key is refused, the admin key opens the dashboard ---------
@@ -195,8 +220,12 @@ def test_every_page_shows_what_the_api_knows(srv: SegueServer, browser: Any) -> 
 
     # --- KPIs -------------------------------------------------------------------
     kpis = page.locator("#page-kpis")
-    if has_kpis:
-        expect(page.locator("#kpi-rows")).to_contain_text("home_hero")
+    if hero is not None:
+        row = page.locator("#kpi-rows tbody tr", has_text="home_hero")
+        expect(row).to_contain_text(f"{hero['impressions']:,}")  # the report's own count
+        expect(row).to_contain_text(f"{hero['clicks']:,}")
+        expect(row).to_contain_text(f"hero-test{hero['variant']}")  # experiment, variant cells
+        expect(page.locator("select[name=experiment]")).to_have_value("hero-test")
         expect(page.locator("#kpi-tiles")).to_contain_text("CTR")
         with page.expect_download() as download:
             page.click("#kpi-csv")

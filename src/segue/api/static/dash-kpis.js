@@ -10,7 +10,7 @@ const REPORT = "/v1/reports/kpis";
 const REFRESH_MS = 30_000;
 
 export const METRICS = [
-  { key: "impressions", label: "Impressions", format: fmt.int },
+  { key: "impressions", label: "Impressions", format: fmt.int, integer: true },
   { key: "ctr", label: "CTR", format: (v) => fmt.pct(v, 2) },
   { key: "conversion_rate", label: "Conversion rate", format: (v) => fmt.pct(v, 2) },
   { key: "revenue_per_visitor", label: "Revenue per visitor", format: fmt.money },
@@ -20,7 +20,9 @@ export const METRICS = [
 const LABELS = Object.fromEntries(
   [...METRICS, { key: "average_order_value", label: "Average order value" }].map((m) => [m.key, m.label]),
 );
-const isHoldout = (variant) => /holdout|control/i.test(variant || "");
+const isHoldout = (variant) => variant === "holdout";
+/** A row's variant as people read it: rows outside any experiment have none. */
+const arm = (variant) => variant ?? "all traffic";
 
 function isoDay(date) {
   return date.toISOString().slice(0, 10);
@@ -148,11 +150,12 @@ export function mount(root) {
       privacyNote(total.privacy),
       srm.map(srmNote),
       h("div", { class: "tiles", id: "kpi-tiles" }, METRICS.map((m) => metricTile(m, here, lift))),
-      card("Lift over the holdout (95% confidence intervals)", liftView(lift)),
+      card("Lift over the holdout (95% confidence intervals)", liftView(lift, state.experiment)),
       card("Daily, per variant", h("div", { class: "grid2" },
         METRICS.slice(0, 4).map((m) => lineChart({
           title: m.label,
           yFormat: m.format,
+          integer: Boolean(m.integer),
           series: series((daily.rows || []).filter(mine), m.key),
         })))),
       card(`Every placement and variant, ${total.from || state.from} to ${total.to || state.to}`,
@@ -193,18 +196,22 @@ function metricTile(metric, rows, lift) {
   if (!rows.length) return tile(metric.label, "–");
   const primary = rows.find((r) => !isHoldout(r.variant)) || rows[0];
   const lines = rows.filter((r) => r !== primary).map((r) =>
-    h("span", { class: isHoldout(r.variant) ? "holdout" : "" }, `${r.variant}: ${metric.format(r[metric.key])}`));
+    h("span", { class: isHoldout(r.variant) ? "holdout" : "" }, `${arm(r.variant)}: ${metric.format(r[metric.key])}`));
   const found = lift.find((l) => l.metric === metric.key && l.variant === primary.variant);
   if (found) {
     const verdict = found.low > 0 ? "win" : found.high < 0 ? "loss" : "flat";
     lines.push(h("span", { class: `lift ${verdict}` }, `lift ${fmt.signedPct(found.estimate)} ${interval(found)}`));
   }
-  return tile(metric.label, metric.format(primary[metric.key]), h("span", {}, primary.variant), ...lines);
+  return tile(metric.label, metric.format(primary[metric.key]), h("span", {}, arm(primary.variant)), ...lines);
 }
 
-function liftView(lift) {
+function liftView(lift, experiment) {
+  if (!experiment) {
+    return notice("empty", "No experiment on this placement",
+      "Lift is measured against an experiment's holdout: configure one under experiments in segue.yaml.");
+  }
   if (!lift.length) {
-    return notice("empty", "No lift yet", "Lift needs a holdout and traffic in both arms.");
+    return notice("empty", "No lift yet", "Lift needs traffic in the holdout and in a variant.");
   }
   const ordered = [...lift].sort((a, b) => String(a.metric).localeCompare(String(b.metric))
     || String(a.variant).localeCompare(String(b.variant)));
@@ -231,8 +238,8 @@ function series(rows, key) {
   const variants = new Map();
   for (const row of byVariant(rows)) {
     if (!row.day) continue;
-    if (!variants.has(row.variant)) variants.set(row.variant, []);
-    variants.get(row.variant).push([Date.parse(`${row.day.slice(0, 10)}T00:00:00Z`), row[key]]);
+    if (!variants.has(arm(row.variant))) variants.set(arm(row.variant), []);
+    variants.get(arm(row.variant)).push([Date.parse(`${row.day.slice(0, 10)}T00:00:00Z`), row[key]]);
   }
   return [...variants].map(([name, points]) => ({ name, points }));
 }
@@ -246,7 +253,7 @@ function rowsTable(rows) {
       "conversions", "revenue", "CTR", "conversion", "revenue / visitor", "order value", "bounce",
       "time on page"],
     ordered.map((r) => [
-      r.placement, r.experiment || "–", r.variant, num(fmt.int(r.visitors)), num(fmt.int(r.impressions)),
+      r.placement, r.experiment || "–", arm(r.variant), num(fmt.int(r.visitors)), num(fmt.int(r.impressions)),
       num(fmt.int(r.clicks)), num(fmt.int(r.add_to_carts)), num(fmt.int(r.conversions)),
       num(fmt.money(r.revenue)), num(fmt.pct(r.ctr, 2)), num(fmt.pct(r.conversion_rate, 2)),
       num(fmt.money(r.revenue_per_visitor)), num(fmt.money(r.average_order_value)),
