@@ -31,6 +31,10 @@ __all__ = ["KpiReport", "routes"]
 #: the longest period one report covers, in days
 MAX_DAYS: Final = 366
 DEFAULT_DAYS: Final = 30
+#: the ε a private release may ask for: below, the noise is astronomically large; above,
+#: there is no privacy left to speak of
+MIN_EPSILON: Final = 1e-4
+MAX_EPSILON: Final = 100.0
 _CONSUMER = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
 
 
@@ -144,8 +148,10 @@ def parse_query(request: Request, today: date) -> tuple[ReportQuery, str]:
             epsilon = float(raw_epsilon)
         except ValueError:
             raise InvalidInput("epsilon must be a number", field="epsilon") from None
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise InvalidInput("epsilon must be more than 0", field="epsilon")
+        if not (math.isfinite(epsilon) and MIN_EPSILON <= epsilon <= MAX_EPSILON):
+            raise InvalidInput(
+                f"epsilon must be between {MIN_EPSILON:g} and {MAX_EPSILON:g}", field="epsilon"
+            )
         if consumer is None:
             raise InvalidInput(
                 "a private release needs consumer: whose privacy budget it is charged to",
