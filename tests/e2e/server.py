@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: ``SEGUE_TEST_CLUSTER=1`` (``make cluster``): every server of the end-to-end suite is a
+#: cluster — 2 API processes and 2 workers on PostgreSQL, NATS JetStream and Redis
+CLUSTER = os.environ.get("SEGUE_TEST_CLUSTER", "") not in ("", "0", "false")
+
+if CLUSTER:  # imported now: the clean-up at exit can no longer import
+    import asyncio
+
+    import nats
+    import psycopg
+    import redis
+
+    from tests.backends import NATS_URL, PG_DSN, REDIS_URL
+
+
 class SegueServer:
-    """One ``segue serve`` process on a free loopback port with its own data folder."""
+    """One ``segue serve`` process on a free loopback port with its own data folder.
+
+    In cluster mode (see ``CLUSTER``) the same server is ``segue serve --workers 2
+    --no-worker`` and two ``segue worker`` on a fresh PostgreSQL schema, NATS stream and
+    Redis key prefix of its own; a restart (``stop`` then ``start``) finds them again.
+    """
 
     def __init__(
         self,
@@ -40,7 +62,9 @@ class SegueServer:
         self.extra_env = env or {}
         self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.log_path = data.parent / f"{data.name}-server.log"
+        self.cluster_env = cluster_backends() if CLUSTER else {}
 
     @property
     def url(self) -> str:
@@ -53,6 +77,7 @@ class SegueServer:
             SEGUE_WRITE_KEY=WRITE_KEY,
             SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
         )
+        env.update(self.cluster_env)
         env.update(self.extra_env)
         cmd = [
             sys.executable,
@@ -67,8 +92,18 @@ class SegueServer:
             str(self.data),
             *self.args,
         ]
+        if CLUSTER:
+            cmd += ["--workers", "2", "--no-worker"]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            if CLUSTER:
+                worker = [sys.executable, "-m", "segue", "worker", "--data", str(self.data)]
+                self.workers = [
+                    subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT)
+                    for _ in range(2)
+                ]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -85,18 +120,26 @@ class SegueServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for proc in [p for p in (self.proc, *self.workers) if p is not None]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [p for p in (self.proc, *self.workers) if p is not None]:
             try:
-                self.proc.wait(15)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                proc.kill()
+                proc.wait(5)
 
     def kill9(self) -> None:
+        """Every process of this server, at once (a power cut)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the API processes too
             self.proc.wait(10)
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
 
     # --- HTTP helpers -------------------------------------------------------------------
     def admin(self) -> httpx.Client:
@@ -133,3 +176,38 @@ class SegueServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def cluster_backends() -> dict[str, str]:
+    """Fresh backends for one cluster server: a schema, a stream, a key prefix; all of
+    them are dropped when the test run ends."""
+    name = uuid.uuid4().hex[:12]
+    schema, stream, prefix = f"e_{name}", f"E{name.upper()}", f"e{name}:"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    atexit.register(_drop_backends, schema, stream, prefix)
+    return {
+        "SEGUE_STORE": f"{PG_DSN}?options=-csearch_path%3D{schema}",
+        "SEGUE_LOG": f"{NATS_URL}?stream={stream}",
+        "SEGUE_REDIS_URL": f"{REDIS_URL}?prefix={prefix}",
+    }
+
+
+def _drop_backends(schema: str, stream: str, prefix: str) -> None:
+    with contextlib.suppress(Exception), psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    async def drop_stream() -> None:
+        nc = await nats.connect(NATS_URL)
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(drop_stream())
+    with contextlib.suppress(Exception):
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()

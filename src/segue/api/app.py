@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -10,7 +11,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from segue.api import (
@@ -135,11 +136,13 @@ class SegueApp:
         self.runtime = runtime
         self._on_started = on_started
         self.registry = CollectorRegistry(auto_describe=True)
+        #: ``serve --workers``: the API processes' histograms are summed from shared files
+        self.shared_metrics = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.latency = Histogram(
             "segue_http_request_duration_seconds",
             "Request latency by route",
             ["method", "route", "status"],
-            registry=self.registry,
+            registry=None if self.shared_metrics else self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.stats_collector = _StatsCollector()
@@ -591,7 +594,12 @@ class SegueApp:
 
     async def metrics(self, request: Request) -> Response:
         self.stats_collector.snapshot = await self.runtime.stats()
-        return Response(200, generate_latest(self.registry), "text/plain; version=0.0.4")
+        body = generate_latest(self.registry)
+        if self.shared_metrics:  # every API process's latency, summed
+            shared = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
+            body = generate_latest(shared) + body
+        return Response(200, body, "text/plain; version=0.0.4")
 
     async def openapi(self, request: Request) -> Response:
         return Response(200, self.spec)

@@ -18,7 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import structlog  # imported after the BLAS setting above, on purpose
 
-from segue.cli.processes import print_banner, run_worker, supervise
+from segue.cli.processes import die_with_parent, print_banner, run_worker, supervise
 from segue.errors import ConfigError
 from segue.runtime import Runtime
 from segue.settings import Settings, load_settings
@@ -91,6 +91,12 @@ def _serve(args: argparse.Namespace) -> int:
     # The processor folds in worker threads of this process; a short GIL switch interval
     # lets the event loop answer requests between its slices (latency over throughput).
     sys.setswitchinterval(0.001)
+    if args.fd is not None:
+        die_with_parent()
+    if args.demo:  # the demo shop's experiments, unless the configuration has its own
+        from segue.demo.experiments import with_demo_experiments
+
+        settings = with_demo_experiments(settings)
     runtime = Runtime(settings, role=args.role)
     demo = None
     on_started: Callable[[Runtime], None] | None = _banner if args.fd is None else None

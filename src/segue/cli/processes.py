@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -26,7 +28,7 @@ from segue.keys import Keys, resolve_keys
 from segue.runtime import Runtime
 from segue.settings import Settings
 
-__all__ = ["print_banner", "run_worker", "supervise"]
+__all__ = ["die_with_parent", "print_banner", "run_worker", "supervise"]
 
 _log = structlog.get_logger("segue.processes")
 #: a child that dies sooner than this after its start is restarted only after a pause
@@ -58,6 +60,21 @@ def print_banner(settings: Settings, keys: Keys, generated: list[str], extra: st
     print("\n".join(lines), flush=True)
 
 
+def die_with_parent() -> None:
+    """A child of ``serve --workers`` stops when its supervisor is gone (killed -9, say):
+    it must not keep answering on the shared port, unsupervised."""
+    parent = os.environ.get("SEGUE_PARENT_PID")
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_worker(settings: Settings) -> int:
     """Fold the log until SIGTERM/SIGINT (``segue worker``); holds the processor lease
     while active, stands by while another worker holds it."""
@@ -71,6 +88,7 @@ def run_worker(settings: Settings) -> int:
 
 
 async def _work(settings: Settings) -> int:
+    die_with_parent()
     runtime = Runtime(settings, role="worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +139,15 @@ def supervise(settings: Settings, argv: list[str], workers: int, with_worker: bo
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    env = dict(os.environ)
+    # the API processes' Prometheus histograms go to files here, summed by each /metrics
+    shared_metrics = data / ".metrics"
+    shutil.rmtree(shared_metrics, ignore_errors=True)
+    shared_metrics.mkdir()
+    env = dict(
+        os.environ,
+        SEGUE_PARENT_PID=str(os.getpid()),
+        PROMETHEUS_MULTIPROC_DIR=str(shared_metrics),
+    )
 
     def spawn(command: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, pass_fds=(fd,), env=env)  # noqa: S603 - our own argv
