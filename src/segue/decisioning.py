@@ -28,6 +28,7 @@ from segue.decide.item_view import ItemView
 from segue.decide.ranking import LinearThompson
 from segue.decide.rules import PlacementRules
 from segue.decide.signals import PersonSignals
+from segue.errors import BackendUnavailable
 from segue.features._ecommerce import ItemInfo
 from segue.features.items import ItemModels
 from segue.features.view import features_view
@@ -330,10 +331,14 @@ class Decisioning:
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 self.engine.settle(self.runtime.clock.now())
                 ticks += 1
-                if ticks % 30 == 0:
-                    await self.persist()
-                elif self.owns_models and ticks % self.share_models_every == 0:
-                    await self.share_models()
+                try:
+                    if ticks % 30 == 0:
+                        await self.persist()
+                    elif self.owns_models and ticks % self.share_models_every == 0:
+                        await self.share_models()
+                except BackendUnavailable:
+                    # the store is down: decide keeps serving from memory; a later tick saves
+                    _log.warning("decisioning_backend_unavailable")
         finally:
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -346,7 +351,11 @@ class Decisioning:
         self._models_changed = False
         with self.lock:
             models = self.models.to_bytes()
-        await self.runtime.store.save_blob(_MODELS_BLOB, models)
+        try:
+            await self.runtime.store.save_blob(_MODELS_BLOB, models)
+        except BackendUnavailable:
+            self._models_changed = True  # not shared yet: try again on a later tick
+            raise
         await self.publish(Change(origin=self.origin, models=True))
 
     async def persist(self) -> None:

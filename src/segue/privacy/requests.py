@@ -37,7 +37,7 @@ import structlog
 from segue.core.changes import Change
 from segue.core.events import Event
 from segue.core.model import Identifier, PrivacyRequest, Profile
-from segue.errors import InvalidInput
+from segue.errors import BackendUnavailable, InvalidInput
 from segue.identity.identifiers import normalise_phone
 from segue.identity.matching import TF_FIELDS, record_from_traits
 from segue.privacy.retention import event_type, lifetimes
@@ -167,14 +167,20 @@ class PrivacyRequests:
                 request_id = None
             if not self.executes():
                 continue
-            if request_id is None:
-                # submitted by another process, or left unfinished by a crash
-                for request in await self.store.unfinished():
-                    await self.process(request.request_id)
-                    if self._stopping.is_set():
-                        return
-            else:
-                await self.process(request_id)
+            try:
+                if request_id is None:
+                    # submitted by another process, or left unfinished by a crash
+                    for request in await self.store.unfinished():
+                        await self.process(request.request_id)
+                        if self._stopping.is_set():
+                            return
+                else:
+                    await self.process(request_id)
+            except BackendUnavailable:
+                # a store is down: the request stays unfinished in the store, and the next
+                # poll (every second) takes it up again once the store is back
+                _log.warning("privacy_backend_unavailable")
+                continue
             try:
                 await self._upkeep()
             except Exception:
@@ -260,6 +266,8 @@ class PrivacyRequests:
                 request.receipt, export = await self.access(identifiers, request)
                 await self.store.put_export(request.request_id, request.subjects, export)
             request.status = "done"
+        except BackendUnavailable:
+            raise  # not the request's fault: it stays unfinished and runs again later
         except Exception as exc:
             # the message may quote personal data: keep only what kind of failure it was
             _log.exception("privacy_request_failed", request_id=request_id)

@@ -14,6 +14,7 @@ a connection idle in a transaction; writes that must be atomic go through
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -83,6 +84,7 @@ class PgDatabase:
         self._min_size, self._max_size = min_size, max_size
         # created by open(), inside the event loop that will use it
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._checking: asyncio.Task[None] | None = None
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # set per connection, so a server default of synchronous_commit=off can never make
@@ -145,7 +147,21 @@ class PgDatabase:
         except psycopg.DataError as exc:  # e.g. a NUL character, which text cannot hold
             raise InvalidInput(f"postgresql {self.component}: {exc}") from exc
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._check_idle()
             raise BackendUnavailable(f"postgresql {self.component}: {exc}") from exc
+
+    def _check_idle(self) -> None:
+        """The server may have gone away: test the idle connections now, in the background.
+
+        Otherwise each connection idle through an outage fails one request after it, one
+        by one; checked at once, they are replaced as soon as the server is back.
+        """
+        if self._pool is None or (self._checking is not None and not self._checking.done()):
+            return
+        self._checking = asyncio.get_running_loop().create_task(self._pool.check())
+        # a failed check only means the server is still away; the pool keeps reconnecting
+        self._checking.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -185,4 +201,6 @@ class PgDatabase:
         """Close every connection of the pool."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            if self._checking is not None:
+                await asyncio.gather(self._checking, return_exceptions=True)
             await pool.close()
