@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from segue.demo.experiments import demo_config
 from segue.demo.traffic import DemoOptions, run_demo
 
 if TYPE_CHECKING:
@@ -99,8 +100,11 @@ def _embedded(args: argparse.Namespace) -> int:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         log_path = Path(folder) / "segue.log"
+        config = Path(folder) / "segue.yaml"
+        config.write_text(demo_config())  # personalised vs a holdout on every placement
         command = [sys.executable, "-m", "segue", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(port), "--data", str(Path(folder) / "data")]
+        command += ["--config", str(config)]
         with log_path.open("wb") as log:
             server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 command, env={**os.environ, **keys}, stdout=log, stderr=subprocess.STDOUT

@@ -718,11 +718,51 @@ async def _load(shop: Shop, api: _Api, options: DemoOptions, out: TextIO) -> Non
         await asyncio.sleep(0.2)
 
 
-async def _report(sim: _Simulation, started: float, every: float, out: TextIO) -> None:
+async def _experiments(api: _Api) -> list[str]:
+    """What segue's own KPI report says: the CTR lift of each personalised variant over
+    its holdout, with its 95 % interval (the report's numbers, not the demo's counting)."""
+    response = await api.call(
+        "GET", "/v1/reports/kpis?granularity=total", api.admin, paced=False, retries=2
+    )
+    if response is None or response.status != 200:
+        return []
+    body = _decode(response.body)
+    rows = {(r["placement"], r["variant"]): r for r in body["rows"] if r["experiment"]}
+    lines = []
+    for lift in body["lift"]:
+        treated = rows.get((lift["placement"], lift["variant"]))
+        held = rows.get((lift["placement"], "holdout"))
+        if lift["metric"] != "ctr" or treated is None or held is None:
+            continue
+        bounds = (lift["estimate"], lift["low"], lift["high"])
+        if any(b is None for b in bounds):
+            continue
+        estimate, low, high = (f"{100.0 * b:+.1f}%" for b in bounds)
+        lines.append(
+            f"report  {lift['placement']}: CTR {lift['variant']} "
+            f"{_rate(treated['clicks'], treated['impressions'])} vs holdout "
+            f"{_rate(held['clicks'], held['impressions'])}: lift {estimate} "
+            f"[{low}, {high}], p{_p(lift['p_value'])}"
+        )
+    return lines
+
+
+def _p(value: float) -> str:
+    return "<0.0001" if value < 1e-4 else f"={value:.2g}"
+
+
+async def _report(
+    sim: _Simulation, started: float, every: float, out: TextIO, experiments_every: float = 30.0
+) -> None:
     stats = sim.stats
     last_events, last_at = stats.events, time.monotonic()
+    looked_at = time.monotonic()
     while True:
         await asyncio.sleep(every)
+        if time.monotonic() - looked_at >= experiments_every:
+            looked_at = time.monotonic()
+            for line in await _experiments(sim.api):
+                _say(out, line)
         now = time.monotonic()
         per_s = (stats.events - last_events) / max(now - last_at, 1e-9)
         last_events, last_at = stats.events, now
@@ -807,6 +847,8 @@ async def _main(options: DemoOptions, out: TextIO, stats: DemoStats) -> int:
         task.cancel()
     await asyncio.gather(*pending, *helpers, return_exceptions=True)
     stats.seconds = time.monotonic() - started
+    # what segue's KPI report says (not when interrupted: the server may be going away)
+    report = [] if interrupted.is_set() else await _experiments(api)
     await client.aclose()
     _say(
         out,
@@ -816,6 +858,8 @@ async def _main(options: DemoOptions, out: TextIO, stats: DemoStats) -> int:
         f"contextual {_rate(stats.clicks_contextual, stats.contextual_decisions)} "
         f"(random products would get {100.0 * (stats.summary()['ctr_random_baseline'] or 0):.1f}%)",
     )
+    for line in report:
+        _say(out, line)
     for error in stats.errors[:5]:
         _say(out, f"error: {error}")
     print(_encode(stats.summary()).decode(), file=out, flush=True)

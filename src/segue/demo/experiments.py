@@ -1,0 +1,49 @@
+"""The demo shop's experiments: on each of its placements, personalised against a holdout.
+
+``segue serve --demo`` and the temporary segue of ``segue demo`` run with these unless the
+configuration has experiments of its own, so the KPI report (``GET /v1/reports/kpis``) shows
+the personalised variant's lift over the holdout after a few minutes of traffic. Half of the
+visitors are held out: a demo wants a clear answer quickly, where a shop would hold out a
+tenth or less.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+import yaml
+
+from segue.settings import ExperimentSettings, Settings
+
+__all__ = ["DEMO_PLACEMENTS", "demo_config", "demo_experiments", "with_demo_experiments"]
+
+DEMO_PLACEMENTS: Final = ("home_hero", "product_detail", "cart")
+
+
+def demo_experiments() -> list[dict[str, Any]]:
+    """The experiments as configuration (``segue.yaml``'s ``experiments``)."""
+    return [
+        {
+            "name": f"{placement}_personalization",
+            "placement": placement,
+            "holdout": 0.5,
+            "variants": [{"name": "personalized"}],
+            # the simulated visitors buy within minutes of what they were shown
+            "attribution_window_s": 1800.0,
+        }
+        for placement in DEMO_PLACEMENTS
+    ]
+
+
+def with_demo_experiments(settings: Settings) -> Settings:
+    """``settings`` with the demo's experiments, unless it configures experiments itself."""
+    if settings.experiments:
+        return settings
+    experiments = msgspec.convert(demo_experiments(), list[ExperimentSettings])
+    return msgspec.structs.replace(settings, experiments=experiments)
+
+
+def demo_config() -> str:
+    """A ``segue.yaml`` with the demo's experiments (for the temporary segue)."""
+    return yaml.safe_dump({"experiments": demo_experiments()}, sort_keys=False)
