@@ -98,6 +98,21 @@ def test_serve_demo_runs_traffic_beside_the_server_and_stops_with_it(tmp_path):
             pytest.fail(f"no demo traffic: {srv.stats()}\n{srv.log()}")
         time.sleep(1.5)
         assert srv.stats()["events_received"] > now  # still flowing
+        # the demo's experiments: personalised and holdout arms show up in the KPI report
+        arms: set[tuple[str, str]] = set()
+        with srv.admin() as admin:
+            while time.monotonic() < deadline + 30 and len(arms) < 2:
+                report = admin.get("/v1/reports/kpis", params={"granularity": "total"}).json()
+                arms = {
+                    (r["experiment"], r["variant"])
+                    for r in report["rows"]
+                    if r["placement"] == "product_detail" and r["experiment"]
+                }
+                time.sleep(0.5)
+        assert arms == {
+            ("product_detail_personalization", "personalized"),
+            ("product_detail_personalization", "holdout"),
+        }, report
         demo = children_of(srv.proc.pid)
     finally:
         srv.stop()
