@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench fmt clean
+.PHONY: run test lint bench fmt clean cluster
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -18,6 +18,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The end-to-end suite against clusters: every test server is 2 API processes and 2 workers
+# on the local PostgreSQL, NATS JetStream and Redis (docs/scaling.md).
+cluster: $(STAMP)
+	SEGUE_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

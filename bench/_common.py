@@ -204,10 +204,21 @@ def save(name: str, result: dict[str, Any]) -> Path:
 
 
 class Server:
-    """``segue serve`` pinned to one core, on a fresh temporary data folder."""
+    """``segue serve`` pinned to one core, on a fresh temporary data folder.
 
-    def __init__(self, core: int = SERVER_CORE) -> None:
+    ``args`` and ``env`` add to the command and its environment (``--workers 2``, the
+    backends' URLs); ``core=None`` leaves the processes to the scheduler.
+    """
+
+    def __init__(
+        self,
+        core: int | None = SERVER_CORE,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.core = core
+        self.args = args or []
+        self.env = env or {}
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-bench-"))
         self.data = self.tmp / "data"
@@ -219,10 +230,11 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         env = dict(os.environ, SEGUE_ADMIN_KEY=ADMIN_KEY, SEGUE_WRITE_KEY=WRITE_KEY)
+        env.update(self.env)
         segue = Path(sys.executable).with_name("segue")
         cmd = [str(segue), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--data", str(self.data)]
-        if shutil.which("taskset") and self.core < (os.cpu_count() or 1):
+        cmd += ["--data", str(self.data), *self.args]
+        if self.core is not None and shutil.which("taskset") and self.core < (os.cpu_count() or 1):
             cmd = ["taskset", "-c", str(self.core), *cmd]
         log = (self.tmp / "server.log").open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -243,6 +255,19 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The server and every process it started (``serve --workers``)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+            except OSError:
+                continue
+        return found
 
     def stats(self) -> dict[str, Any]:
         status, body = http_get(self.port, "/v1/stats", {"Authorization": f"Bearer {ADMIN_KEY}"})

@@ -134,6 +134,7 @@ def test_rejected_keys_are_counted_not_logged_one_by_one(audited):
         assert "guess-123" not in admin.get("/v1/audit", params={"limit": 1000}).text
 
 
+@pytest.mark.embedded("edits a row of audit.db, the SQLite file")
 def test_editing_one_audit_row_is_detected_by_the_api_and_the_cli(audited):
     with audited.admin() as admin:
         assert admin.get("/v1/profiles/user_id:ada-42").status_code == 200
