@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 import structlog
@@ -103,6 +103,22 @@ class _ProfileFacts(NamedTuple):
     preferences: TraitValue | None
 
 
+T = TypeVar("T")
+
+
+class _Codec(Generic[T]):
+    """Bytes for the shared cache layer, and back."""
+
+    def __init__(self, kind: Any) -> None:
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode: Callable[[bytes], T] = msgspec.msgpack.Decoder(kind).decode
+
+
+_ID_CODEC: _Codec[str | None] = _Codec(str | None)
+_FACTS_CODEC: _Codec[_ProfileFacts] = _Codec(_ProfileFacts)
+_SIGNALS_CODEC: _Codec[PersonSignals | None] = _Codec(PersonSignals | None)
+
+
 class Decisioning:
     """The read side's shared objects and their background upkeep."""
 
@@ -137,6 +153,8 @@ class Decisioning:
         #: seconds between saves of the item models for API processes (worker role)
         self.share_models_every = 2
         self._models_changed = False
+        #: an invalidation of the shared layer failed: reset it once it is reachable
+        self._shared_lost = False
 
     def observe_items(self, items: Sequence[Item]) -> None:
         """New or changed catalog items: fresh items get exposure before any traffic."""
@@ -160,8 +178,11 @@ class Decisioning:
         for kind, value in user.items():
             identifier = Identifier(kind, value)
 
-            async def load(identifier: Identifier = identifier) -> str | None:
+            async def read(identifier: Identifier = identifier) -> str | None:
                 return (await store.lookup([identifier])).get(identifier)
+
+            async def load(identifier: Identifier = identifier) -> str | None:
+                return await self._shared(f"id:{identifier}", read, _ID_CODEC)
 
             profile_id = await self.identity_cache.get(identifier, load)
             if profile_id is not None:
@@ -173,7 +194,7 @@ class Decisioning:
     async def profile_facts(self, profile_id: str) -> _ProfileFacts:
         """The person's identifiers and stated preferences, from one cached profile read."""
 
-        async def load() -> _ProfileFacts:
+        async def read() -> _ProfileFacts:
             profile = (await self.runtime.store.profiles([profile_id])).get(profile_id)
             if profile is None:
                 return _ProfileFacts((), None)
@@ -182,10 +203,43 @@ class Decisioning:
                 profile.traits.get(PREFERENCES_TRAIT),
             )
 
+        async def load() -> _ProfileFacts:
+            return await self._shared(f"facts:{profile_id}", read, _FACTS_CODEC)
+
         return await self.facts_cache.get(profile_id, load)
+
+    async def _shared(self, key: str, read: Callable[[], Awaitable[T]], codec: _Codec[T]) -> T:
+        """``read()`` through the shared second layer (Redis), when there is one and the
+        change feed is live (else its copies cannot be trusted: read the store)."""
+        shared = self.runtime.shared_cache
+        if shared is None or not self.runtime.changes.live:
+            return await read()
+        raw, token = await shared.get(key)
+        if raw is not None:
+            try:
+                return codec.decode(raw)
+            except msgspec.DecodeError:
+                pass  # written by another version: read the store and overwrite it
+        value = await read()
+        await shared.put(key, codec.encode(value), token)
+        return value
+
+    async def drop_shared(self, identifiers: Iterable[Identifier], profiles: Iterable[str]) -> None:
+        """Invalidate the shared copies of what just changed (before the change note)."""
+        shared = self.runtime.shared_cache
+        if shared is None:
+            return
+        keys = [f"id:{i}" for i in identifiers]
+        for profile_id in profiles:
+            keys += [f"facts:{profile_id}", f"sig:{profile_id}"]
+        if not await shared.invalidate(keys):
+            self._shared_lost = True
 
     async def person_signals(self, profile_id: str) -> PersonSignals | None:
         async def load() -> PersonSignals | None:
+            return await self._shared(f"sig:{profile_id}", read, _SIGNALS_CODEC)
+
+        async def read() -> PersonSignals | None:
             found, facts = await asyncio.gather(
                 self.runtime.store.features([profile_id]), self.profile_facts(profile_id)
             )
@@ -217,6 +271,7 @@ class Decisioning:
         features = {*changes.features, *changes.profiles, *changes.redirects}
         profiles = {*changes.profiles, *changes.redirects, *changes.drop_profiles}
         self._forget(identifiers, features, profiles)
+        await self.drop_shared(identifiers, features | profiles)
         if feedback:
             self.engine.feedback(feedback)
         self._models_changed = True
@@ -279,6 +334,9 @@ class Decisioning:
         """Drop every cache and re-read what others may have changed unheard."""
         for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
             cache.clear()
+        if self.runtime.shared_cache is not None:  # invalidations may have been lost
+            await self.runtime.shared_cache.reset()
+            self._shared_lost = False
         await self.runtime.consent.flush()
         await self.view.load(self.runtime.catalog)
         self.items.invalidate()
@@ -303,6 +361,9 @@ class Decisioning:
         while not self._stopping.is_set():
             notes = await feed.receive(0.25)
             bypass = not feed.live
+            if self._shared_lost and not bypass and self.runtime.shared_cache is not None:
+                await self.runtime.shared_cache.reset()  # a lost invalidation: start afresh
+                self._shared_lost = False
             for cache in (self.identity_cache, self.signals_cache, self.facts_cache):
                 cache.bypass = bypass
             self.runtime.consent.bypass(bypass)

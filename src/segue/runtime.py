@@ -31,6 +31,7 @@ from segue.core.ports import (
     PrivacyStore,
     ProfileStore,
     Quarantine,
+    SharedCache,
 )
 from segue.decide.engine import DecideEngine
 from segue.decide.rank import RankService
@@ -63,6 +64,7 @@ from segue.storage import (
     PRIVACY,
     QUARANTINES,
     REPORTS,
+    SHARED_CACHES,
     STORES,
 )
 
@@ -177,6 +179,10 @@ class Runtime:
         feed_url = s.redis_url or ("memory" if s.store.startswith("memory") else "sqlite")
         self.changes = _build(CHANGES, feed_url, "change feed", self.data)
         await self.changes.open(self.origin)
+        #: the second cache layer, shared by the processes (only with Redis)
+        self.shared_cache: SharedCache | None = (
+            _build(SHARED_CACHES, s.redis_url, "shared cache", self.data) if s.redis_url else None
+        )
         # a server's adapters (nats://, postgresql://) take its URL; the embedded ones the
         # data folder (a memory log comes with a memory store: checked above)
         self.catalog = _build(CATALOGS, s.store, "catalog", self.data)
@@ -425,6 +431,7 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         for name in (
+            "shared_cache",
             "changes",
             "log",
             "store",

@@ -40,6 +40,7 @@ __all__ = [
     "PrivacyStore",
     "ProfileStore",
     "Quarantine",
+    "SharedCache",
 ]
 
 
@@ -624,6 +625,34 @@ class ChangeFeed(Protocol):
     async def erase(self) -> int:
         """Forget every note kept so far (they may name an erased person); the receivers
         that had not read them yet are told to flush. Returns how many were dropped."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+class SharedCache(Protocol):
+    """A cache shared by the processes of an installation (the second layer behind each
+    process's own): copies of state that whoever changes the state invalidates first.
+
+    Every method treats the cache being unreachable as a miss or a no-op.
+    """
+
+    async def get(self, key: str) -> tuple[bytes | None, bytes]:
+        """The cached bytes (None: a miss) and a token to pass to ``put``."""
+        ...
+
+    async def put(self, key: str, value: bytes, token: bytes) -> None:
+        """Keep ``value`` unless ``key`` was invalidated since ``token`` was read."""
+        ...
+
+    async def invalidate(self, keys: Iterable[str]) -> bool:
+        """Drop ``keys``; False when the cache could not be told."""
+        ...
+
+    async def reset(self) -> None:
+        """Make every entry unreachable (after an outage some invalidations were lost)."""
         ...
 
     async def aclose(self) -> None:

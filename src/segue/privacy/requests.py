@@ -389,6 +389,7 @@ class PrivacyRequests:
         for profile_id in profile_ids:
             decisioning.signals_cache.invalidate(profile_id)
             decisioning.facts_cache.invalidate(profile_id)
+        await decisioning.drop_shared(identifiers, profile_ids)
         await decisioning.publish(
             Change(
                 origin=decisioning.origin,

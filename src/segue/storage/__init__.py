@@ -17,6 +17,7 @@ __all__ = [
     "PRIVACY",
     "QUARANTINES",
     "REPORTS",
+    "SHARED_CACHES",
     "STORES",
 ]
 
@@ -91,4 +92,8 @@ REPORTS: dict[str, str] = {
     "sqlite": "segue.storage.sqlite_reports:SqliteReportStore",
     "memory": "segue.storage.memory_reports:MemoryReportStore",
     **_postgres("segue.storage.postgres_reports:PostgresReportStore"),
+}
+#: scheme (of the Redis URL) → factory path for the shared second cache layer
+SHARED_CACHES: dict[str, str] = {
+    "redis": "segue.storage.redis_cache:RedisSharedCache",
 }
