@@ -118,7 +118,7 @@ export function barChart({ bars, yFormat = String, height = 200, title, integer 
 
 /**
  * Estimates with interval bars around zero (lift). rows: [{label, estimate, low, high,
- * note}]; a missing bound (null: not estimable) runs to the edge with an open end.
+ * note}]; a missing bound (null: not estimable), or one past the axis, ends in an open arrow.
  */
 export function intervalChart({ rows, format = String, title }) {
   const W = 1000; // drawn full width, so wider than the half-width charts
@@ -130,11 +130,12 @@ export function intervalChart({ rows, format = String, title }) {
     viewBox: `0 0 ${W} ${H}`, class: "chart interval-chart", role: "img", "aria-label": title || "intervals",
   });
   const finite = rows.flatMap((r) => [r.estimate, r.low, r.high]).filter(Number.isFinite);
-  let lo = Math.min(0, ...finite);
-  let hi = Math.max(0, ...finite);
-  const spread = Math.max(hi - lo, 0.02);
-  lo = Math.max(lo, -spread * 2);
-  hi = Math.min(hi, spread * 2);
+  // one very wide interval must not squeeze the others flat: the axis reaches three times
+  // the largest estimate (at least 1 either way) and longer bars run off its edge
+  const estimates = rows.map((r) => Math.abs(r.estimate)).filter(Number.isFinite);
+  const cap = Math.max(1, 3 * Math.max(0, ...estimates));
+  const lo = Math.max(Math.min(0, ...finite), -cap);
+  const hi = Math.max(Math.min(Math.max(0, ...finite), cap), lo + 0.02);
   const xt = ticks(lo, hi, 4);
   const x = scale(xt[0], xt[xt.length - 1], left, W - right);
   const clamp = (v, edge) => (Number.isFinite(v) ? Math.min(Math.max(x(v), left), W - right) : edge);
@@ -148,11 +149,13 @@ export function intervalChart({ rows, format = String, title }) {
       : Number.isFinite(row.high) && row.high < 0 ? "loss" : "flat";
     const x0 = clamp(row.low, left);
     const x1 = clamp(row.high, W - right);
+    const openLow = !Number.isFinite(row.low) || x(row.low) < left;
+    const openHigh = !Number.isFinite(row.high) || x(row.high) > W - right;
     svg.append(s("text", { x: left - 8, y: cy + 4, "text-anchor": "end", class: "label" }, row.label));
     svg.append(s("line", { x1: x0, x2: x1, y1: cy, y2: cy, class: `interval ${verdict}` },
       s("title", {}, `${row.label}: ${format(row.estimate)} (95% CI ${format(row.low)} to ${format(row.high)})`)));
-    if (!Number.isFinite(row.low)) svg.append(s("path", { d: `M${x0 + 6},${cy - 5}L${x0},${cy}L${x0 + 6},${cy + 5}`, class: `interval ${verdict}` }));
-    if (!Number.isFinite(row.high)) svg.append(s("path", { d: `M${x1 - 6},${cy - 5}L${x1},${cy}L${x1 - 6},${cy + 5}`, class: `interval ${verdict}` }));
+    if (openLow) svg.append(s("path", { d: `M${x0 + 6},${cy - 5}L${x0},${cy}L${x0 + 6},${cy + 5}`, class: `interval ${verdict}` }));
+    if (openHigh) svg.append(s("path", { d: `M${x1 - 6},${cy - 5}L${x1},${cy}L${x1 - 6},${cy + 5}`, class: `interval ${verdict}` }));
     if (Number.isFinite(row.estimate)) {
       svg.append(s("circle", { cx: clamp(row.estimate, left), cy, r: 5, class: `estimate ${verdict}` }));
     }

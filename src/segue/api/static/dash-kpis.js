@@ -43,7 +43,7 @@ export function mount(root) {
     from: isoDay(new Date(today.getTime() - 13 * 86_400_000)),
     to: isoDay(today),
     placement: "",
-    experiment: "",
+    experiment: null, // null until chosen: the page picks one
   };
   const body = h("div", { class: "kpi-body" });
   const placementSelect = h("select", { name: "placement", "aria-label": "placement" });
@@ -71,7 +71,7 @@ export function mount(root) {
   });
   placementSelect.addEventListener("change", () => {
     state.placement = placementSelect.value;
-    state.experiment = "";
+    state.experiment = null;
     render();
   });
   experimentSelect.addEventListener("change", () => {
@@ -82,7 +82,7 @@ export function mount(root) {
     try {
       const query = {
         from: state.from, to: state.to, placement: state.placement,
-        experiment: state.experiment, granularity: "day", format: "csv",
+        experiment: state.experiment || "", granularity: "day", format: "csv",
       };
       const blob = await getBlob(REPORT, { query });
       download(blob, `segue-kpis-${state.from}-${state.to}.csv`);
@@ -139,7 +139,11 @@ export function mount(root) {
     options(placementSelect, placements, state.placement, "");
     const experiments = [...new Set(rows.filter((r) => r.placement === state.placement)
       .map((r) => r.experiment || ""))].sort();
-    if (!experiments.includes(state.experiment)) state.experiment = experiments[0];
+    if (state.experiment === null || !experiments.includes(state.experiment)) {
+      // open on an experiment (one with lift first); traffic outside any comes last
+      const withLift = new Set((total.lift || []).filter((l) => l.placement === state.placement).map((l) => l.experiment));
+      state.experiment = [...experiments].sort((a, b) => withLift.has(b) - withLift.has(a) || !a - !b)[0];
+    }
     options(experimentSelect, experiments, state.experiment, "(none)");
 
     const mine = (r) => r.placement === state.placement && (r.experiment || "") === state.experiment;
