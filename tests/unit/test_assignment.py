@@ -168,6 +168,7 @@ def test_the_holdout_gets_the_contextual_answer_and_the_decision_records_the_arm
     assert out["explanation"]["data_categories"] == ["catalog"]
     assert out["experiment"] == {"name": "hero", "variant": HOLDOUT}
     assert (logged.experiment, logged.variant, logged.profile_id) == ("hero", HOLDOUT, "p_old")
+    assert logged.context["attribution_window_s"] == 86400.0
     assert logged.personalized is False
 
 

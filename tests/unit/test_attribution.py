@@ -214,3 +214,14 @@ def test_a_decision_without_a_unit_counts_under_the_person():
         {}, [("p_ann", *track("Decision Viewed", T0, decision_id="x"))], {"x": stranger}.get
     )
     assert [(r.placement, r.unit, r.impressions) for r in rows] == [("cart", "p_ann", 1)]
+
+
+def test_the_window_a_decision_was_made_under_wins_over_the_configured_one():
+    recorded = HERO._replace(window=60.0)  # the configuration says 3600 for "hero"
+    events = [
+        track("Decision Viewed", T0, decision_id="d"),
+        track("Order Completed", T0 + 120, revenue=1.0),
+    ]
+    attribution = Attribution({"hero": 3600.0})
+    rows, _ = attribution.fold({}, [("ann", e, at) for e, at in events], {"d": recorded}.get)
+    assert sum(r.conversions for r in rows) == 0

@@ -233,6 +233,9 @@ class DecideEngine:
         }
         if ranker_key != request.placement:
             decision_context["ranker"] = ranker_key
+        if assigned is not None:  # the reports consumer attributes by it, config or not
+            window = assigned[0].experiment.attribution_window_s
+            decision_context["attribution_window_s"] = window
         decision = Decision(
             decision_id=uuid.uuid4().hex,
             created_at=now,

@@ -65,13 +65,17 @@ ORDER_EVENT: Final = "Order Completed"
 class Arm(NamedTuple):
     """Where a decision's numbers go: its placement, experiment and arm, and its unit.
 
-    ``experiment`` and ``variant`` are ``""`` outside any experiment.
+    ``experiment`` and ``variant`` are ``""`` outside any experiment. ``window`` is the
+    attribution window the decision was made under (0: the configured one), so a process
+    that folds the log needs no copy of the experiments' configuration, and changing a
+    window applies to new exposures only.
     """
 
     placement: str
     experiment: str
     variant: str
     unit: str
+    window: float = 0.0
 
 
 class _Shown(msgspec.Struct, array_like=True):
@@ -218,8 +222,9 @@ class Attribution:
         self.default_window = default_window
         self.session_timeout = session_timeout
 
-    def window(self, experiment: str) -> float:
-        return self.windows.get(experiment, self.default_window)
+    def window(self, arm: Arm) -> float:
+        """The attribution window of an exposure: its decision's, else the configured one."""
+        return arm.window or self.windows.get(arm.experiment, self.default_window)
 
     def fold(
         self,
@@ -334,14 +339,14 @@ class Attribution:
     def _click(self, shown: _Shown, at: float, rows: _Rows) -> None:
         """A click on an exposed decision: once, within the window (a click on a decision
         never reported shown was exposed just before, by :meth:`_expose`)."""
-        if shown.clicked or at - shown.at > self.window(shown.arm.experiment):
+        if shown.clicked or at - shown.at > self.window(shown.arm):
             return
         shown.clicked = True
         rows.get(shown.arm, shown.day).clicks += 1
 
     def _touching(self, person: PersonState, at: float) -> list[_Touch]:
         """The person's last exposure per (placement, experiment) whose window holds ``at``."""
-        return [t for t in person.touches if 0.0 <= at - t.at <= self.window(t.arm.experiment)]
+        return [t for t in person.touches if 0.0 <= at - t.at <= self.window(t.arm)]
 
     # --- sessions -----------------------------------------------------------------------
     def _session_event(self, person: PersonState, event: Event, at: float, rows: _Rows) -> None:

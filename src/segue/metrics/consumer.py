@@ -152,7 +152,13 @@ class ReportsConsumer:
         wanted = {d for _, event in events if (d := _decision_id(event)) is not None}
         found = await self._decisions(sorted(wanted)) if wanted else {}
         return {
-            decision_id: Arm(d.placement, d.experiment or "", d.variant or "", d.profile_id or "")
+            decision_id: Arm(
+                d.placement,
+                d.experiment or "",
+                d.variant or "",
+                d.profile_id or "",
+                _window(d.context.get("attribution_window_s")),
+            )
             for decision_id, d in found.items()
         }
 
@@ -271,3 +277,10 @@ def _decision_id(event: Event | None) -> str | None:
         return None
     decision_id = event.properties.get("decision_id")
     return decision_id if isinstance(decision_id, str) and decision_id else None
+
+
+def _window(value: object) -> float:
+    """A decision's recorded attribution window (0: none recorded, use the configured one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return 0.0
