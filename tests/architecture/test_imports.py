@@ -37,7 +37,18 @@ def test_core_imports_only_stdlib_msgspec_and_itself():
 
 
 @pytest.mark.parametrize(
-    "package", ["ingest", "processor", "identity", "profiles", "connectors", "features", "decide"]
+    "package",
+    [
+        "ingest",
+        "processor",
+        "identity",
+        "profiles",
+        "connectors",
+        "features",
+        "decide",
+        "experiments",
+        "metrics",
+    ],
 )
 def test_domain_packages_never_import_adapters_runtime_or_api(package):
     for module, names in imports_of(package).items():
