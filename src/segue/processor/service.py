@@ -431,7 +431,10 @@ class Processor:
                     await self._isolate(on_poison)
                     continue
                 if done == 0:
-                    await self._log.wait(self.position, 0.5)
+                    try:
+                        await self._log.wait(self.position, 0.5)
+                    except BackendUnavailable:  # the log is away: pause as long as a wait
+                        await asyncio.sleep(0.5)
                 if estimating is None or estimating.done():
                     estimating = await self._maybe_reestimate()
         finally:
