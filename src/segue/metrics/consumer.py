@@ -252,10 +252,6 @@ class ReportsConsumer:
         async with self.lock:
             return await self._reports.erase(sorted(set(units)), sorted(set(people)))
 
-    async def lag(self) -> int:
-        """Records the processor committed that this consumer has not folded yet."""
-        return max(0, await self._profiles.checkpoint(self.follow) - self.position)
-
 
 class _States:
     def __init__(self) -> None:
