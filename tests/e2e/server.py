@@ -107,6 +107,7 @@ class SegueServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # its workers too
                 raise RuntimeError(f"segue exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
@@ -114,6 +115,7 @@ class SegueServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"segue did not become ready:\n{self.log()}")
 
     def log(self) -> str:

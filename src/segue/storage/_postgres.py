@@ -62,7 +62,8 @@ class PgDatabase:
             the last moments on a server crash but never corrupts (a decision log).
         min_size, max_size: pool bounds per process. Every adapter has its own pool, so
             keep them small: a process holds the sum of them, and the server's
-            ``max_connections`` (100 by default) is shared by every process.
+            ``max_connections`` (100 by default) is shared by every process. By default
+            a pool holds no connection until it is used (most stores are used rarely).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class PgDatabase:
         migrations: Sequence[str],
         *,
         synchronous_commit: str = "on",
-        min_size: int = 1,
+        min_size: int = 0,
         max_size: int = 4,
     ) -> None:
         if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
@@ -107,6 +108,8 @@ class PgDatabase:
             # (503 + Retry-After): when the server is gone, clients hear so in seconds, not
             # after the driver's default of 30 s with their requests piled up behind it
             timeout=_CHECKOUT_TIMEOUT_S,
+            # a pool of a rarely used store gives its connections back soon
+            max_idle=60.0 if self._min_size == 0 else 600.0,
         )
         try:
             await pool.open(wait=True, timeout=10.0)

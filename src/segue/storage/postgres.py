@@ -603,7 +603,7 @@ class PostgresQuarantine:
         url: a libpq URL (see :class:`PostgresProfileStore`).
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 2) -> None:
+    def __init__(self, url: str, *, min_size: int = 0, max_size: int = 2) -> None:
         self._db = PgDatabase(
             url, "quarantine", _QUARANTINE_MIGRATIONS, min_size=min_size, max_size=max_size
         )
