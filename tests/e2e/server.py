@@ -64,7 +64,10 @@ class SegueServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.log_path = data.parent / f"{data.name}-server.log"
-        self.cluster_env = cluster_backends() if CLUSTER else {}
+        # a restart on the same data folder finds the same backends again
+        if CLUSTER and data not in _BACKENDS:
+            _BACKENDS[data] = cluster_backends()
+        self.cluster_env = _BACKENDS.get(data, {})
 
     @property
     def url(self) -> str:
@@ -178,6 +181,10 @@ class SegueServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: data folder → its cluster backends (``cluster_backends``)
+_BACKENDS: dict[Path, dict[str, str]] = {}
 
 
 def cluster_backends() -> dict[str, str]:

@@ -195,6 +195,7 @@ def _person_batches(person: int, rounds: int) -> list[list[dict]]:
     return batches
 
 
+@pytest.mark.embedded("starts its own two workers on the data folder's SQLite files")
 def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_path):
     data = tmp_path / "data"
     people, rounds = 40, 6
