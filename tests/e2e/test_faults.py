@@ -505,6 +505,7 @@ def _shed(server: SegueServer) -> dict[tuple[str, str], float]:
     return out
 
 
+@pytest.mark.embedded("counts refusals on the shed counters of one API process")
 def test_far_past_capacity_sheds_with_retry_after_and_keeps_admitted_latency_bounded(
     tmp_path: Path,
 ) -> None:
