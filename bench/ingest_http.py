@@ -56,12 +56,16 @@ def wrk(
     connections: int,
     args: list[str] | None = None,
     headers: list[str] | None = None,
+    *,
+    threads: int = 1,
+    pin: bool = True,
 ) -> dict[str, Any]:
-    """Run wrk pinned to the client core and return its WRKJSON report."""
+    """Run wrk (pinned to the client core unless ``pin`` is off) and return its WRKJSON
+    report."""
     cmd = [
         "wrk",
         "-t",
-        "1",
+        str(threads),
         "-c",
         str(connections),
         "-d",
@@ -76,7 +80,7 @@ def wrk(
     cmd.append(server.url + path)
     if args:
         cmd += ["--", *args]
-    if (os.cpu_count() or 1) > CLIENT_CORE:
+    if pin and (os.cpu_count() or 1) > CLIENT_CORE:
         cmd = ["taskset", "-c", str(CLIENT_CORE), *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
     for line in out.stdout.splitlines():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -34,24 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ADMIN_KEY, BASIC, CpuWatch, Server, machine, median, save
 from decide_http import load
+from ingest_http import wrk
 
 HERE = Path(__file__).resolve().parent
 BATCH = 100
 PG = os.environ.get("SEGUE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NATS = os.environ.get("SEGUE_TEST_NATS", "nats://127.0.0.1:4222")
 REDIS = os.environ.get("SEGUE_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def wrk(url: str, script: str, seconds: float, args: list[str], header: str) -> dict[str, Any]:
-    cmd = ["wrk", "-t", "2", "-c", "32", "-d", f"{seconds:g}s", "--timeout", "10s"]
-    cmd += ["-s", str(HERE / script), "-H", header, url, "--", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            report: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
-            report["rps"] = report["requests"] / (report["duration_us"] / 1e6)
-            return report
-    raise RuntimeError(f"no report from wrk:\n{out.stdout}\n{out.stderr}")
 
 
 class Cluster(Server):
@@ -116,11 +104,15 @@ def measure(server: Server, seconds: float, users: int, items: int) -> dict[str,
     before = server.stats()["events_received"]
     with CpuWatch(*server.pids()) as watch:
         report = wrk(
-            server.url + "/v1/batch",
+            server,
+            "/v1/batch",
             "wrk_batch.lua",
             seconds,
+            32,
             [uuid.uuid4().hex[:8], str(users), str(BATCH)],
-            f"Authorization: {BASIC}",
+            [f"Authorization: {BASIC}"],
+            threads=2,
+            pin=False,
         )
     acked = report["requests"] * BATCH
     stored = server.stats()["events_received"] - before
@@ -142,11 +134,15 @@ def measure(server: Server, seconds: float, users: int, items: int) -> dict[str,
     }
     with CpuWatch(*server.pids()) as watch:
         report = wrk(
-            server.url + "/v1/decide",
+            server,
+            "/v1/decide",
             "wrk_decide.lua",
             seconds,
+            32,
             [str(items), "2000", ADMIN_KEY],
-            f"Authorization: Bearer {ADMIN_KEY}",
+            [f"Authorization: Bearer {ADMIN_KEY}"],
+            threads=2,
+            pin=False,
         )
     errors = sum(report["errors"].values())
     decide = {

@@ -13,12 +13,10 @@ the check and the write are atomic).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import structlog
 
-from segue.errors import MissingDependencyError
-from segue.storage.redis_changes import split_prefix
+from segue.storage._redis import connect
 
 __all__ = ["RedisSharedCache"]
 
@@ -53,15 +51,7 @@ class RedisSharedCache:
     """
 
     def __init__(self, url: str, ttl: float = 30.0) -> None:
-        try:
-            from redis import asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - the extra is installed in dev
-            raise MissingDependencyError("redis", "redis") from exc
-        self._errors: tuple[type[BaseException], ...] = (OSError, aioredis.RedisError)
-        url, prefix = split_prefix(url)
-        self._redis: Any = aioredis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=5
-        )
+        self._redis, self._errors, prefix = connect(url, timeout=0.5)
         self._epoch = prefix + "epoch"
         self._values = prefix + "c"
         self._generations = prefix + "g:"

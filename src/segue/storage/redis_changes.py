@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from segue.core.changes import Change, encode_change
-from segue.errors import MissingDependencyError
+from segue.storage._redis import connect, split_prefix
 
 __all__ = ["RedisChangeFeed", "split_prefix"]
 
@@ -31,29 +30,11 @@ _CONFIRM_S = 0.5
 _ACK = "segue:applied:"
 
 
-def split_prefix(url: str) -> tuple[str, str]:
-    """``redis://host/0?prefix=shop1:`` → the URL redis-py takes, and the key prefix that
-    keeps installations (or tests) sharing one Redis apart."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = "".join(v for k, v in query if k == "prefix")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
-
-
 class RedisChangeFeed:
     """Notes published on ``channel``; every process subscribes."""
 
     def __init__(self, url: str) -> None:
-        try:
-            from redis import asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - the extra is installed in dev
-            raise MissingDependencyError("redis", "redis") from exc
-        self._errors: tuple[type[BaseException], ...] = (OSError, aioredis.RedisError)
-        url, prefix = split_prefix(url)
-        self._redis: Any = aioredis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5
-        )
+        self._redis, self._errors, prefix = connect(url, timeout=1.0)
         self._channel = prefix + "segue:changes"
         self._acks = prefix + _ACK
         self._pubsub: Any = None
