@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from segue.api.admission import AdmissionControl, Budget, budget_of
 from segue.errors import BackendUnavailable, Overloaded
@@ -237,9 +238,12 @@ def test_routes_fall_into_budgets(path: str, expected: str):
 
 
 def test_budgets_are_separate_and_reported_to_prometheus():
+    registry = CollectorRegistry()
+
     async def scenario() -> AdmissionControl:
         settings = OverloadSettings(collect=BudgetSettings(max_in_flight=1, max_queue=0))
-        control = AdmissionControl(settings)
+        control = AdmissionControl(settings, registry)
+        registry.register(control)
         collect = control.budget("/v1/batch")
         assert control.budget("/v1/track") is collect
         async with collect:
@@ -251,21 +255,25 @@ def test_budgets_are_separate_and_reported_to_prometheus():
         return control
 
     control = asyncio.run(scenario())
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in control.collect()
-        for s in family.samples
-    }
-    assert samples[("segue_shed_requests_total", (("budget", "collect"), ("reason", "queue_full")))]
-    assert samples[("segue_admitted_requests_total", (("budget", "collect"),))] == 1
-    assert samples[("segue_admitted_requests_total", (("budget", "ops"),))] == 1
-    assert samples[("segue_in_flight_requests", (("budget", "decide"),))] == 0
+    assert control.budgets["collect"].admitted == 1
+    assert control.budgets["ops"].admitted == 1
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("segue_shed_requests_total", budget="collect", reason="queue_full") == 1
+    assert sample("segue_shed_requests_total", budget="decide", reason="queue_full") == 0
+    assert sample("segue_shed_requests_total", budget="ops", reason="queue_timeout") == 0
+    assert sample("segue_queued_requests_total", budget="collect") == 0
+    assert sample("segue_in_flight_requests", budget="collect") == 0
+    assert sample("segue_waiting_requests", budget="decide") == 0
 
 
 def test_turned_off_nothing_is_refused():
     async def scenario() -> None:
         control = AdmissionControl(
-            OverloadSettings(enabled=False, collect=BudgetSettings(max_in_flight=1, max_queue=0))
+            OverloadSettings(enabled=False, collect=BudgetSettings(max_in_flight=1, max_queue=0)),
+            CollectorRegistry(),
         )
         b = control.budget("/v1/batch")
         async with b, b, b:

@@ -35,21 +35,25 @@ Nothing is half done
     under its reason (``log_backlog``, ``log_stalled``). A ``200`` is only ever sent for
     events that are durable.
 
-Metrics (Prometheus, collected at scrape time, no per-request cost)
-    ``segue_shed_requests_total{budget,reason}``, ``segue_admitted_requests_total{budget}``,
-    ``segue_queued_requests_total{budget}`` (admitted after waiting),
-    ``segue_in_flight_requests{budget}`` and ``segue_waiting_requests{budget}``.
+Metrics (Prometheus)
+    ``segue_shed_requests_total{budget,reason}`` and ``segue_queued_requests_total{budget}``
+    (admitted after waiting) are counted as they happen, never on the fast path, and summed
+    over the API processes of ``serve --workers``; ``segue_in_flight_requests{budget}`` and
+    ``segue_waiting_requests{budget}`` are read at scrape time, from the process that answers
+    the scrape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from segue.errors import Overloaded
 from segue.settings import BudgetSettings, OverloadSettings
@@ -100,6 +104,8 @@ class Budget:
             to count as standing.
         retry_after: the ``Retry-After`` of a refusal, in whole seconds.
         clock: monotonic seconds (injected by tests).
+        on_shed: called with the reason of each refusal (metrics).
+        on_queued: called for each request admitted after waiting (metrics).
     """
 
     def __init__(
@@ -111,6 +117,8 @@ class Budget:
         interval_s: float,
         retry_after: int,
         clock: Callable[[], float] = time.monotonic,
+        on_shed: Callable[[str], None] | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.max_in_flight = limits.max_in_flight
@@ -119,20 +127,27 @@ class Budget:
         self.interval_s = interval_s
         self.retry_after = retry_after
         self._clock = clock
+        self._on_shed = on_shed
+        self._on_queued = on_queued
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         #: the last moment the queue was seen empty
         self._last_empty = clock()
         self.admitted = 0
         self.queued = 0
-        self.shed: Counter[str] = Counter()
+        self.shed: collections.Counter[str] = collections.Counter()
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def _refuse(self, reason: str, message: str) -> Overloaded:
+    def _count_shed(self, reason: str) -> None:
         self.shed[reason] += 1
+        if self._on_shed is not None:
+            self._on_shed(reason)
+
+    def _refuse(self, reason: str, message: str) -> Overloaded:
+        self._count_shed(reason)
         return Overloaded(message, reason=reason, retry_after=self.retry_after)
 
     async def __aenter__(self) -> None:
@@ -165,6 +180,8 @@ class Budget:
             timer.cancel()
         self.admitted += 1
         self.queued += 1
+        if self._on_queued is not None:
+            self._on_queued()
 
     async def __aexit__(
         self,
@@ -174,7 +191,7 @@ class Budget:
     ) -> None:
         self._release()
         if isinstance(exc, Overloaded):  # refused further in (the event log's bound)
-            self.shed[exc.reason] += 1
+            self._count_shed(exc.reason)
 
     def _expire(self, slot: asyncio.Future[None]) -> None:
         if slot.done():
@@ -216,32 +233,59 @@ class _Unbounded:
         return None
 
 
+def _per_reason(counter: Counter, budget: str) -> Callable[[str], None]:
+    def count(reason: str) -> None:
+        counter.labels(budget, reason).inc()
+
+    return count
+
+
 class AdmissionControl:
     """Every budget of one process, and their Prometheus metrics.
 
-    Register it in a ``CollectorRegistry``: its :meth:`collect` reads the counters at scrape
-    time.
+    Register it in a ``CollectorRegistry`` too: its :meth:`collect` reports the gauges at
+    scrape time.
 
     Args:
         settings: the ``overload`` section of the configuration.
+        registry: where the counters go; None in Prometheus multiprocess mode, where they
+            are written to the shared files and summed at scrape time.
         clock: monotonic seconds (injected by tests).
     """
 
     def __init__(
-        self, settings: OverloadSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: OverloadSettings,
+        registry: CollectorRegistry | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = settings.enabled
-        self.budgets = {
-            name: Budget(
+        shed = Counter(
+            "segue_shed_requests",
+            "Requests refused with 503 because a load bound was exceeded",
+            ["budget", "reason"],
+            registry=registry,
+        )
+        queued = Counter(
+            "segue_queued_requests",
+            "Requests admitted after waiting for a slot",
+            ["budget"],
+            registry=registry,
+        )
+        self.budgets: dict[str, Budget] = {}
+        for name in BUDGETS:
+            for reason in ("queue_full", "queue_timeout"):
+                shed.labels(name, reason)  # reported as 0 before the first refusal
+            self.budgets[name] = Budget(
                 name,
                 getattr(settings, name),
                 target_s=settings.queue_target_ms / 1000.0,
                 interval_s=settings.queue_interval_ms / 1000.0,
                 retry_after=settings.retry_after_s,
                 clock=clock,
+                on_shed=_per_reason(shed, name),
+                on_queued=queued.labels(name).inc,
             )
-            for name in BUDGETS
-        }
         self._unbounded = _Unbounded()
         self._by_path: dict[str, Budget] = {}
 
@@ -255,32 +299,16 @@ class AdmissionControl:
         return found
 
     def collect(self) -> Iterator[Metric]:
-        shed = CounterMetricFamily(
-            "segue_shed_requests",
-            "Requests refused with 503 because a load bound was exceeded",
-            labels=["budget", "reason"],
-        )
-        admitted = CounterMetricFamily(
-            "segue_admitted_requests", "Requests admitted to run", labels=["budget"]
-        )
-        queued = CounterMetricFamily(
-            "segue_queued_requests", "Requests admitted after waiting for a slot", labels=["budget"]
-        )
         in_flight = GaugeMetricFamily(
-            "segue_in_flight_requests", "Requests running now", labels=["budget"]
+            "segue_in_flight_requests", "Requests running now, in this process", labels=["budget"]
         )
         waiting = GaugeMetricFamily(
-            "segue_waiting_requests", "Requests waiting for a slot now", labels=["budget"]
+            "segue_waiting_requests",
+            "Requests waiting for a slot now, in this process",
+            labels=["budget"],
         )
         for name, budget in self.budgets.items():
-            for reason in sorted({"queue_full", "queue_timeout", *budget.shed}):
-                shed.add_metric([name, reason], budget.shed[reason])
-            admitted.add_metric([name], budget.admitted)
-            queued.add_metric([name], budget.queued)
             in_flight.add_metric([name], budget.in_flight)
             waiting.add_metric([name], budget.waiting)
-        yield shed
-        yield admitted
-        yield queued
         yield in_flight
         yield waiting

@@ -147,7 +147,9 @@ class SegueApp:
         )
         self.stats_collector = _StatsCollector()
         self.registry.register(self.stats_collector)
-        self.admission = AdmissionControl(runtime.settings.overload)
+        self.admission = AdmissionControl(
+            runtime.settings.overload, None if self.shared_metrics else self.registry
+        )
         self.registry.register(self.admission)
         self.router = Router(self._routes())
         try:
