@@ -97,6 +97,7 @@ class ReportsConsumer:
         self.batch_size = batch_size
         self.decision_grace = decision_grace
         self.position = 0
+        #: records folded by this process (a counter for logs and tests)
         self.processed = 0
         #: whether this process should fold now (a standby worker does not)
         self.active: Callable[[], bool] = lambda: True

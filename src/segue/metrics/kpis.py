@@ -22,7 +22,7 @@ and an always-valid sequential p-value (for people who look every day).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from segue.core.model import REPORT_METRICS, ReportCell, ReportRow
@@ -44,7 +44,6 @@ __all__ = [
     "Sums",
     "UnitValues",
     "add_unit",
-    "group_units",
     "kpi_row",
     "lift_rows",
     "srm_rows",
@@ -275,12 +274,4 @@ def srm_rows(
                 "ok": p_value >= SRM_ALARM,
             }
         )
-    return out
-
-
-def group_units(rows: Iterable[ReportRow]) -> dict[CellKey, list[ReportRow]]:
-    """Rows by cell."""
-    out: dict[CellKey, list[ReportRow]] = {}
-    for row in rows:
-        out.setdefault((row.placement, row.experiment, row.variant), []).append(row)
     return out
