@@ -103,6 +103,8 @@ class SegueServer:
             )
             if CLUSTER:
                 worker = [sys.executable, "-m", "segue", "worker", "--data", str(self.data)]
+                if "--config" in self.args:  # the same configuration as the API processes
+                    worker += ["--config", self.args[self.args.index("--config") + 1]]
                 self.workers = [
                     subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT)
                     for _ in range(2)
