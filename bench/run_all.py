@@ -4,8 +4,8 @@ The HTTP benchmarks start their own segue (pinned to core 0) on a fresh temporar
 drive it from core 1 over loopback; the in-process ones pin themselves to core 0. Raw
 results land in ``bench/results/``. The ingest, processor and freshness figures are checked
 against issue 2's targets here; the others (identity, FEBRL, decide, consent, privacy,
-features) run as their own commands and their summary lines are printed as they come. The
-Rank/Reward replay needs its own virtualenv with ``obp`` and is not run here.
+features, the 10x spike) run as their own commands and their summary lines are printed as
+they come. The Rank/Reward replay needs its own virtualenv with ``obp`` and is not run here.
 Usage: python bench/run_all.py [--quick]
 """
 
@@ -150,12 +150,14 @@ _FULL: list[tuple[str, list[str]]] = [
     ("consent.py", []),
     ("privacy.py", []),
     ("features.py", []),
+    ("spike.py", []),
 ]
 _QUICK: list[tuple[str, list[str]]] = [
     ("identity.py", ["--profiles", "5000", "--arrivals", "1000"]),
     ("decide.py", ["--items", "20000", "--requests", "2000"]),
     ("consent.py", ["--people", "1000", "--calls", "2000"]),
     ("features.py", ["--events", "20000", "--runs", "1"]),
+    ("spike.py", ["--quick"]),
 ]
 
 
