@@ -209,6 +209,7 @@ def test_every_page_shows_what_the_api_knows(srv: SegueServer, browser: Any) -> 
     page = _page(browser, problems)
     # --- login: a wrong key is refused, the admin key opens the dashboard ---------
     page.goto(srv.url + "/ui")
+    expect(page.locator("#nav")).to_be_hidden()  # nothing but the login form before it
     page.fill("#admin-key", "not-the-key")
     page.click("#login button[type=submit]")
     expect(page.locator("#login")).to_contain_text("not an admin key")
