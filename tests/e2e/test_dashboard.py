@@ -246,7 +246,7 @@ def test_every_page_shows_what_the_api_knows(srv: SegueServer, browser: Any) -> 
     expect(page.locator("#ops-tiles")).to_contain_text(f"{stats['profiles']:,}")
     expect(page.locator("#latency-route")).to_have_value("/v1/decide")
     expect(page.locator("#latency")).to_contain_text("requests per latency bucket")
-    expect(page.locator("#latency .tile").first).to_contain_text("2")  # two decides
+    expect(page.locator("#latency .tile-value").first).to_have_text("2")  # two decides
     consent = page.locator("#consent-rates")
     expect(consent).to_contain_text("DE")
     expect(consent).to_contain_text("US-CA")
