@@ -163,6 +163,7 @@ def test_editing_one_audit_row_is_detected_by_the_api_and_the_cli(audited):
         assert f"broken at entry {target}: edited" in failed.stdout
 
 
+@pytest.mark.embedded("reads audit.db, the SQLite file")
 def test_rejected_keys_are_written_as_one_counted_entry_at_shutdown(tmp_path):
     data = tmp_path / "data"
     server = SegueServer(data).start()

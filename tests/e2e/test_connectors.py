@@ -254,6 +254,7 @@ def test_signed_webhook(live):
     assert entries[-1]["message"]["id"] == 5
 
 
+@pytest.mark.embedded("expects one process to exit with the error; a supervisor restarts it")
 def test_serve_refuses_a_config_with_a_broken_connector(tmp_path):
     mapping = tmp_path / "till.yaml"
     mapping.write_text("name: till\ninput: {formats: [xml]}\nmessages: [{type: track}]\n")

@@ -84,6 +84,7 @@ def test_demo_loads_the_shop_and_drives_decisions_without_errors(server):
         assert customer["traits"]["address"]["country"]
 
 
+@pytest.mark.embedded("--demo runs with one process")
 def test_serve_demo_runs_traffic_beside_the_server_and_stops_with_it(tmp_path):
     srv = SegueServer(tmp_path / "data", args=["--demo"]).start()
     try:

@@ -195,6 +195,7 @@ def test_access_export_holds_every_category(srv):
     assert "privacy.request" in actions
 
 
+@pytest.mark.embedded("scans the data folder's files for the person's bytes")
 def test_erasure_removes_the_person_everywhere_and_they_stay_gone(srv):
     eve, bob = Person("erase"), Person("keep")
     populate(srv, eve)
@@ -254,6 +255,7 @@ def test_erasure_removes_the_person_everywhere_and_they_stay_gone(srv):
     assert scan(srv.data, [], bob.secrets()), "the other person's data is still held"
 
 
+@pytest.mark.embedded("plants the request in privacy.db, the SQLite file")
 def test_a_pending_request_survives_a_restart(tmp_path):
     data = tmp_path / "data"
     zed = Person("restart")

@@ -36,6 +36,7 @@ def _client(sdk: str, host: str, errors: ErrorSink) -> Any:
 
 
 @pytest.mark.parametrize("sdk", ["segment", "rudder"])
+@pytest.mark.embedded("counts duplicates on one API process's counters")
 def test_batch_acknowledged_but_answer_lost_is_retried_and_stored_once(
     server: SegueServer, sdk: str
 ) -> None:

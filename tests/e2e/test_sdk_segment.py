@@ -115,6 +115,7 @@ def test_wrong_write_key_is_a_non_retryable_401(server: SegueServer) -> None:
     assert counts[message["messageId"]] == 0
 
 
+@pytest.mark.embedded("counts rejections on one API process's counters")
 def test_one_bad_message_is_quarantined_and_the_rest_of_the_batch_stored(
     server: SegueServer, client: Client, errors: ErrorSink
 ) -> None:
