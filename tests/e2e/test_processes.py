@@ -214,6 +214,7 @@ def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_pa
                 for r in range(rounds):
                     for p in rows:
                         assert w.post("/v1/batch", json={"batch": plans[p][r]}).status_code == 200
+                    time.sleep(0.5)  # rounds spread over ~3 s: the kill lands mid-stream
 
         senders = [threading.Thread(target=send, args=(range(k, people, 4),)) for k in range(4)]
         for t in senders:
@@ -221,6 +222,7 @@ def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_pa
         # kill the active worker while the senders are still sending
         time.sleep(1.0)
         active = next(w for w in workers if w.pid == _lease_holder(data))
+        assert any(t.is_alive() for t in senders), "the senders finished before the kill"
         active.send_signal(signal.SIGKILL)
         active.wait()
         for t in senders:
@@ -230,6 +232,9 @@ def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_pa
         assert stats["events_received"] == expected
         standby = next(w for w in workers if w is not active)
         assert standby.poll() is None
+        deadline = time.monotonic() + 15  # it takes over once the dead one's lease expired
+        while _lease_holder(data) != standby.pid and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert _lease_holder(data) == standby.pid
         assert stats["profiles"] == people, "a person got two profiles"
         with api.admin() as a:

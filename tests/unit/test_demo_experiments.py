@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segue.demo.experiments import DEMO_PLACEMENTS, demo_config, with_demo_experiments
+from segue.cli.demo import with_demo_experiments
+from segue.demo.experiments import DEMO_PLACEMENTS, demo_config
 from segue.settings import load_settings
 
 

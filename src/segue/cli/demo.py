@@ -26,8 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from segue.demo.experiments import demo_config
+import msgspec
+
+from segue.demo.experiments import demo_config, demo_experiments
 from segue.demo.traffic import DemoOptions, run_demo
+from segue.settings import ExperimentSettings, Settings
 
 if TYPE_CHECKING:
     from segue.runtime import Runtime
@@ -197,3 +200,11 @@ class DemoChild:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def with_demo_experiments(settings: Settings) -> Settings:
+    """``settings`` with the demo's experiments, unless it configures experiments itself."""
+    if settings.experiments:
+        return settings
+    experiments = msgspec.convert(demo_experiments(), list[ExperimentSettings])
+    return msgspec.structs.replace(settings, experiments=experiments)

@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.fd is not None:
         die_with_parent()
     if args.demo:  # the demo shop's experiments, unless the configuration has its own
-        from segue.demo.experiments import with_demo_experiments
+        from segue.cli.demo import with_demo_experiments
 
         settings = with_demo_experiments(settings)
     runtime = Runtime(settings, role=args.role)

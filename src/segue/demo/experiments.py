@@ -9,14 +9,10 @@ tenth or less.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
-import msgspec
-import yaml
-
-from segue.settings import ExperimentSettings, Settings
-
-__all__ = ["DEMO_PLACEMENTS", "demo_config", "demo_experiments", "with_demo_experiments"]
+__all__ = ["DEMO_PLACEMENTS", "demo_config", "demo_experiments"]
 
 DEMO_PLACEMENTS: Final = ("home_hero", "product_detail", "cart")
 
@@ -36,14 +32,7 @@ def demo_experiments() -> list[dict[str, Any]]:
     ]
 
 
-def with_demo_experiments(settings: Settings) -> Settings:
-    """``settings`` with the demo's experiments, unless it configures experiments itself."""
-    if settings.experiments:
-        return settings
-    experiments = msgspec.convert(demo_experiments(), list[ExperimentSettings])
-    return msgspec.structs.replace(settings, experiments=experiments)
-
-
 def demo_config() -> str:
     """A ``segue.yaml`` with the demo's experiments (for the temporary segue)."""
-    return yaml.safe_dump({"experiments": demo_experiments()}, sort_keys=False)
+    # JSON is YAML too: the demo stays a client that needs nothing but the standard library
+    return json.dumps({"experiments": demo_experiments()}, indent=2)
