@@ -3,7 +3,7 @@ folder, suppression of late and retried events, restart resumes a pending reques
 
 from __future__ import annotations
 
-import random
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +22,9 @@ pytestmark = pytest.mark.e2e
 PUB = {"Authorization": f"Bearer {PUBLISHABLE_KEY}"}
 
 
+_PHONES = itertools.count(10)
+
+
 class Person:
     """A person with unique, greppable personal data."""
 
@@ -30,7 +33,8 @@ class Person:
         self.user_id = f"{label}-{tag}"
         self.anonymous_id = f"anon-{label}-{tag}"
         self.email = f"Zora.{label}.{tag}@Example.org"
-        self.phone_raw = f"(415) 555-01{random.randint(10, 99)}"
+        # unique within the module: two people sharing a phone would not link it both ways
+        self.phone_raw = f"(415) 555-01{next(_PHONES)}"
         self.phone = "+1415555" + self.phone_raw[-4:]
         self.first = f"Quintessa{tag[:4]}"
         self.last = f"Vandersloot{tag[4:]}"
