@@ -112,3 +112,16 @@ def test_external_ids_of_email_and_phone_type_are_normalised():
     found = identifiers_of(event, RULES)
     assert Identifier("email", "ada@example.com") in found
     assert Identifier("phone", "+4915123456789") in found
+
+
+def test_a_value_holding_a_nul_never_links():
+    event = to_event(
+        {
+            "type": "identify",
+            "messageId": "m",
+            "userId": "u\x00",
+            "anonymousId": "a-1",
+            "traits": {"loyalty_id": "\x00"},
+        }
+    )
+    assert identifiers_of(event, RULES) == [Identifier("anonymous_id", "a-1")]

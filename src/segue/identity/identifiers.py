@@ -90,7 +90,8 @@ class IdentityRules:
         return (self.rank.get(identifier.type, self.unranked), identifier.type, identifier.value)
 
     def usable(self, value: str) -> bool:
-        return value.strip().casefold() not in self.blocked
+        # a NUL names nobody, and PostgreSQL's text cannot hold it: such a value never links
+        return "\x00" not in value and value.strip().casefold() not in self.blocked
 
 
 def normalise_email(raw: object) -> str | None:

@@ -103,6 +103,8 @@ class ReportsConsumer:
         self.active: Callable[[], bool] = lambda: True
         #: held while a batch is folded and committed; an erasure takes it
         self.lock = asyncio.Lock()
+        #: offsets of records that failed alone: folded as if they named nobody
+        self.poison: set[int] = set()
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -126,7 +128,7 @@ class ReportsConsumer:
         ]
         if not records:
             return 0
-        events = [(r, _decode(r)) for r in records]
+        events = [(r, None if r.offset in self.poison else _decode(r)) for r in records]
         arms = await self._arms(events)
         events = self._until_decisions_known(events, arms)
         if not events:
@@ -235,10 +237,43 @@ class ReportsConsumer:
                 await self._pause(1.0)
             except Exception:
                 _log.exception("reports_batch_failed", position=self.position)
-                done = 0
-                await self._pause(5.0)
+                try:
+                    done = await self.isolate()
+                except BackendUnavailable:
+                    done = 0
+                if done == 0:
+                    await self._pause(5.0)
             if done == 0:
                 await self._pause(0.5)
+
+    async def isolate(self) -> int:
+        """Fold the batch that failed one record at a time, skipping any that fails alone.
+
+        A record the store cannot take (say, a value PostgreSQL's text cannot hold) would
+        otherwise stop the reports for good; skipped, it only leaves the KPIs without one
+        event, and the error log names its offset. Returns the records consumed.
+        """
+        size, self.batch_size = self.batch_size, 1
+        done = 0
+        try:
+            for _ in range(size):
+                try:
+                    step = await self.step()
+                except BackendUnavailable:
+                    raise
+                except Exception as exc:
+                    page = await self._log.read(self.position, 1)
+                    if not page or page[0].offset in self.poison:
+                        raise  # not this record's fault: the batch is retried later
+                    self.poison.add(page[0].offset)
+                    _log.error("reports_poison_record", offset=page[0].offset, error=repr(exc))
+                    continue
+                if step == 0:
+                    break
+                done += step
+        finally:
+            self.batch_size = size
+        return done
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
