@@ -5,7 +5,9 @@ segue connects to the relay's port instead of the server's. The test then makes 
 
 - :meth:`TcpRelay.cut` resets every open connection (a network blip; new ones still work);
 - :meth:`TcpRelay.down` resets them and stops listening (the server is gone: connection
-  refused) until :meth:`TcpRelay.up` listens again on the same port.
+  refused) until :meth:`TcpRelay.up` listens again on the same port;
+- :meth:`TcpRelay.freeze` keeps every connection open and drops what crosses it (a
+  partition that resets nothing) until :meth:`TcpRelay.down` / :meth:`TcpRelay.up`.
 
 The relay runs its own asyncio loop in a daemon thread, so blocking test code can drive it.
 """
@@ -35,6 +37,7 @@ class TcpRelay:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._frozen = False
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._run(self._listen())
@@ -58,6 +61,8 @@ class TcpRelay:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while chunk := await src.read(1 << 16):
+                    if self._frozen:
+                        continue
                     dst.write(chunk)
                     await dst.drain()
             dst.transport.abort()
@@ -66,6 +71,7 @@ class TcpRelay:
         self._open.difference_update((client, server))
 
     async def _reset(self, listen: bool) -> None:
+        self._frozen = False
         for writer in list(self._open):
             writer.transport.abort()
         self._open.clear()
@@ -76,6 +82,10 @@ class TcpRelay:
     def cut(self) -> None:
         """Reset every open connection; keep accepting new ones."""
         self._run(self._reset(listen=True))
+
+    def freeze(self) -> None:
+        """Drop every byte both ways on the open connections, resetting none of them."""
+        self._frozen = True
 
     def down(self) -> None:
         """Reset every open connection and refuse new ones until :meth:`up`."""

@@ -408,6 +408,8 @@ class Runtime:
             # counters above marked per process are this one's (``serve --workers``)
             "process": self.origin,
             "role": self.role,
+            # false: this process misses other processes' changes and reads through its caches
+            "change_feed_live": bool(self.changes.live),
         }
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from segue.core.changes import Change, decode_change, encode_change
 from segue.core.ports import ChangeFeed
 from segue.storage.redis_changes import RedisChangeFeed, split_prefix
 from segue.storage.sqlite_changes import SqliteChangeFeed
+from tests.tcp_relay import TcpRelay
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -123,3 +124,75 @@ def test_a_redis_url_carries_its_key_prefix():
         "shop1:",
     )
     assert split_prefix("redis://h/1") == ("redis://h/1", "")
+
+
+def _relayed(relay: TcpRelay, url: str, prefix: str) -> RedisChangeFeed:
+    host_port = url.split("://", 1)[1].split("/", 1)[0]
+    return RedisChangeFeed(
+        url.replace(host_port, f"127.0.0.1:{relay.port}", 1) + f"?prefix={prefix}"
+    )
+
+
+def test_a_publisher_that_lost_redis_makes_the_others_flush_once_back(redis_url):
+    """Only the publisher is cut off: the others still hear the channel and trust their
+    caches, so the note it could not send must turn into a flush once it is back."""
+    url, prefix = redis_url
+
+    async def scenario(relay: TcpRelay) -> None:
+        cut_off = _relayed(relay, url, prefix)
+        other = RedisChangeFeed(f"{url}?prefix={prefix}")
+        await cut_off.open("p0")
+        await other.open("p1")
+        relay.down()
+        await cut_off.publish(encode_change(Change(origin="p0", consent=["user_id:u1"])))
+        assert not cut_off.live
+        assert await other.receive(0.2) == []
+        assert other.live  # it heard nothing wrong
+        relay.up()
+        local = await _drain(cut_off, 1)
+        assert local
+        assert local[0].flush
+        assert cut_off.live
+        heard = await _drain(other, 1)
+        assert heard
+        assert heard[0].flush
+        await cut_off.aclose()
+        await other.aclose()
+
+    with TcpRelay(*_host_port(url)) as relay:
+        asyncio.run(scenario(relay))
+
+
+def test_a_silently_dead_subscription_counts_as_down(redis_url):
+    """A partition that resets nothing: no error ever arrives, only silence."""
+    url, prefix = redis_url
+
+    async def scenario(relay: TcpRelay) -> None:
+        feed = _relayed(relay, url, prefix)
+        await feed.open("p0")
+        assert await feed.receive(0.1) == []
+        assert feed.live
+        relay.freeze()
+        notes: list[bytes] = []
+        for _ in range(100):  # 10 s at most; the silence limit is 3 s
+            notes = await feed.receive(0.1)
+            if not feed.live:
+                break
+        assert not feed.live
+        assert [c.flush for c in map(decode_change, notes) if c is not None] == [True]
+        relay.down()
+        relay.up()
+        for _ in range(50):
+            await feed.receive(0.1)
+            if feed.live:
+                break
+        assert feed.live
+        await feed.aclose()
+
+    with TcpRelay(*_host_port(url)) as relay:
+        asyncio.run(scenario(relay))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return host, int(port)

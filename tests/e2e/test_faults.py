@@ -6,6 +6,8 @@
 * PostgreSQL goes away: collection and decide answer 200 or a clean 503 with ``Retry-After``
   (never a 500, never a hang), ``/healthz`` keeps answering, and segue recovers by itself:
   everything acknowledged is processed and background work (privacy requests) runs again.
+* Redis goes away under two API processes: decide answers every request, consent changes
+  still hold in both processes, and the change feed comes back by itself.
 * One process is driven far past its capacity: some requests are shed with 503 +
   ``Retry-After``, the admitted ones keep a bounded p99 (a ratio to the same server's p99
   without overload, measured by the server's own histogram), ``/healthz`` answers every probe,
@@ -49,6 +51,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # the shared server fixtures (a fresh NATS stream, a fresh PostgreSQL schema)
 nats_stream = backends.nats_stream
 pg_dsn = backends.pg_dsn
+redis_url = backends.redis_url
 
 BASIC = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 REFUSALS = {"backend_unavailable", "overloaded"}
@@ -357,6 +360,109 @@ def test_postgres_down_answers_cleanly_and_recovers_by_itself(
 
             wait_for(done, "a privacy request after the outage (the background runner lives)")
         assert_no_task_died(server)
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+def _fresh(server: SegueServer, method: str, path: str, **kw: Any) -> httpx.Response:
+    """One request on a new connection, so the kernel may hand it to either API process."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return client.request(method, path, **kw)
+
+
+def _feeds_are(server: SegueServer, live: bool) -> bool:
+    """Whether both API processes, asked over fresh connections, say their feed is ``live``."""
+    seen: dict[str, bool] = {}
+    for _ in range(200):
+        stats = _fresh(server, "GET", "/v1/stats", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert stats.status_code == 200, stats.text
+        body = stats.json()
+        seen[body["process"]] = body["change_feed_live"]
+        if len(seen) >= 2:
+            break
+    return len(seen) >= 2 and set(seen.values()) == {live}
+
+
+def _personalized(server: SegueServer, user: str, times: int = 16) -> Counter[Any]:
+    """How decide answered ``user`` over ``times`` fresh connections: a 200 counts as its
+    ``personalized`` flag, anything else as its status."""
+    seen: Counter[Any] = Counter()
+    for _ in range(times):
+        r = _fresh(
+            server,
+            "POST",
+            "/v1/decide",
+            json={"placement": "home", "user": {"user_id": user}, "k": 3},
+            headers={"Authorization": f"Bearer {PUBLISHABLE_KEY}"},
+        )
+        seen[r.json()["personalized"] if r.status_code == 200 else r.status_code] += 1
+    return seen
+
+
+def _consent(server: SegueServer, user: str, granted: bool) -> None:
+    r = _fresh(
+        server,
+        "PUT",
+        "/v1/consent",
+        json={"user": {"user_id": user}, "purposes": {"personalization": granted}},
+        headers={"Authorization": f"Bearer {PUBLISHABLE_KEY}"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_redis_down_decide_stays_correct_and_recovers_by_itself(
+    tmp_path: Path, redis_url: tuple[str, str]
+) -> None:
+    """Redis carries the change feed and the shared cache of two API processes. With Redis
+    gone every decision is still answered (200, never a 5xx) and still honours a consent
+    change made through the other process: each process reads through its caches while its
+    feed is down. Once Redis is back the feed is live again without a restart."""
+    url, prefix = redis_url
+    with TcpRelay(*_port_of(url)) as relay:
+        relayed = f"redis://127.0.0.1:{relay.port}/0?prefix={prefix}"
+        env = {"SEGUE_REDIS_URL": relayed}
+        with SegueServer(tmp_path / "data", env=env, args=["--workers", "2"]) as server:
+            items = [
+                {"item_id": f"sku-{j}", "title": f"Item {j}", "category": "c", "price": 1.0 + j}
+                for j in range(20)
+            ]
+            with server.admin() as admin:
+                assert admin.post("/v1/catalog/items", json={"items": items}).status_code == 200
+            people = [f"rd-{uuid.uuid4().hex[:6]}-{k}" for k in range(3)]
+            with server.writer() as w:
+                batch = [
+                    {
+                        "type": "track",
+                        "userId": person,
+                        "event": "Product Viewed",
+                        "properties": {"product_id": "sku-1", "category": "c"},
+                    }
+                    for person in people
+                ]
+                assert w.post("/v1/batch", json={"batch": batch}).status_code == 200
+            server.wait_processed()
+            wait_for(lambda: _feeds_are(server, True), "both processes on the feed")
+            ann, bob, cy = people
+            assert _personalized(server, ann) == {True: 16}  # cached in both processes now
+
+            relay.down()
+            wait_for(lambda: _feeds_are(server, False), "both processes to notice Redis left")
+            _consent(server, ann, False)
+            assert _personalized(server, ann) == {False: 16}
+            _consent(server, ann, True)
+            assert _personalized(server, ann) == {True: 16}
+            assert _personalized(server, bob) == {True: 16}
+            with server.writer() as w:  # collection does not need Redis
+                assert w.post("/v1/batch", json={"batch": batch}).status_code == 200
+
+            relay.up()
+            wait_for(lambda: _feeds_are(server, True), "the feed back in both processes")
+            _consent(server, cy, False)  # a change after the outage travels as a note again
+            assert _personalized(server, cy) == {False: 16}
+            assert _personalized(server, ann) == {True: 16}
+            assert relay.connections > 2  # the processes reconnected through the relay
+            assert_no_task_died(server)
 
 
 # --- overload -------------------------------------------------------------------------------

@@ -4,6 +4,15 @@ Pub/sub keeps nothing: a note exists only on the wire, so notes that name people
 land on a disk. What a process misses while its connection is down it cannot get back;
 it reports the outage (``live`` false, and a ``flush`` note) so the caller drops its
 caches and reads through until the feed is back.
+
+Two ways an outage can hide, and what closes them:
+
+- a connection that is silently dead (a partition without a reset): the subscription is
+  pinged every second and counted down when nothing, not even the pong, came back for
+  three; so a process stops trusting its caches within ~3 s of losing the feed;
+- only the *publisher* lost Redis, while the others still hear the channel and trust their
+  caches: the notes it could not send are gone, so once it is back it publishes a ``flush``
+  note, and every process drops what it cached while the note was missing.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ _RETRY_S = 0.5
 _CONFIRM_S = 0.5
 #: key prefix of a note's count of processes that applied it
 _ACK = "segue:applied:"
+#: seconds between pings of the subscription, and of silence that counts as an outage
+_PING_S = 1.0
+_SILENCE_S = 3.0
 
 
 class RedisChangeFeed:
@@ -42,6 +54,9 @@ class RedisChangeFeed:
         self._received: list[bytes] = []
         #: whether notes are getting through (false: the caller must not trust its caches)
         self.live = False
+        #: a note of ours was lost: the others must flush once we are back
+        self._unsent = False
+        self._pinged = self._heard = 0.0
 
     async def open(self, origin: str) -> None:
         await self._subscribe()
@@ -61,6 +76,15 @@ class RedisChangeFeed:
         if not self.live:
             _log.info("change_feed_up")
         self.live = True
+        self._pinged = self._heard = asyncio.get_running_loop().time()
+        if self._unsent:
+            try:
+                await self._redis.publish(self._channel, uuid.uuid4().bytes + _FLUSH)
+                self._unsent = False
+            except self._errors as exc:
+                _log.warning("change_feed_publish_failed", error=repr(exc))
+                self.live = False
+                return False
         return True
 
     async def publish(self, note: bytes, *, confirm: bool = False) -> None:
@@ -74,6 +98,7 @@ class RedisChangeFeed:
             # the others cannot hear it; they notice the same outage and read through
             _log.warning("change_feed_publish_failed", error=repr(exc))
             self.live = False
+            self._unsent = True
 
     async def _confirm(self, note_id: bytes, others: int) -> None:
         """Until ``others`` processes have applied the note (or the wait is over)."""
@@ -109,10 +134,15 @@ class RedisChangeFeed:
                 await asyncio.sleep(min(timeout, _RETRY_S))
                 return []
             return [_FLUSH]  # back after an outage: what was missed is unknown
+        loop = asyncio.get_running_loop()
         try:
-            message = await self._pubsub.get_message(timeout=timeout)
+            if loop.time() - self._pinged >= _PING_S:
+                self._pinged = loop.time()
+                await self._pubsub.ping()
+            message = await self._pubsub.get_message(timeout=min(timeout, _PING_S))
             notes: list[bytes] = []
             while message is not None:
+                self._heard = loop.time()
                 if message.get("type") == "message":
                     data = bytes(message["data"])
                     self._received.append(data[:16])
@@ -120,8 +150,10 @@ class RedisChangeFeed:
                 if len(notes) >= 1000:
                     break
                 message = await self._pubsub.get_message(timeout=0)
+            if loop.time() - self._heard > _SILENCE_S:
+                raise ConnectionError(f"no answer to pings for {_SILENCE_S} s")
             return notes
-        except self._errors as exc:
+        except self._errors as exc:  # OSError covers the silence above
             _log.warning("change_feed_down", error=repr(exc))
             self.live = False
             return [_FLUSH]
