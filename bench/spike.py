@@ -104,11 +104,22 @@ class Pool:
             conn = self.idle.pop() if self.idle else None
             if conn is None:
                 self.opened += 1
+        reused = conn is not None
         if conn is None:
             conn = Client(self.port)
             await conn.connect()
         try:
-            answer = await conn.call(method, path, body, headers)
+            try:
+                answer = await conn.call(method, path, body, headers)
+            except (OSError, asyncio.IncompleteReadError):
+                if not reused:
+                    raise
+                # the server closed this idle keep-alive connection (its timeout) before
+                # reading the request: send it again on a new one, as HTTP clients do
+                await conn.close()
+                conn = Client(self.port)
+                await conn.connect()
+                answer = await conn.call(method, path, body, headers)
         except (OSError, asyncio.IncompleteReadError):
             await conn.close()
             async with self.freed:
@@ -220,7 +231,10 @@ async def sample(run: Run, pool: Pool, started: float, stop: asyncio.Event) -> N
     headers = {"Authorization": f"Bearer {run.admin}"}
     while not stop.is_set():
         at = time.perf_counter()
-        status, _, payload = await pool.call("GET", "/v1/stats", b"", headers)
+        try:
+            status, _, payload = await pool.call("GET", "/v1/stats", b"", headers)
+        except (OSError, asyncio.IncompleteReadError):
+            status, payload = 0, b""  # a sample missed, not the end of sampling
         if status == 200:
             stats = orjson.loads(payload)
             run.samples.append(
