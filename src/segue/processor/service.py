@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -27,6 +28,7 @@ from segue.identity.identifiers import IdentityRules, attachable
 from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
+from segue.processor.state_cache import StateCache
 from segue.profiles.golden import Survivorship
 
 __all__ = ["Processor", "profile_id_factory"]
@@ -96,6 +98,7 @@ class Processor:
         match_threshold: float | None = None,
         possible_threshold: float | None = None,
         behaviour: BehaviourStage | None = None,
+        state_cache: int = 20_000,
     ) -> None:
         self._log = log
         self._store = store
@@ -141,6 +144,8 @@ class Processor:
         self._estimated_at = 0.0
         #: one writer of state at a time: batches and admin operations (unmerge) serialise
         self._lock = asyncio.Lock()
+        #: the links and profiles this processor last committed (see ``state_cache``)
+        self.cache = StateCache(state_cache)
         #: erased people (the suppression list): their events are skipped, never folded
         self.suppression: Callable[[Event], bool] | None = None
         #: offsets of skipped events of erased people, for the log's compaction (under lock)
@@ -148,21 +153,34 @@ class Processor:
         #: count events without analytics consent in item popularity (no person attached)
         self.aggregate_unattached = False
 
+    @asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        async with self._lock:
+            self.cache.clear()  # whoever holds it now may change state behind the cache
+            yield
+
     @property
-    def lock(self) -> asyncio.Lock:
-        """Held while state is written; an erasure holds it so no batch writes a person back."""
-        return self._lock
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Held while state is written; an erasure holds it so no batch writes a person back.
+        Taking it empties the processor's state cache."""
+        return self._exclusive()
 
     async def start(self) -> None:
         """Load the checkpoint and the match model; call before ``run`` or ``step``."""
         self.position, self.version = await self._store.position(self._consumer)
+        self.cache.clear()
         if self.linker is not None:
             await self.linker.load()
 
     async def step(self) -> int:
         """Process one batch; return how many records it folded (0 when caught up)."""
         async with self._lock:
-            return await self._step()
+            try:
+                return await self._step()
+            except BaseException:
+                # profiles were changed in place, and the store may or may not hold the commit
+                self.cache.clear()
+                raise
 
     async def _step(self) -> int:
         records = await self._log.read(self.position, self._batch_size)
@@ -171,8 +189,12 @@ class Processor:
         # decoding and folding are CPU work: off the event loop, so request latency stays low
         loop = asyncio.get_running_loop()
         events, wanted = await loop.run_in_executor(None, _decode_all, records, self.folder)
-        links = await self._store.lookup(wanted)
-        profiles = await self._store.profiles(set(links.values()))
+        links, unknown = self.cache.split_links(wanted)
+        if unknown:
+            links.update(await self._store.lookup(unknown))
+        profiles, unread = self.cache.split_profiles(set(links.values()))
+        if unread:
+            profiles.update(await self._store.profiles(unread))
         # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
         landed = await loop.run_in_executor(None, self._fold, ws, events)
@@ -191,6 +213,7 @@ class Processor:
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset, expected=self.version)
         self.version += 1
+        self.cache.committed(ws.changes, ws.links, ws.profiles)
         if self.on_commit is not None:
             await self.on_commit(ws.changes, feedback)
         self.position = last.offset
@@ -245,7 +268,7 @@ class Processor:
         ``segue worker``) makes the commit fail as stale, and the operation starts over.
         """
         for _ in range(50):
-            async with self._lock:
+            async with self._exclusive():
                 offset, version = await self._store.position(self._consumer)
                 try:
                     result = await operation(offset, version)
@@ -552,12 +575,14 @@ class _Lease:
             if self.active:
                 _log.warning("processor_lease_lost", holder=p.holder)
             self.active = False
+            p.cache.clear()
             await asyncio.sleep(min(1.0, p.lease_ttl / 3))
             return False
         self.until = now + p.lease_ttl
         if not self.active:  # taking over: start from what the last holder committed
             self.active = True
             p.position, p.version = await p._store.position(p._consumer)
+            p.cache.clear()
             if p.on_activate is not None:
                 await p.on_activate()
             _log.info("processor_lease_taken", holder=p.holder, position=p.position)

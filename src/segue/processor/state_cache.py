@@ -1,0 +1,104 @@
+"""The processor's copy of the state it last committed: links and profiles of recent people.
+
+Most events come from people seen moments ago, and reading their profile back from the
+store (a query, then decoding the document) costs about as much as folding the event. The
+processor is the only writer of this state while it folds (a lease and fenced commits make
+sure of that), so what it committed is what the store holds, and it can keep it.
+
+The copy is trusted only between the processor's own commits. It is emptied whenever that
+chain breaks: a batch that fails (its folded profiles were changed in place and never
+committed), another writer's commit (``StaleState``), a lease lost or taken over, and any
+other holder of the processor's lock (an erasure, an unmerge, a match decision, retention).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TypeVar
+
+from segue.core.model import Changeset, Identifier, Profile
+
+__all__ = ["StateCache"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class StateCache:
+    """Bounded maps identifier → profile id and profile id → profile, oldest out first.
+
+    Only positive links are kept: an identifier not found is asked of the store again,
+    since the cache cannot tell "unknown" from "evicted".
+    """
+
+    def __init__(self, profiles: int = 20_000) -> None:
+        self.max_profiles = profiles
+        self.max_links = profiles * 4
+        self.links: dict[Identifier, str] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        self.links.clear()
+        self.profiles.clear()
+
+    def split_links(
+        self, wanted: Iterable[Identifier]
+    ) -> tuple[dict[Identifier, str], list[Identifier]]:
+        """The links known here, and the identifiers to ask the store about."""
+        known: dict[Identifier, str] = {}
+        missing: list[Identifier] = []
+        links = self.links
+        for identifier in wanted:
+            pid = links.get(identifier)
+            if pid is None:
+                missing.append(identifier)
+            else:
+                known[identifier] = pid
+        return known, missing
+
+    def split_profiles(self, wanted: Iterable[str]) -> tuple[dict[str, Profile], list[str]]:
+        """The profiles held here (taken out: the fold changes them in place), and the ids
+        to read from the store."""
+        found: dict[str, Profile] = {}
+        missing: list[str] = []
+        for pid in wanted:
+            profile = self.profiles.pop(pid, None)
+            if profile is None:
+                missing.append(pid)
+            else:
+                found[pid] = profile
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def committed(
+        self,
+        changes: Changeset,
+        links: dict[Identifier, str],
+        profiles: dict[str, Profile],
+    ) -> None:
+        """Keep what a batch left once its commit succeeded: the working set's links and
+        profiles, which are the store's state now."""
+        for old in changes.redirects:
+            self.profiles.pop(old, None)
+        for pid in changes.drop_profiles:
+            self.profiles.pop(pid, None)
+        for identifier in changes.unlink:
+            self.links.pop(identifier, None)
+        self.profiles.update(profiles)  # re-inserted: the newest last
+        for identifier, pid in links.items():
+            self.links.pop(identifier, None)
+            self.links[identifier] = pid
+        _trim(self.profiles, self.max_profiles)
+        _trim(self.links, self.max_links)
+
+
+def _trim(mapping: dict[K, V], limit: int) -> None:
+    """Drop the oldest entries (dicts keep insertion order) down to ``limit``."""
+    excess = len(mapping) - limit
+    if excess > 0:
+        for key in list(itertools.islice(mapping, excess)):
+            del mapping[key]
