@@ -12,14 +12,14 @@ from tests.e2e.server import CLUSTER, SegueServer
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``make cluster`` runs the end-to-end suite on a cluster; tests about the embedded
-    backends (SQLite files, one process's counters) say why they do not apply there."""
+    backends (SQLite files, one process's counters; the marker says which) do not apply
+    there and are deselected, never skipped: a skip would read as a missing server."""
     if not CLUSTER:
         return
-    for item in items:
-        marker = item.get_closest_marker("embedded")
-        if marker is not None:
-            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
-            item.add_marker(pytest.mark.skip(reason=f"embedded backends only: {reason}"))
+    embedded = [item for item in items if item.get_closest_marker("embedded") is not None]
+    if embedded:
+        config.hook.pytest_deselected(items=embedded)
+        items[:] = [item for item in items if item.get_closest_marker("embedded") is None]
 
 
 @pytest.fixture(scope="module")
