@@ -215,9 +215,16 @@ class Server:
         core: int | None = SERVER_CORE,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        worker_core: int | None = None,
     ) -> None:
         self.core = core
         self.args = args or []
+        #: with a core: the processor runs as its own ``segue worker`` pinned there, and
+        #: ``segue serve --no-worker`` keeps the API alone on ``core``
+        self.worker_core = worker_core
+        self.worker: subprocess.Popen[bytes] | None = None
+        if worker_core is not None:
+            self.args = [*self.args, "--no-worker"]
         self.env = env or {}
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-bench-"))
@@ -238,6 +245,13 @@ class Server:
             cmd = ["taskset", "-c", str(self.core), *cmd]
         log = (self.tmp / "server.log").open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if self.worker_core is not None:
+            worker = [str(segue), "worker", "--data", str(self.data)]
+            if os.environ.get("BENCH_WORKER_NICE"):
+                worker = ["nice", "-n", os.environ["BENCH_WORKER_NICE"], *worker]
+            if shutil.which("taskset") and self.worker_core < (os.cpu_count() or 1):
+                worker = ["taskset", "-c", str(self.worker_core), *worker]
+            self.worker = subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -259,6 +273,8 @@ class Server:
     def pids(self) -> list[int]:
         """The server and every process it started (``serve --workers``)."""
         found, todo = [], [self.pid]
+        if self.worker is not None:
+            todo.append(self.worker.pid)
         while todo:
             pid = todo.pop()
             found.append(pid)
@@ -285,6 +301,13 @@ class Server:
         raise TimeoutError(f"processor still behind after {timeout} s: {self.stats()}")
 
     def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(5)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

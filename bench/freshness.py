@@ -165,16 +165,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=5000.0, help="background events/s")
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="the processor as its own `segue worker` on core 1 (the API alone on core 0)",
+    )
     args = parser.parse_args(argv)
     pin_to(CLIENT_CORE)
     result: dict[str, Any] = {
         "machine": machine(),
         "rate": args.rate,
         "seconds": args.seconds,
+        "topology": "serve --no-worker + segue worker" if args.worker else "serve",
         "poll_interval_ms": POLL_S * 1000,
         "other_cpu_busy_before": cpu_busy(),
     }
-    with Server() as server, CpuWatch(server.pid) as watch:
+    server_at = Server(worker_core=CLIENT_CORE) if args.worker else Server()
+    with server_at as server, CpuWatch(*server.pids()) as watch:
         result.update(asyncio.run(measure(server.port, args.rate, args.seconds)))
         result["final_stats"] = server.stats()
     result["cpu"] = watch.result

@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="the processor as its own `segue worker` on core 1 (the API alone on core 0)",
+    )
     args = parser.parse_args(argv)
     pin_to(CLIENT_CORE)
     result: dict[str, Any] = {
@@ -200,9 +205,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": BATCH,
         "connections": args.connections,
         "duration_s": args.duration,
+        "topology": "serve --no-worker + segue worker" if args.worker else "serve",
         "other_cpu_busy_before": cpu_busy(),
     }
-    with Server() as server:
+    with Server(worker_core=CLIENT_CORE if args.worker else None) as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
         batch_run(server, 2.0, args.connections, args.users)  # warm-up

@@ -349,7 +349,14 @@ class Decisioning:
         blob = await self.runtime.store.load_blob(_MODELS_BLOB)
         if not blob:
             return
-        loaded = ItemModels.from_bytes(blob, self.models.config)
+        steps = ItemModels.served_from_bytes(blob, self.models.config)
+        while True:  # in ~1 ms steps: requests keep being answered meanwhile
+            try:
+                next(steps)
+            except StopIteration as done:
+                loaded: ItemModels = done.value
+                break
+            await asyncio.sleep(0)
         with self.lock:
             self.models.state = loaded.state
         self.items.invalidate()

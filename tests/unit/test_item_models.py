@@ -256,6 +256,44 @@ def test_serialisation_round_trip():
     assert snapshot.top(5, region="DE") == copy.top(5, region="DE")
 
 
+def _run(steps: Any) -> tuple[int, ItemModels]:
+    """Drive a step generator to its end; return how many steps it took and its result."""
+    n = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return n, done.value
+        n += 1
+
+
+def test_served_models_equal_the_whole_state_less_what_only_learning_needs():
+    m = ItemModels()
+    for n in range(5000):  # enough items that the big maps are decoded over several steps
+        m.apply(view(f"i{n}", "DE", category=f"c{n % 7}"), T + n, session_key=f"s{n % 300}")
+        if n % 10 == 0:
+            m.apply(order(f"o{n}", f"i{n}", f"i{n - 1}"), T + n)
+    steps, served = _run(ItemModels.served_from_bytes(m.to_bytes()))
+    assert steps > 5  # yields while it decodes: an API process keeps answering meanwhile
+    full = ItemModels.from_bytes(m.to_bytes())
+    for name in full.state.__struct_fields__:
+        if name in ("sessions", "orders"):
+            assert getattr(served.state, name) == {}
+        else:
+            assert getattr(served.state, name) == getattr(full.state, name), name
+    at = T + 5000
+    assert served.top(10, now=at) == full.top(10, now=at)
+    assert served.top(10, region="DE", now=at) == full.top(10, region="DE", now=at)
+    assert served.neighbours("i10", "co_visitation", now=at) == full.neighbours(
+        "i10", "co_visitation", now=at
+    )
+    assert served.neighbours("i10", "bought_together", now=at) == full.neighbours(
+        "i10", "bought_together", now=at
+    )
+    with pytest.raises(msgspec.DecodeError):
+        _run(ItemModels.served_from_bytes(b"\x00nope"))
+
+
 def test_a_new_half_life_applies_from_the_newest_event():
     m = ItemModels(ItemModelsConfig(popularity_half_life=DAY))
     m.apply(view("a"), T)

@@ -8,7 +8,6 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -18,6 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import structlog  # imported after the BLAS setting above, on purpose
 
+from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
 from segue.cli.processes import die_with_parent, print_banner, run_worker, supervise
 from segue.errors import ConfigError
 from segue.runtime import Runtime
@@ -91,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
     # The processor folds in worker threads of this process; a short GIL switch interval
     # lets the event loop answer requests between its slices (latency over throughput).
     sys.setswitchinterval(0.001)
+    tune_gc()
     if args.fd is not None:
         die_with_parent()
     if args.demo:  # the demo shop's experiments, unless the configuration has its own
@@ -99,15 +100,18 @@ def _serve(args: argparse.Namespace) -> int:
         settings = with_demo_experiments(settings)
     runtime = Runtime(settings, role=args.role)
     demo = None
-    on_started: Callable[[Runtime], None] | None = _banner if args.fd is None else None
+
+    def on_started(runtime: Runtime) -> None:
+        freeze_startup_heap()
+        if args.fd is None:
+            _banner(runtime)
+        if demo is not None:
+            demo.start(runtime)
+
     if args.demo:
         from segue.cli.demo import DemoChild
 
         demo = DemoChild()
-
-        def on_started(runtime: Runtime) -> None:
-            _banner(runtime)
-            demo.start(runtime)
 
     try:
         app = create_app(runtime, on_started=on_started)

@@ -24,6 +24,7 @@ from types import FrameType
 
 import structlog
 
+from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
 from segue.keys import Keys, resolve_keys
 from segue.runtime import Runtime
 from segue.settings import Settings
@@ -84,6 +85,7 @@ def run_worker(settings: Settings) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         pass
+    tune_gc()
     return asyncio.run(_work(settings))
 
 
@@ -96,6 +98,7 @@ async def _work(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
+        freeze_startup_heap()
         _log.info("worker_started", origin=runtime.origin)
         await stop.wait()
     finally:

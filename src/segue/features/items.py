@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from operator import itemgetter
-from typing import Final, Literal
+from typing import Any, Final, Literal, get_type_hints
 
 import msgspec
 
@@ -173,6 +173,42 @@ class ItemModelsState(msgspec.Struct, kw_only=True):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ItemModelsState)
 
+#: what only the learner needs (open sessions, recent order ids): an API process that takes
+#: the worker's models serves without them, and they are half of the saved bytes
+_LEARNING_ONLY: Final = frozenset({"sessions", "orders"})
+#: map values decoded per step of :meth:`ItemModels.served_from_bytes` (about 1 ms of work)
+_SLICE: Final = 2000
+_lazy_decoder = msgspec.msgpack.Decoder(
+    msgspec.defstruct(
+        "_LazyItemModelsState",
+        # Raw: each field is only located, not decoded, until it is wanted
+        [
+            (name, msgspec.Raw, msgspec.field(default=None))
+            for name in ItemModelsState.__struct_fields__
+        ],
+        kw_only=True,
+    )
+)
+
+
+def _raw_decoders() -> dict[str, tuple[msgspec.msgpack.Decoder[Any], msgspec.msgpack.Decoder[Any]]]:
+    """Per served field: a decoder of its outline (map values left raw) and of one value."""
+    out: dict[str, tuple[msgspec.msgpack.Decoder[Any], msgspec.msgpack.Decoder[Any]]] = {}
+    for name, hint in get_type_hints(ItemModelsState).items():
+        if name in _LEARNING_ONLY:
+            continue
+        args: tuple[Any, ...] = getattr(hint, "__args__", ())
+        if getattr(hint, "__origin__", None) is dict:
+            key, value = args
+            outline = msgspec.msgpack.Decoder(dict[key, msgspec.Raw])  # type: ignore[valid-type]
+            out[name] = (outline, msgspec.msgpack.Decoder(value))
+        else:
+            out[name] = (msgspec.msgpack.Decoder(hint), msgspec.msgpack.Decoder(hint))
+    return out
+
+
+_served_decoders: Final = _raw_decoders()
+
 
 class ItemModels:
     """Popularity, co-visitation, bought-together and fresh items, updated online.
@@ -220,6 +256,36 @@ class ItemModels:
             msgspec.DecodeError: the bytes are not an encoded state.
         """
         return cls(config, _decoder.decode(data))
+
+    @classmethod
+    def served_from_bytes(
+        cls, data: bytes, config: ItemModelsConfig | None = None
+    ) -> Generator[None, None, ItemModels]:
+        """Models to serve from (not to learn with: no sessions, no order ids), decoded in
+        small steps: the generator yields after each ~1 ms of work and returns the models.
+
+        An API process takes the worker's models every few seconds; decoding the whole
+        state at once (2 MB, ~80 ms) would stall every request of its event loop.
+
+        Raises:
+            msgspec.DecodeError: the bytes are not an encoded state.
+        """
+        fields = msgspec.structs.asdict(_lazy_decoder.decode(data))
+        values: dict[str, Any] = {}
+        for name, (outline, one) in _served_decoders.items():
+            raw = fields.get(name)
+            if raw is None:
+                continue
+            decoded = outline.decode(raw)
+            yield
+            if isinstance(decoded, dict):
+                keys = list(decoded)
+                for start in range(0, len(keys), _SLICE):
+                    for key in keys[start : start + _SLICE]:
+                        decoded[key] = one.decode(decoded[key])
+                    yield
+            values[name] = decoded
+        return cls(config, ItemModelsState(**values))
 
     def snapshot(self) -> ItemModels:
         """An independent copy, for readers in another thread while this one keeps learning
