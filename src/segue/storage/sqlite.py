@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -218,7 +219,7 @@ CREATE TABLE IF NOT EXISTS identities (
     type TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL,
     PRIMARY KEY (type, value)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS redirects (old TEXT PRIMARY KEY, new TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redirects_new ON redirects (new);
 CREATE TABLE IF NOT EXISTS timeline (
@@ -231,8 +232,7 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE INDEX IF NOT EXISTS blocks_profile ON blocks (profile_id);
 CREATE TABLE IF NOT EXISTS match_records (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL)
     WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS features (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL)
-    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS features (profile_id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS possible_matches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, profile_a TEXT NOT NULL, profile_b TEXT NOT NULL,
     score REAL NOT NULL, explanation BLOB NOT NULL, created_at REAL NOT NULL,
@@ -242,6 +242,29 @@ CREATE INDEX IF NOT EXISTS possible_a ON possible_matches (profile_a);
 CREATE INDEX IF NOT EXISTS possible_b ON possible_matches (profile_b);
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
+
+#: Tables of documents that were WITHOUT ROWID before 2026-12-05, with their columns. In a
+#: WITHOUT ROWID table a row of more than about 1,000 bytes (on 4 KB pages) spills into an
+#: overflow page of its own: a 1.4 KB profile took 4.5 KB on disk and every update wrote
+#: two pages. Ordinary (rowid) tables keep rows up to about 4 KB in the leaf.
+_ROWID_DOCUMENTS: Final = {"profiles": "doc", "features": "data"}
+
+
+def _to_rowid_tables(conn: sqlite3.Connection) -> None:
+    """Rebuild the document tables of an older state database as rowid tables, in place."""
+    for table, column in _ROWID_DOCUMENTS.items():
+        row = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if row is None or "WITHOUT ROWID" not in str(row[0]).upper():
+            continue
+        conn.execute(
+            f"CREATE TABLE {table}_rowid (profile_id TEXT PRIMARY KEY, {column} BLOB NOT NULL)"
+        )
+        conn.execute(f"INSERT INTO {table}_rowid SELECT profile_id, {column} FROM {table}")  # noqa: S608
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_rowid RENAME TO {table}")
+
 
 _QUARANTINE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -291,6 +314,7 @@ class SqliteProfileStore:
 
     async def open(self) -> None:
         await self._db.open()
+        await self._db.write(lambda conn: transaction(conn, _to_rowid_tables))
 
     async def checkpoint(self, consumer: str) -> int:
         row = await self._db.read(
