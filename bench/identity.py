@@ -477,9 +477,12 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--arrivals", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--batch", type=int, action="append", help="processor batch size (default: 1000 and 50)"
+    )
     args = parser.parse_args()
     results = []
-    for batch in (1000, 50):
+    for batch in args.batch or (1000, 50):
         res = asyncio.run(run(args.profiles, args.arrivals, batch, args.seed))
         results.append(res)
         print(

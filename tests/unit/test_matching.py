@@ -7,6 +7,8 @@ from datetime import date
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segue.identity.matching import (
     FIELDS,
@@ -18,6 +20,7 @@ from segue.identity.matching import (
     blocking_keys,
     compare,
     estimate,
+    presence,
     rank,
     record_from_traits,
 )
@@ -244,6 +247,88 @@ def test_explanation_adds_up():
     assert labels["last_name"] == "close"
     assert MODEL.weigh(crm(), crm(lastName="Oduay")) == pytest.approx(score.weight)
     assert 0.0 < score.probability <= 1.0
+
+
+# Few values per field, so that random pairs hit every level: exact, swapped, close, similar.
+_NAMES = ("anna", "ana", "anne", "james", "thomas", "garcia", "li", "lee", "o", "katherine")
+_STREETS = ("12 tullaroop street", "tullaroop street 12", "12 tullarop st", "4 elm road")
+
+
+def _maybe(values: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.none() | values
+
+
+_records = st.builds(
+    MatchRecord,
+    first_name=_maybe(st.sampled_from(_NAMES)),
+    last_name=_maybe(st.sampled_from(_NAMES)),
+    birth=_maybe(
+        st.sampled_from(
+            (date(1984, 3, 11), date(1984, 11, 3), date(1985, 3, 11), date(1961, 8, 30))
+        )
+    ),
+    street=_maybe(st.sampled_from(_STREETS)),
+    city=_maybe(st.sampled_from(("box hill", "box hil", "perth"))),
+    postal_code=_maybe(st.sampled_from(("3128", "3129", "6000"))),
+    state=_maybe(st.sampled_from(("vic", "wa"))),
+    country=_maybe(st.sampled_from(("au", "nz"))),
+    email=_maybe(st.sampled_from(("k@example.org", "k@example.com", "x@example.org"))),
+    phone=_maybe(st.sampled_from(("61412345678", "61412345679", "61499999999"))),
+)
+
+
+@st.composite
+def _models(draw: st.DrawFn) -> MatchModel:
+    """The default model with every m/u, the prior and the address independence redrawn
+    (so that some weights that are usually positive turn negative, and the other way)."""
+    fields = {}
+    for field, params in MODEL.fields.items():
+        size = len(params.m)
+        m = draw(st.lists(st.floats(0.001, 1.0), min_size=size, max_size=size))
+        u = draw(st.lists(st.floats(0.00001, 1.0), min_size=size, max_size=size))
+        fields[field] = msgspec.structs.replace(
+            params, m=tuple(x / sum(m) for x in m), u=tuple(x / sum(u) for x in u)
+        )
+    independence = {
+        f: draw(st.floats(0.0, 1.0)) for f in ("street", "postal_code", "city", "state")
+    }
+    return msgspec.structs.replace(
+        MODEL,
+        fields=fields,
+        prior=draw(st.floats(1e-9, 0.5)),
+        address_independence=independence,
+        tf_fields=tuple(draw(st.sets(st.sampled_from(FIELDS)))),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    a=_records,
+    b=_records,
+    model=st.sampled_from((MODEL,)) | _models(),
+    floor=st.floats(-60.0, 60.0),
+    frequency=st.none() | st.floats(0.0, 1.0),
+)
+def test_weigh_above_agrees_with_weigh(a, b, model, floor, frequency):
+    """The pruned weight is the full one whenever it reaches the floor, and a pair is only
+    ever pruned when its full weight is below the floor."""
+    tf = None if frequency is None else (lambda field, value: frequency)
+    full = model.weigh(a, b, tf)
+    found = model.weigh_above(a, b, floor, tf)
+    if found is None:
+        assert full < floor
+    else:
+        assert found == full
+    assert model.weigh_above(a, b, floor, tf, presence(a) & presence(b)) == found
+
+
+def test_weigh_above_drops_someone_else_early():
+    """A pair far below the floor is pruned; a duplicate keeps its exact weight."""
+    other = crm(firstName="Xavier", lastName="Garcia", birthday="1961-08-30")
+    assert MODEL.weigh(crm(), other) < MODEL.possible_weight
+    assert MODEL.weigh_above(crm(), other, MODEL.possible_weight) is None
+    twin = crm(lastName="Oduay")
+    assert MODEL.weigh_above(crm(), twin, MODEL.possible_weight) == MODEL.weigh(crm(), twin)
 
 
 def test_term_frequency_lowers_a_common_surname_and_raises_a_rare_one():

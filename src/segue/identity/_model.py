@@ -18,12 +18,14 @@ from segue.identity._records import (
     _ADDRESS,
     _EXACT,
     ADDRESS_FIELDS,
+    FIELD_COMPARISONS,
     FIELDS,
     LEVELS,
     NULL,
     TF_FIELDS,
     MatchRecord,
     compare,
+    presence,
 )
 
 # Probabilities are kept away from 0 and 1 so that every weight stays finite.
@@ -39,6 +41,18 @@ _MIN_EVIDENCE: Final = 20.0
 _FIRST: Final = FIELDS.index("first_name")
 _LAST: Final = FIELDS.index("last_name")
 _SWAPPED: Final = LEVELS["first_name"].index("swapped")
+# weigh_above's order: the fields outside the address first, the strongest cheap evidence
+# leading (most candidates a blocking key brings are someone else, and a date of birth or a
+# surname says so at once); then the address, its costly street comparison last.
+_EARLY: Final = tuple(
+    FIELDS.index(f) for f in ("birth", "last_name", "first_name", "email", "phone", "country")
+)
+_LATE: Final = tuple(FIELDS.index(f) for f in ("postal_code", "city", "state"))
+_STREET: Final = FIELDS.index("street")
+_ADDRESS_MASK: Final = sum(1 << i for i in _ADDRESS)
+# weigh_above prunes only below the floor by more than this, so a pair that weigh() puts
+# exactly on the floor is never lost to rounding (its bounds add up in another order).
+_SLACK: Final = 1e-9
 
 # --------------------------------------------------------------------------------------------
 # Model and scores
@@ -206,6 +220,141 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             if weight is not None:
                 total += weight
         return total
+
+    def weigh_above(
+        self,
+        a: MatchRecord,
+        b: MatchRecord,
+        floor: float,
+        tf: Callable[[str, str], float | None] | None = None,
+        present: int | None = None,
+    ) -> float | None:
+        """:meth:`weigh`, stopping as soon as the pair can no longer reach ``floor``.
+
+        Fields are compared one at a time, and after each the weight so far plus the most
+        the fields still to compare could add (their :attr:`_caps`, address fields counted as
+        :func:`_dependent` counts them) is an upper bound of the total; once it falls below
+        ``floor`` the pair is dropped. Most candidates that blocking brings are plainly
+        someone else, and two or three comparisons tell it.
+
+        Args:
+            a: one record (the ``tf`` adjustment reads its values, as in :meth:`weigh`).
+            b: the other.
+            floor: the weight in bits a caller needs; anything below is of no interest.
+            tf: as in :meth:`score`.
+            present: ``presence(a) & presence(b)``, when the caller keeps masks.
+
+        Returns:
+            exactly ``weigh(a, b, tf)`` whenever that is at or above ``floor`` (and possibly
+            when below), or None, which only ever means it is below.
+        """
+        if present is None:
+            present = presence(a) & presence(b)
+        early_bound = self._early_bound[present]
+        address_bound = self._address_bound[present & _ADDRESS_MASK]
+        target = floor - _SLACK - address_bound
+        if early_bound < target:
+            return None
+        caps, weights, tf_index = self._caps, self._weights, self._tf_index
+        levels = [NULL] * len(FIELDS)
+        counted: list[float | None] = [None] * len(FIELDS)
+        for i in _EARLY:
+            if not present >> i & 1:
+                continue
+            level = FIELD_COMPARISONS[i](a, b)
+            if level == NULL:
+                early_bound -= caps[i]
+                continue
+            levels[i] = level
+            if level == _EXACT and tf is not None and tf_index[i]:
+                weight = self._tf_weight(i, getattr(a, FIELDS[i]), tf)
+            else:
+                weight = weights[i][level]
+            counted[i] = weight
+            if level == _SWAPPED and i == _LAST and weight < 0.0:
+                weight = 0.0  # both names swapped: the surname's swap weighs nothing
+            early_bound += weight - caps[i]
+            if early_bound < target:
+                return None
+        if present & _ADDRESS_MASK:
+            independence = self._independence
+            negative = strongest = spread = 0.0
+            for i in _LATE:
+                if not present >> i & 1:
+                    continue
+                level = FIELD_COMPARISONS[i](a, b)
+                if level == NULL:
+                    continue
+                levels[i] = level
+                if level == _EXACT and tf is not None and tf_index[i]:
+                    weight = self._tf_weight(i, getattr(a, FIELDS[i]), tf)
+                else:
+                    weight = weights[i][level]
+                counted[i] = weight
+                if weight > 0.0:
+                    strongest = max(strongest, weight)
+                    spread += max(independence[i], 0.0) * weight
+                else:
+                    negative += weight
+            if present >> _STREET & 1:
+                cap = caps[_STREET]
+                strongest = max(strongest, cap)
+                spread += max(independence[_STREET], 0.0) * cap
+            if early_bound + negative + strongest + spread < floor - _SLACK:
+                return None
+            if present >> _STREET & 1:
+                level = FIELD_COMPARISONS[_STREET](a, b)
+                if level != NULL:
+                    levels[_STREET] = level
+                    if level == _EXACT and tf is not None and tf_index[_STREET]:
+                        counted[_STREET] = self._tf_weight(_STREET, a.street or "", tf)
+                    else:
+                        counted[_STREET] = weights[_STREET][level]
+        # as weigh() adds them up, in the same order, so the sum is the same to the last bit
+        _dependent(levels, counted, self._independence)
+        total = self.prior_weight
+        for value in counted:
+            if value is not None:
+                total += value
+        return total
+
+    @cached_property
+    def _caps(self) -> tuple[float, ...]:
+        """The most each field can add to a pair's weight, in bits (never below 0)."""
+        caps: list[float] = []
+        for i, field in enumerate(FIELDS):
+            cap = max(0.0, *self._weights[i])
+            if self._tf_index[i]:
+                m = _clamp(self.fields[field].m[_EXACT])
+                cap = max(cap, math.log2(m / _TF_FLOOR))
+            caps.append(cap)
+        return tuple(caps)
+
+    @cached_property
+    def _early_bound(self) -> tuple[float, ...]:
+        """Per presence mask: the prior plus the caps of the fields outside the address."""
+        caps = self._caps
+        return tuple(
+            self.prior_weight + sum(caps[i] for i in _EARLY if mask >> i & 1)
+            for mask in range(1 << len(FIELDS))
+        )
+
+    @cached_property
+    def _address_bound(self) -> tuple[float, ...]:
+        """Per presence mask: the most the address fields can add, :func:`_dependent`
+        counting the strongest in full and the others by their independence."""
+        caps = self._caps
+        out: list[float] = []
+        for mask in range(1 << len(FIELDS)):
+            held = [i for i in _ADDRESS if mask >> i & 1]
+            if not held or mask & ~_ADDRESS_MASK:
+                out.append(0.0)
+                continue
+            out.append(
+                max(caps[i] for i in held)
+                + sum(max(self._independence[i], 0.0) * caps[i] for i in held)
+            )
+        return tuple(out)
 
     def _field_weights(
         self,

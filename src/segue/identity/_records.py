@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -393,4 +393,40 @@ def compare(a: MatchRecord, b: MatchRecord) -> tuple[int, ...]:
         _exact(a.country, b.country),
         _email_level(a.email, b.email),
         _phone_level(a.phone, b.phone),
+    )
+
+
+#: One comparison per field of :data:`FIELDS`, for callers that compare field by field and
+#: may stop early (:meth:`~segue.identity.matching.MatchModel.weigh_above`); same levels as
+#: :func:`compare`.
+FIELD_COMPARISONS: Final[tuple[Callable[[MatchRecord, MatchRecord], int], ...]] = (
+    lambda a, b: _name(a.first_name, b.first_name, a.last_name, b.last_name),
+    lambda a, b: _name(a.last_name, b.last_name, a.first_name, b.first_name),
+    lambda a, b: _birth_level(a.birth, b.birth),
+    lambda a, b: _street(a.street, b.street),
+    lambda a, b: _city(a.city, b.city),
+    lambda a, b: _edit(a.postal_code, b.postal_code),
+    lambda a, b: _exact(a.state, b.state),
+    lambda a, b: _exact(a.country, b.country),
+    lambda a, b: _email_level(a.email, b.email),
+    lambda a, b: _phone_level(a.phone, b.phone),
+)
+
+
+def presence(r: MatchRecord) -> int:
+    """A bit mask of the fields a record holds, bit ``i`` for ``FIELDS[i]``.
+
+    ``presence(a) & presence(b)`` names the fields a pair can be compared on.
+    """
+    return (
+        (r.first_name is not None)
+        | (r.last_name is not None) << 1
+        | (r.birth is not None) << 2
+        | (r.street is not None) << 3
+        | (r.city is not None) << 4
+        | (r.postal_code is not None) << 5
+        | (r.state is not None) << 6
+        | (r.country is not None) << 7
+        | (r.email is not None) << 8
+        | (r.phone is not None) << 9
     )

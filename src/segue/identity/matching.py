@@ -46,6 +46,7 @@ from segue.identity._records import (
     MatchRecord,
     blocking_keys,
     compare,
+    presence,
     record_from_traits,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "blocking_keys",
     "compare",
     "estimate",
+    "presence",
     "rank",
     "record_from_traits",
 ]
@@ -101,7 +103,7 @@ def rank(
     kept = [
         (cid, model.score(record, other, tf))
         for cid, other in candidates
-        if model.weigh(record, other, tf) >= floor
+        if (weight := model.weigh_above(record, other, floor, tf)) is not None and weight >= floor
     ]
     kept.sort(key=lambda item: (-item[1].weight, item[0]))
     return kept

@@ -28,6 +28,7 @@ from segue.identity.matching import (
     TermFrequencies,
     blocking_keys,
     estimate,
+    presence,
     record_from_traits,
 )
 from segue.processor.fold import Folder, WorkingSet
@@ -150,28 +151,30 @@ class Linker:
         stored: dict[str, bytes],
     ) -> list[tuple[str, str, MatchScore]]:
         """Every (query profile, candidate, score) at or above the possible threshold."""
-        cache: dict[str, list[MatchRecord]] = {}
+        cache: dict[str, list[tuple[MatchRecord, int]]] = {}
 
-        def records_of(pid: str) -> list[MatchRecord]:
+        def records_of(pid: str) -> list[tuple[MatchRecord, int]]:
             found = cache.get(pid)
             if found is None:
                 profile = ws.profiles.get(pid)
                 if profile is not None:
-                    found = _records(profile)
+                    records = _records(profile)
                 elif pid in stored:
-                    found = _decode_records(stored[pid])
+                    records = _decode_records(stored[pid])
                 else:
-                    found = []
-                cache[pid] = found
+                    records = []
+                found = cache[pid] = [(r, presence(r)) for r in records]
             return found
 
         in_batch: dict[str, list[str]] = {}
         hits: list[tuple[str, str, MatchScore]] = []
         tf = self.tf.frequency
-        floor = self.model.possible_weight
+        model = self.model
+        floor = model.possible_weight
         for profile_id, record in queries:
             pid = _resolve(ws, profile_id)
             keys = blocking_keys(record)
+            mine = presence(record)
             candidates: dict[str, None] = {}
             for key in keys:
                 for other in (*held.get(key, ()), *in_batch.get(key, ())):
@@ -182,12 +185,12 @@ class Linker:
             for other in candidates:
                 best: MatchRecord | None = None
                 best_weight = floor
-                for theirs in records_of(other):
-                    weight = self.model.weigh(record, theirs, tf)
-                    if weight >= best_weight:
+                for theirs, held_fields in records_of(other):
+                    weight = model.weigh_above(record, theirs, best_weight, tf, mine & held_fields)
+                    if weight is not None and weight >= best_weight:
                         best, best_weight = theirs, weight
                 if best is not None:
-                    scored.append((other, self.model.score(record, best, tf)))
+                    scored.append((other, model.score(record, best, tf)))
             scored.sort(key=lambda item: (-item[1].weight, item[0]))
             hits.extend((pid, other, score) for other, score in scored)
             for key in keys:
