@@ -6,6 +6,7 @@ Private: import from :mod:`segue.identity.matching`.
 from __future__ import annotations
 
 import math
+import operator
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -255,7 +256,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         target = floor - _SLACK - address_bound
         if early_bound < target:
             return None
-        caps, weights, tf_index = self._caps, self._weights, self._tf_index
+        caps = self._caps
         levels = [NULL] * len(FIELDS)
         counted: list[float | None] = [None] * len(FIELDS)
         for i in _EARLY:
@@ -266,11 +267,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 early_bound -= caps[i]
                 continue
             levels[i] = level
-            if level == _EXACT and tf is not None and tf_index[i]:
-                weight = self._tf_weight(i, getattr(a, FIELDS[i]), tf)
-            else:
-                weight = weights[i][level]
-            counted[i] = weight
+            weight = counted[i] = self._level_weight(i, level, a, tf)
             if level == _SWAPPED and i == _LAST and weight < 0.0:
                 weight = 0.0  # both names swapped: the surname's swap weighs nothing
             early_bound += weight - caps[i]
@@ -286,11 +283,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 if level == NULL:
                     continue
                 levels[i] = level
-                if level == _EXACT and tf is not None and tf_index[i]:
-                    weight = self._tf_weight(i, getattr(a, FIELDS[i]), tf)
-                else:
-                    weight = weights[i][level]
-                counted[i] = weight
+                weight = counted[i] = self._level_weight(i, level, a, tf)
                 if weight > 0.0:
                     strongest = max(strongest, weight)
                     spread += max(independence[i], 0.0) * weight
@@ -306,10 +299,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 level = FIELD_COMPARISONS[_STREET](a, b)
                 if level != NULL:
                     levels[_STREET] = level
-                    if level == _EXACT and tf is not None and tf_index[_STREET]:
-                        counted[_STREET] = self._tf_weight(_STREET, a.street or "", tf)
-                    else:
-                        counted[_STREET] = weights[_STREET][level]
+                    counted[_STREET] = self._level_weight(_STREET, level, a, tf)
         # as weigh() adds them up, in the same order, so the sum is the same to the last bit
         _dependent(levels, counted, self._independence)
         total = self.prior_weight
@@ -346,14 +336,9 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         caps = self._caps
         out: list[float] = []
         for mask in range(1 << len(FIELDS)):
-            held = [i for i in _ADDRESS if mask >> i & 1]
-            if not held or mask & ~_ADDRESS_MASK:
-                out.append(0.0)
-                continue
-            out.append(
-                max(caps[i] for i in held)
-                + sum(max(self._independence[i], 0.0) * caps[i] for i in held)
-            )
+            held = [caps[i] for i in _ADDRESS if mask >> i & 1]
+            shares = [max(self._independence[i], 0.0) for i in _ADDRESS if mask >> i & 1]
+            out.append(max(held, default=0.0) + sum(map(operator.mul, shares, held)))
         return tuple(out)
 
     def _field_weights(
@@ -362,18 +347,25 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         a: MatchRecord,
         tf: Callable[[str, str], float | None] | None,
     ) -> list[float | None]:
-        weights = self._weights
-        tf_index = self._tf_index
-        out: list[float | None] = []
-        for i, level in enumerate(vector):
-            if level == NULL:
-                out.append(None)
-            elif level == _EXACT and tf is not None and tf_index[i]:
-                out.append(self._tf_weight(i, getattr(a, FIELDS[i]), tf))
-            else:
-                out.append(weights[i][level])
+        out: list[float | None] = [
+            None if level == NULL else self._level_weight(i, level, a, tf)
+            for i, level in enumerate(vector)
+        ]
         _dependent(vector, out, self._independence)
         return out
+
+    def _level_weight(
+        self,
+        i: int,
+        level: int,
+        a: MatchRecord,
+        tf: Callable[[str, str], float | None] | None,
+    ) -> float:
+        """The weight of field ``i`` at ``level`` (not NULL), term-frequency adjusted on an
+        exact match of a TF field, before :func:`_dependent`."""
+        if level == _EXACT and tf is not None and self._tf_index[i]:
+            return self._tf_weight(i, getattr(a, FIELDS[i]), tf)
+        return self._weights[i][level]
 
     def _tf_weight(self, i: int, value: str, tf: Callable[[str, str], float | None]) -> float:
         field = FIELDS[i]
