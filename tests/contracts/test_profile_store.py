@@ -79,6 +79,16 @@ def test_redirect_moves_timeline_and_resolves_old_ids(profile_store):
         Changeset(profiles={"p0": profile("p0", U1, A1)}, redirects={"p1": "p0"}), "profiles", 4
     )
     assert profile_store.resolve("p2") == "p0"
+    # what merged into whom, read from the redirects (the reports consumer's question)
+    assert profile_store.merged_into(["p0", "p1", "p2", "zz"]) == {"p0": ["p1", "p2"]}
+    assert profile_store.merged_into([]) == {}
+    # an unmerge gives p2 back its own profile: it no longer counts as merged into p0
+    profile_store.commit(
+        Changeset(profiles={"p2": profile("p2", A1)}, links={A1: "p2"}, clear_redirects=["p2"]),
+        "profiles",
+        5,
+    )
+    assert profile_store.merged_into(["p0", "p2"]) == {"p0": ["p1"]}
 
 
 def test_profiles_read_back_are_copies(profile_store):

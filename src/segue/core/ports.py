@@ -164,6 +164,15 @@ class ProfileStore(Protocol):
         """Follow merge redirects; return the surviving id or None when unknown."""
         ...
 
+    async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The ids merged into each of these profiles (the ids that redirect to it: its
+        ``merged_from``), sorted; a profile nothing was merged into is absent.
+
+        An index read: a consumer that only needs the merges does not read and decode
+        whole profile documents.
+        """
+        ...
+
     async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
         """Return up to ``limit`` log offsets of the profile's events after offset ``after``."""
         ...

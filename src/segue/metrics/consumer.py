@@ -192,7 +192,12 @@ class ReportsConsumer:
         for record, event in events:
             if event is not None:
                 wanted[record.offset] = self._identifiers(event)
-        links = await self._profiles.lookup({i for ids in wanted.values() for i in ids})
+        # the first identifier (highest priority) names the person almost always: the others
+        # are asked for only for events whose first is not linked (half the lookups)
+        links = await self._profiles.lookup({ids[0] for ids in wanted.values() if ids})
+        rest = {i for ids in wanted.values() if ids and ids[0] not in links for i in ids[1:]}
+        if rest:
+            links.update(await self._profiles.lookup(rest))
         people: dict[int, str] = {}
         timed: list[tuple[str, Event, float]] = []
         for record, event in events:
@@ -209,10 +214,9 @@ class ReportsConsumer:
 
     async def _states(self, people: set[str]) -> _States:
         """The attribution state of these people, with what profiles merged into them had."""
-        profiles = await self._profiles.profiles(people)
         merged = {
-            pid: [m for m in profile.merged_from if m not in people]
-            for pid, profile in profiles.items()
+            pid: [m for m in olds if m not in people]
+            for pid, olds in (await self._profiles.merged_into(people)).items()
         }
         stored = await self._reports.people(people | {m for ms in merged.values() for m in ms})
         out = _States()

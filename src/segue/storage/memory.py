@@ -215,6 +215,14 @@ class MemoryProfileStore:
             return profile_id
         return self._redirects.get(profile_id)
 
+    async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, list[str]]:
+        wanted = set(profile_ids)
+        found: dict[str, list[str]] = {}
+        for old, new in self._redirects.items():
+            if new in wanted:
+                found.setdefault(new, []).append(old)
+        return {pid: sorted(olds) for pid, olds in found.items()}
+
     async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
         rows = self._timeline.get(profile_id, [])
         start = bisect.bisect_right(rows, after)

@@ -123,6 +123,7 @@ _RESOLVE = (
     "SELECT coalesce((SELECT profile_id FROM profiles WHERE profile_id = %s), "
     "(SELECT new FROM redirects WHERE old = %s))"
 )
+_MERGED_INTO = "SELECT new, old FROM redirects WHERE new = ANY(%s::text[])"
 _TIMELINE = (
     'SELECT "offset" FROM timeline WHERE profile_id = %s AND "offset" > %s '
     'ORDER BY "offset" LIMIT %s'
@@ -439,6 +440,15 @@ class PostgresProfileStore:
     async def resolve(self, profile_id: str) -> str | None:
         row = await self._db.fetchone(_RESOLVE, (profile_id, profile_id))
         return None if row is None or row[0] is None else str(row[0])
+
+    async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, list[str]]:
+        wanted = list(profile_ids)
+        if not wanted:
+            return {}
+        found: dict[str, list[str]] = {}
+        for new, old in await self._db.fetchall(_MERGED_INTO, (wanted,)):
+            found.setdefault(new, []).append(old)
+        return {pid: sorted(olds) for pid, olds in found.items()}
 
     async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
         rows = await self._db.fetchall(_TIMELINE, (profile_id, after, limit))

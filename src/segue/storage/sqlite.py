@@ -505,6 +505,21 @@ class SqliteProfileStore:
 
         return await self._db.read(fetch)
 
+    async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, list[str]]:
+        wanted = list(profile_ids)
+        if not wanted:
+            return {}
+
+        def fetch(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for chunk, marks in in_chunks(wanted, 500):
+                sql = f"SELECT new, old FROM redirects WHERE new IN ({marks})"  # noqa: S608
+                for new, old in conn.execute(sql, chunk):
+                    found.setdefault(new, []).append(old)
+            return {pid: sorted(olds) for pid, olds in found.items()}
+
+        return await self._db.read(fetch)
+
     async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
         rows = await self._db.read(
             lambda c: c.execute(
