@@ -329,7 +329,7 @@ class ReportSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ``session_timeout_s`` is the inactivity that ends a session.
     """
 
-    batch: int = 1000
+    batch: int = 4000
     session_timeout_s: float = 1800.0
     privacy_budget: float = 10.0
     consumer_budgets: dict[str, float] = {}
@@ -354,7 +354,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sources: list[SourceSettings] = []
     max_message_bytes: int = 32 * 1024
     max_request_bytes: int = 500 * 1024
-    processor_batch: int = 1000
+    processor_batch: int = 4000
     log_level: str = "warning"
     identity: IdentitySettings = msgspec.field(default_factory=IdentitySettings)
     survivorship: SurvivorshipSettings = msgspec.field(default_factory=SurvivorshipSettings)
