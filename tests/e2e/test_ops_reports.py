@@ -156,8 +156,14 @@ def test_a_persons_recent_decisions_newest_first_and_audited(srv):
         assert a.get("/v1/decisions", params={"profile": "user_id:nobody"}).status_code == 404
         bad = a.get("/v1/decisions", params={"profile": "nonsense"})
         assert (bad.status_code, bad.json()["field"]) == (400, "profile")
-        audit = a.get("/v1/audit", params={"action": "profile.read"}).json()["entries"]
-        assert any(e["details"].get("route") == "/v1/decisions" for e in audit)
+        deadline = time.monotonic() + 10
+        while True:  # audit entries are written in the background, just after the read
+            audit = a.get("/v1/audit", params={"action": "profile.read"}).json()["entries"]
+            seen = any(e["details"].get("route") == "/v1/decisions" for e in audit)
+            if seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert seen
 
 
 def test_the_dashboard_files_are_served_with_a_strict_policy(srv):
