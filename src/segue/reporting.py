@@ -145,6 +145,7 @@ async def start_reporting(runtime: Runtime, store: ReportStore, *, run: bool) ->
     if run:
         # a standby worker folds nothing: its consumer waits as its processor does
         reporting.consumer.active = lambda: runtime.processor.active
+        reporting.consumer.processor_behind = lambda: runtime.processor.behind
         reporting.run()
     _log.info("reporting_ready", experiments=len(reporting.experiments.all), consumer=run)
     return reporting

@@ -96,3 +96,49 @@ async def _outage() -> None:
     assert consumer.position == 0
     profiles.down = False
     assert await consumer.step() == 2
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+def test_reports_wait_for_a_processor_with_a_backlog_but_not_for_ever() -> None:
+    asyncio.run(_deferred())
+
+
+async def _deferred() -> None:
+    log = MemoryEventLog()
+    await log.append([record(n, u) for n, u in enumerate(["ann", "bob"], 1)])
+    clock = ManualClock()
+    consumer = ReportsConsumer(
+        log, MemoryReportStore(), PickyProfiles(), no_decisions, user_ids, clock, Attribution({})
+    )
+    behind = True
+    consumer.processor_behind = lambda: behind
+    task = asyncio.create_task(consumer.run())
+
+    async def folded(n: int) -> None:
+        for _ in range(500):
+            if consumer.position == n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"position {consumer.position}, expected {n}")
+
+    await folded(2)  # the first batch is never held back
+    await log.append([record(3, "cid")])
+    for _ in range(20):  # the clock stands still: the processor keeps the core
+        await asyncio.sleep(0.01)
+        assert consumer.deferring()
+    assert consumer.position == 2
+    clock.t += consumer.max_defer  # waited long enough: one batch goes
+    await folded(3)
+    assert consumer.deferring()
+    await log.append([record(4, "dee")])
+    behind = False  # the processor caught up: reports follow at once
+    await folded(4)
+    consumer.stop()
+    await task

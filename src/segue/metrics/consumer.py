@@ -101,6 +101,10 @@ class ReportsConsumer:
         self.processed = 0
         #: whether this process should fold now (a standby worker does not)
         self.active: Callable[[], bool] = lambda: True
+        #: whether the processor has a backlog: reports then wait, up to ``max_defer`` s
+        self.processor_behind: Callable[[], bool] = lambda: False
+        self.max_defer = 5.0
+        self._last_batch = float("-inf")
         #: held while a batch is folded and committed; an erasure takes it
         self.lock = asyncio.Lock()
         #: offsets of records that failed alone: folded as if they named nobody
@@ -233,8 +237,12 @@ class ReportsConsumer:
         """Fold until stopped; wait on the log when caught up; retry after backend trouble."""
         await self.start()
         while not self._stopping.is_set():
+            if self.deferring():
+                await self._pause(0.05)
+                continue
             try:
                 done = await self.step() if self.active() else 0
+                self._last_batch = self._clock.now()
             except BackendUnavailable:
                 _log.warning("reports_backend_unavailable")
                 done = 0
@@ -249,6 +257,16 @@ class ReportsConsumer:
                     await self._pause(5.0)
             if done == 0:
                 await self._pause(0.5)
+
+    def deferring(self) -> bool:
+        """Whether to leave the CPU to the processor now.
+
+        Profiles are what decide reads and what a person sees; reports are read by people
+        minutes later. In one process the two share a core, so while the processor has a
+        backlog the reports consumer waits, but never more than ``max_defer`` seconds
+        between two batches: under a sustained overload reports lag, they do not stop.
+        """
+        return self.processor_behind() and self._clock.now() - self._last_batch < self.max_defer
 
     async def isolate(self) -> int:
         """Fold the batch that failed one record at a time, skipping any that fails alone.

@@ -152,6 +152,8 @@ class Processor:
         self.screened: list[int] = []
         #: count events without analytics consent in item popularity (no person attached)
         self.aggregate_unattached = False
+        #: the last batch was full: more is waiting in the log (the reports consumer yields)
+        self.behind = False
 
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -184,6 +186,7 @@ class Processor:
 
     async def _step(self) -> int:
         records = await self._log.read(self.position, self._batch_size)
+        self.behind = len(records) >= self._batch_size
         if not records:
             return 0
         # decoding and folding are CPU work: off the event loop, so request latency stays low
