@@ -3,7 +3,7 @@
 The HTTP benchmarks start their own segue (pinned to core 0) on a fresh temporary folder and
 drive it from core 1 over loopback; the in-process ones pin themselves to core 0. Raw
 results land in ``bench/results/``. The ingest, processor and freshness figures are checked
-against issue 2's targets here; the others (identity, FEBRL, decide, consent, privacy,
+against issue 2's targets here; the others (the worker, identity, matching, FEBRL, decide, consent, privacy,
 features, the 10x spike) run as their own commands and their summary lines are printed as
 they come. The Rank/Reward replay needs its own virtualenv with ``obp`` and is not run here.
 Usage: python bench/run_all.py [--quick]
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 HERE = Path(__file__).resolve().parent
 #: (script, arguments) run after the summary; quick runs are smoke tests of the commands
 _FULL: list[tuple[str, list[str]]] = [
+    ("worker.py", []),
     ("identity.py", ["--profiles", "100000"]),
+    ("matching.py", []),
     ("febrl_api.py", ["--seeds", "3"]),
     ("decide.py", []),
     ("decide_http.py", []),
@@ -153,6 +155,7 @@ _FULL: list[tuple[str, list[str]]] = [
     ("spike.py", []),
 ]
 _QUICK: list[tuple[str, list[str]]] = [
+    ("worker.py", ["--events", "10000", "--runs", "1"]),
     ("identity.py", ["--profiles", "5000", "--arrivals", "1000"]),
     ("decide.py", ["--items", "20000", "--requests", "2000"]),
     ("consent.py", ["--people", "1000", "--calls", "2000"]),

@@ -90,7 +90,7 @@ class Processor:
         secret: bytes,
         *,
         consumer: str = "profiles",
-        batch_size: int = 1000,
+        batch_size: int = 4000,
         rules: IdentityRules | None = None,
         survivorship: Survivorship | None = None,
         legal_basis: Mapping[str, str] | None = None,
