@@ -3,9 +3,10 @@
 The HTTP benchmarks start their own segue (pinned to core 0) on a fresh temporary folder and
 drive it from core 1 over loopback; the in-process ones pin themselves to core 0. Raw
 results land in ``bench/results/``. The ingest, processor and freshness figures are checked
-against issue 2's targets here; the others (the worker, identity, matching, FEBRL, decide, consent, privacy,
-features, the 10x spike) run as their own commands and their summary lines are printed as
-they come. The Rank/Reward replay needs its own virtualenv with ``obp`` and is not run here.
+against issue 2's targets here; the others (the worker, identity, matching, FEBRL, decide,
+consent, privacy, features, the 10x spike) run as their own commands and their summary lines
+are printed as they come. The Rank/Reward replay needs its own virtualenv with ``obp`` and
+is not run here.
 Usage: python bench/run_all.py [--quick]
 """
 

@@ -56,10 +56,7 @@ def checkpoint(path: Path, table: str, name: str) -> int:
     it; WAL lets this reader in)."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
         column = '"offset"' if table == "checkpoints" else "position"
-        row = conn.execute(
-            f"SELECT {column} FROM {table} WHERE consumer = ?",  # noqa: S608
-            (name,),
-        ).fetchone()
+        row = conn.execute(f"SELECT {column} FROM {table} WHERE consumer = ?", (name,)).fetchone()
     return int(row[0]) if row else 0
 
 
