@@ -4,8 +4,9 @@ segue runs pinned to core 0 on a fresh data folder. From core 1, one asyncio pro
 
 - a background generator: open loop, 50 batches/s of 100 realistic messages (5,000 events/s),
   precomputed bodies with unique messageIds;
-- a probe: every 50 ms, a ``track`` for a brand-new userId on ``POST /v1/batch``, then
-  ``GET /v1/profiles/user_id:<id>/events`` every 2 ms until the event is there.
+- a probe: every 50 ms, a ``track`` for a brand-new userId on ``POST /v1/batch``;
+- one poller: ``GET /v1/profiles/user_id:<id>/events`` for the oldest probe not seen yet,
+  every 2 ms, and for the next ones at once when it shows (see ``watch``).
 
 event→visible = from just before the probe's POST until the first GET that shows the event
 (so it includes the ack, the processor's pickup and fold, and up to one poll interval).
@@ -19,6 +20,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +91,8 @@ async def generator(port: int, bodies: list[bytes], rate: float, stop: float) ->
     }
 
 
-async def probe(port: int, nonce: str, i: int, timeout: float) -> tuple[float, float | None]:
-    """One probe; returns (ack seconds, event→visible seconds or None after ``timeout``)."""
-    user = f"fresh-{nonce}-{i}"
+async def send_probe(port: int, user: str, i: int) -> tuple[float, float]:
+    """Send one probe event; return (its send time, ack seconds)."""
     body = orjson.dumps(
         {
             "batch": [
@@ -107,22 +108,48 @@ async def probe(port: int, nonce: str, i: int, timeout: float) -> tuple[float, f
         }
     )
     writer = await Connection(port).connect()
-    reader = await Connection(port).connect()
     try:
         t0 = time.perf_counter()
         status, _ = await writer.request("POST", "/v1/batch", body, WRITE)
-        ack = time.perf_counter() - t0
         if status != 200:
             raise RuntimeError(f"probe POST answered {status}")
-        path = f"/v1/profiles/user_id:{user}/events"
-        while time.perf_counter() - t0 < timeout:
-            status, payload = await reader.request("GET", path, headers=READ)
-            if status == 200 and orjson.loads(payload)["events"]:
-                return ack, time.perf_counter() - t0
-            await asyncio.sleep(POLL_S)
-        return ack, None
+        return t0, time.perf_counter() - t0
     finally:
         await writer.close()
+
+
+async def watch(
+    port: int, pending: deque[tuple[str, float]], seen: dict[str, float | None], done: asyncio.Event
+) -> None:
+    """One poller for every probe, oldest first.
+
+    The processor folds the log in order, so a probe becomes visible no earlier than those
+    sent before it: asking for the oldest one not seen yet is enough, and once it shows the
+    next ones are asked for at once. (A probe that showed earlier than an older one would
+    only be found later: measured long, never short.) The load this puts on the server
+    stays one request at a time, however far behind the processor is; a poller per probe
+    sent thousands of GETs per second once visibility lagged, on the cores under test.
+    """
+    reader = await Connection(port).connect()
+    try:
+        while pending or not done.is_set():
+            if not pending:
+                await asyncio.sleep(POLL_S)
+                continue
+            user, t0 = pending[0]
+            path = f"/v1/profiles/user_id:{user}/events"
+            status, payload = await reader.request("GET", path, headers=READ)
+            now = time.perf_counter()
+            if status == 200 and orjson.loads(payload)["events"]:
+                seen[user] = now - t0
+                pending.popleft()
+                continue
+            if now - t0 > PROBE_TIMEOUT_S:
+                seen[user] = None
+                pending.popleft()
+                continue
+            await asyncio.sleep(POLL_S)
+    finally:
         await reader.close()
 
 
@@ -133,23 +160,36 @@ async def measure(port: int, rate: float, seconds: float) -> dict[str, Any]:
     stop = time.perf_counter() + seconds + 2
     background = asyncio.create_task(generator(port, bodies, rate / BATCH, stop))
     await asyncio.sleep(2.0)  # let the processor reach its steady state first
-    probes: list[asyncio.Task[tuple[float, float | None]]] = []
+    pending: deque[tuple[str, float]] = deque()
+    seen: dict[str, float | None] = {}
+    acks: list[float] = []
+    sending_done = asyncio.Event()
+    poller = asyncio.create_task(watch(port, pending, seen, sending_done))
+
+    async def one(i: int) -> None:
+        user = f"fresh-{nonce}-{i}"
+        t0, ack = await send_probe(port, user, i)
+        acks.append(ack)
+        pending.append((user, t0))
+
+    sends: list[asyncio.Task[None]] = []
     start = time.perf_counter()
     i = 0
     while time.perf_counter() < stop:
-        probes.append(asyncio.create_task(probe(port, nonce, i, PROBE_TIMEOUT_S)))
+        sends.append(asyncio.create_task(one(i)))
         i += 1
         next_at = start + i * PROBE_EVERY_S
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-    results = await asyncio.gather(*probes)
+    await asyncio.gather(*sends)
+    sending_done.set()
+    await poller
     load = await background
     # a probe not visible within the timeout counts as the timeout: a lower bound
-    timeouts = sum(1 for _, v in results if v is None)
-    visible = [PROBE_TIMEOUT_S if v is None else v for _, v in results]
-    acks = [a for a, _ in results]
+    timeouts = sum(1 for v in seen.values() if v is None)
+    visible = [PROBE_TIMEOUT_S if v is None else v for v in seen.values()]
     ms = 1000.0
     return {
-        "probes": len(results),
+        "probes": len(seen),
         "probes_timed_out": timeouts,
         "visible_p50_ms": percentile(visible, 50) * ms,
         "visible_p90_ms": percentile(visible, 90) * ms,
