@@ -88,9 +88,10 @@ class Folder:
         self.new_profile_id = new_profile_id
         self.legal_basis = dict(legal_basis or {})
 
-    def wanted(self, event: Event) -> list[Identifier]:
-        """Identifiers to load before folding ``event`` (alias: both readings of previousId)."""
-        found = identifiers_of(event, self.rules)
+    def wanted(self, event: Event, identifiers: list[Identifier] | None = None) -> list[Identifier]:
+        """Identifiers to load before folding ``event`` (alias: both readings of previousId);
+        ``identifiers``: the event's own, when already worked out."""
+        found = identifiers_of(event, self.rules) if identifiers is None else list(identifiers)
         if isinstance(event, Alias) and attachable(event):
             previous = str(event.previous_id).strip()
             found += [Identifier("user_id", previous), Identifier("anonymous_id", previous)]
@@ -102,6 +103,7 @@ class Folder:
         record: LogRecord,
         event: Event,
         only: set[Identifier] | None = None,
+        identifiers: list[Identifier] | None = None,
     ) -> str | None:
         """Fold one event; return the id of the profile it landed in (None: no usable id).
 
@@ -111,11 +113,12 @@ class Folder:
         or a separation, in which case that identifier is left out of this event.
         ``only`` restricts stitching to these identifiers (an unmerge re-derives one
         profile's events and must not claim identifiers that belong to other profiles).
+        ``identifiers`` are the event's own (``identifiers_of``) when the caller has them.
         """
         if not attachable(event):
             return None
         at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
-        candidates = identifiers_of(event, self.rules)
+        candidates = identifiers_of(event, self.rules) if identifiers is None else list(identifiers)
         if isinstance(event, Alias):
             previous = str(event.previous_id).strip()
             if self.rules.usable(previous):

@@ -24,7 +24,7 @@ from segue.core.events import Event, event_time
 from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Profile
 from segue.core.ports import Clock, EventLog, ProfileStore
 from segue.errors import BackendUnavailable, Conflict, NotFound, StaleState
-from segue.identity.identifiers import IdentityRules, attachable
+from segue.identity.identifiers import IdentityRules, attachable, identifiers_of
 from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
@@ -55,9 +55,12 @@ def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
 
 def _decode_all(
     records: list[LogRecord], folder: Folder
-) -> tuple[list[tuple[LogRecord, Event | None]], set[Identifier]]:
+) -> tuple[list[tuple[LogRecord, Event | None]], set[Identifier], dict[int, list[Identifier]]]:
+    """The events, the identifiers to load for them, and each event's own identifiers by
+    offset (worked out once here: the fold needs them again)."""
     events: list[tuple[LogRecord, Event | None]] = []
     wanted: set[Identifier] = set()
+    own: dict[int, list[Identifier]] = {}
     for record in records:
         try:
             event: Event | None = _decoder.decode(record.body)
@@ -66,8 +69,9 @@ def _decode_all(
             event = None
         events.append((record, event))
         if event is not None:
-            wanted.update(folder.wanted(event))
-    return events, wanted
+            found = own[record.offset] = identifiers_of(event, folder.rules)
+            wanted.update(folder.wanted(event, found))
+    return events, wanted, own
 
 
 class Processor:
@@ -191,7 +195,7 @@ class Processor:
             return 0
         # decoding and folding are CPU work: off the event loop, so request latency stays low
         loop = asyncio.get_running_loop()
-        events, wanted = await loop.run_in_executor(None, _decode_all, records, self.folder)
+        events, wanted, own = await loop.run_in_executor(None, _decode_all, records, self.folder)
         links, unknown = self.cache.split_links(wanted)
         if unknown:
             links.update(await self._store.lookup(unknown))
@@ -200,7 +204,7 @@ class Processor:
             profiles.update(await self._store.profiles(unread))
         # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
-        landed = await loop.run_in_executor(None, self._fold, ws, events)
+        landed = await loop.run_in_executor(None, self._fold, ws, events, own)
         if self.linker is not None:
             await self.linker.link(ws, self._clock.now())
         feedback: list[Feedback] = []
@@ -225,7 +229,10 @@ class Processor:
         return len(records)
 
     def _fold(
-        self, ws: WorkingSet, events: list[tuple[LogRecord, Event | None]]
+        self,
+        ws: WorkingSet,
+        events: list[tuple[LogRecord, Event | None]],
+        own: dict[int, list[Identifier]],
     ) -> list[tuple[LogRecord, Event, str, float]]:
         landed: list[tuple[LogRecord, Event, str, float]] = []
         blocked = self.suppression
@@ -235,7 +242,7 @@ class Processor:
             if blocked is not None and blocked(event):
                 self.screened.append(record.offset)
                 continue
-            pid = self.folder.apply(ws, record, event)
+            pid = self.folder.apply(ws, record, event, identifiers=own.get(record.offset))
             if pid is None and not (self.aggregate_unattached and not attachable(event)):
                 continue
             at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
@@ -304,7 +311,7 @@ class Processor:
                 break
         records = await self._log.get(offsets)
         loop = asyncio.get_running_loop()
-        events, _ = await loop.run_in_executor(None, _decode_all, records, self.folder)
+        events, _, _ = await loop.run_in_executor(None, _decode_all, records, self.folder)
         ws = WorkingSet({}, {})
         ws.separations = [*survivor.separations, (split_off, rest)]
         owned = set(survivor.identities)
