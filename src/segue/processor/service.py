@@ -46,9 +46,13 @@ def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
     installation's secret, so an id cannot be brute-forced back to an email address.
     """
 
+    # the keyed state is set up once and copied per id: half the cost of hmac.new each time
+    keyed = hmac.new(secret, digestmod=hashlib.blake2b)
+
     def new_id(identifier: Identifier) -> str:
-        digest = hmac.new(secret, str(identifier).encode(), hashlib.blake2b).digest()
-        return "p_" + digest[:12].hex()
+        mac = keyed.copy()
+        mac.update(str(identifier).encode())
+        return "p_" + mac.digest()[:12].hex()
 
     return new_id
 
