@@ -162,6 +162,12 @@ def test_request_candidates_are_the_only_ones_ranked():
     assert sorted(i["item_id"] for i in out["items"]) == ["i5", "i6"]
 
 
+def test_repeated_request_candidates_count_once():
+    out = decide(engine(None), placement="p", candidates=["i5", "i6", "i5", "i6", "i5"], k=10)
+    assert sorted(i["item_id"] for i in out["items"]) == ["i5", "i6"]
+    assert out["explanation"]["candidates"] == 2
+
+
 @pytest.mark.parametrize("reward", [1.0])
 def test_feedback_moves_a_clicked_feature_up(reward):
     e = engine(None, placements={"p": Placement(name="p", exploration=False)})
