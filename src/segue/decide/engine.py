@@ -215,8 +215,8 @@ class DecideEngine:
                 if other in featured and other not in in_ranked:
                     ranked.append(Candidate(item_id=other, row=i))
         chosen = fill_slots(ranked, items, placement.rules, k)
-        for c in chosen:
-            c.sources = pool.sources_of(int(kept[c.row]))
+        for c, sources in zip(chosen, pool.sources_at(kept[[c.row for c in chosen]]), strict=True):
+            c.sources = sources
         channel = request.channel or placement.channel
         strategy = (
             placement.strategy
@@ -227,7 +227,7 @@ class DecideEngine:
             "region": region,
             "item_id": item_id,
             "category": category,
-            "x": [x[c.row].round(5).tolist() for c in chosen],
+            "x": x[[c.row for c in chosen]].round(5).tolist(),
             # the weights the scores came from: explains a decision after the model moved
             "w": ranker.mean.round(5).tolist(),
         }
@@ -419,12 +419,11 @@ class DecideEngine:
         if signals is not None:
             x[:, 4] = cols.codes(signals.categories, cols.categories)[cols.category[rows]]
             x[:, 5] = cols.codes(signals.brands, cols.brands)[cols.brand[rows]]
-            if signals.recent:
-                at = {p: i for i, p in enumerate(kept.tolist())}
-                for seen in signals.recent:
-                    p = pool.pos.get(seen)
-                    if p is not None and p in at:
-                        x[at[p], 8] = 1.0
+            seen = [p for item in signals.recent if (p := pool.pos.get(item)) is not None]
+            if seen:  # kept is ascending: find each seen position among the kept ones
+                wanted = np.asarray(seen, dtype=np.intp)
+                at = np.minimum(np.searchsorted(kept, wanted), len(kept) - 1)
+                x[at[kept[at] == wanted], 8] = 1.0
         for column in (1, 2, 3):
             peak = x[:, column].max()
             if peak > 0:
@@ -581,9 +580,12 @@ class _Pool:
             self.strength[:, p] = 0.0
             self.ids[p] = ""  # keeps positions stable; "" is never in the catalog
 
-    def sources_of(self, p: int) -> dict[str, float]:
-        column = self.strength[:, p]
-        return {_SOURCES[i]: float(column[i]) for i in np.flatnonzero(column > 0)}
+    def sources_at(self, positions: NDArray[np.intp]) -> list[dict[str, float]]:
+        """Each position's sources and their strengths (one array read for them all)."""
+        return [
+            {name: value for name, value in zip(_SOURCES, column, strict=True) if value > 0}
+            for column in self.strength[:, positions].T.tolist()
+        ]
 
 
 def _eligible(
