@@ -567,9 +567,10 @@ class _Pool:
     def add_all(self, source: str, item_ids: Iterable[str]) -> None:
         """Start the pool from a list (the request's own candidates): no per-item work."""
         given = list(item_ids)
-        pos = dict(zip(given, range(len(given)), strict=True))  # one dict when ids are unique
-        if len(pos) < len(given) or len(given) > _CAP:  # else: each at its first position
-            given = list(dict.fromkeys(given))[:_CAP]
+        pos = dict(zip(given, range(len(given)), strict=True))  # all it takes if ids are unique
+        if len(pos) < len(given) or len(given) > _CAP:
+            # a dict keeps keys in first-insertion order: the ids deduplicated, in request order
+            given = list(pos)[:_CAP]
             pos = dict(zip(given, range(len(given)), strict=True))
         self.ids, self.pos = given, pos
         self.strength[_SOURCE[source], : len(self.ids)] = 1.0
