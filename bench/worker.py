@@ -37,18 +37,13 @@ from _common import (
     WRITE_KEY,
     Server,
     Traffic,
+    _ticks,
     cpu_busy,
     machine,
     median,
     save,
 )
 from ingest_http import BATCH, fixed_rate
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def checkpoint(path: Path, table: str, name: str) -> int:
@@ -83,7 +78,7 @@ def one_run(events: int, users: int, seed: int) -> dict[str, Any]:
             while checkpoint(server.data / "reports.db", "report_checkpoints", "reports") < target:
                 time.sleep(0.1)
             reports_s = time.monotonic() - start
-            cpu_s = cpu_seconds(worker.pid)
+            cpu_s = _ticks(worker.pid) / os.sysconf("SC_CLK_TCK")  # user + system, all threads
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)

@@ -215,7 +215,8 @@ class DecideEngine:
                 if other in featured and other not in in_ranked:
                     ranked.append(Candidate(item_id=other, row=i))
         chosen = fill_slots(ranked, items, placement.rules, k)
-        for c, sources in zip(chosen, pool.sources_at(kept[[c.row for c in chosen]]), strict=True):
+        picked = [c.row for c in chosen]
+        for c, sources in zip(chosen, pool.sources_at(kept[picked]), strict=True):
             c.sources = sources
         channel = request.channel or placement.channel
         strategy = (
@@ -227,7 +228,7 @@ class DecideEngine:
             "region": region,
             "item_id": item_id,
             "category": category,
-            "x": x[[c.row for c in chosen]].round(5).tolist(),
+            "x": x[picked].round(5).tolist(),
             # the weights the scores came from: explains a decision after the model moved
             "w": ranker.mean.round(5).tolist(),
         }
