@@ -57,6 +57,8 @@ class Survivorship:
     def choose(self, name: str, observations: list[Observation]) -> tuple[Observation, str]:
         """Return the winning observation and the rule that chose it."""
         rule, ranking = self._rule(name)
+        if len(observations) == 1:  # most traits of most profiles: every rule picks it
+            return observations[0], rule
         pool = observations
         if rule in ("non_empty", "source_priority"):  # a source "has" a value only if non-empty
             pool = [o for o in observations if not _empty(o.value)] or observations
