@@ -101,6 +101,10 @@ def test_lookups_and_commits_search_by_key(traced):
     store.block_candidates(["k1"], 10)
     store.timeline("p1", 0, 10)
     store.resolve("p2")
-    store.commit(Changeset(redirects={"p4": "p1"}, links={ids[4]: "p1"}), "profiles", 52)
+    store.commit(
+        Changeset(redirects={"p4": "p1"}, links={ids[4]: "p1"}, block_keys={"p1": ["k2", "k3"]}),
+        "profiles",
+        52,
+    )
     assert statements, "the trace saw no statement"
     assert _scans(db, statements) == []

@@ -133,7 +133,10 @@ class SealedEventLog:
 
     async def destroy_keys(self, subjects: Iterable[str]) -> int:
         """Destroy the data keys of ``subjects``: their sealed fields are gone for good."""
-        kids = {self.key_id(s) for s in subjects}
+        named = list(subjects)
+        kids = {self.key_id(s) for s in named}
+        for subject in named:  # the memo holds the erased person's identifiers in clear
+            self._kids.pop(subject, None)
         for kid in kids:
             self._cache.pop(kid, None)
         return await self.keys.destroy(kids)
