@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import msgspec
 from _common import machine, save
 
+from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
 from segue.core.events import to_event
 from segue.core.model import Item
 from segue.decide.catalog_view import CatalogView
@@ -155,6 +156,8 @@ async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
         raw_candidates.append(msgspec.json.encode(reqs[-1].candidates))
     for r in reqs[:200]:  # warm up
         await engine.decide(r)
+    # as `segue serve` freezes its startup heap (catalog, models) once it has started
+    freeze_startup_heap()
     times = []
     decode = msgspec.json.Decoder(list[str]).decode
     for r, raw in zip(reqs, raw_candidates, strict=True):
@@ -183,6 +186,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
+    tune_gc()  # the collector settings `segue serve` runs with
     result = asyncio.run(run(args.items, args.requests, args.seed))
     print(
         f"decide in process: {result['items']} items, 500 candidates: p50 {result['p50_ms']} ms, "

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import SERVER_CORE, CpuWatch, Traffic, cpu_busy, machine, median, pin_to, save
 
+from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
 from segue.core.model import NewRecord
 from segue.ingest.validate import Limits, parse_request, prepare_message, to_record
 from segue.processor.service import Processor
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     pin_to(SERVER_CORE)
+    tune_gc()  # the collector settings `segue serve` and `segue worker` run with
     busy = cpu_busy()
     t0 = time.perf_counter()
     records = make_records(args.events, args.users)
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{time.perf_counter() - t0:.1f} s (mean JSON body {body_bytes:.0f} B)",
         flush=True,
     )
+    # the generated records are the bench's own, not the processor's: out of the collector's
+    # reach, as a worker's startup heap is
+    freeze_startup_heap()
     runs = []
     for i in range(args.runs):
         folder = Path(tempfile.mkdtemp(prefix="segue-bench-proc-"))
