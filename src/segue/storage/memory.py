@@ -106,6 +106,10 @@ class MemoryProfileStore:
         self._links: dict[Identifier, str] = {}
         self._profiles: dict[str, Profile] = {}
         self._redirects: dict[str, str] = {}
+        #: the other way round: survivor → the ids redirected to it (merges, erasure and the
+        #: reports consumer ask "what merged into X?"; a scan of every redirect grew with
+        #: every merge ever made)
+        self._merged: dict[str, set[str]] = {}
         self._timeline: dict[str, list[int]] = {}
         self._counts = {"profiles": 0, "identities": 0}
         self._blocks: dict[str, set[str]] = {}
@@ -141,7 +145,7 @@ class MemoryProfileStore:
             self._match_records.pop(pid, None)
             self._unindex(pid)
         for pid in changes.clear_redirects:
-            self._redirects.pop(pid, None)
+            self._unredirect(pid)
         for identifier in changes.unlink:
             self._links.pop(identifier, None)
         for pid, off, _at in changes.timeline:
@@ -153,10 +157,9 @@ class MemoryProfileStore:
             moved = self._timeline.pop(old, [])
             if moved:
                 self._timeline[new] = sorted({*self._timeline.get(new, []), *moved})
-            for k, v in self._redirects.items():
-                if v == old:
-                    self._redirects[k] = new
-            self._redirects[old] = new
+            for earlier in self._merged.pop(old, set()):
+                self._redirect(earlier, new)
+            self._redirect(old, new)
             self._profiles.pop(old, None)
         self._links.update(changes.links)
         for pid, keys in changes.block_keys.items():
@@ -216,12 +219,21 @@ class MemoryProfileStore:
         return self._redirects.get(profile_id)
 
     async def merged_into(self, profile_ids: Iterable[str]) -> dict[str, list[str]]:
-        wanted = set(profile_ids)
-        found: dict[str, list[str]] = {}
-        for old, new in self._redirects.items():
-            if new in wanted:
-                found.setdefault(new, []).append(old)
-        return {pid: sorted(olds) for pid, olds in found.items()}
+        return {pid: sorted(self._merged[pid]) for pid in set(profile_ids) if self._merged.get(pid)}
+
+    def _redirect(self, old: str, new: str) -> None:
+        self._unredirect(old)
+        self._redirects[old] = new
+        self._merged.setdefault(new, set()).add(old)
+
+    def _unredirect(self, old: str) -> None:
+        new = self._redirects.pop(old, None)
+        if new is not None:
+            olds = self._merged.get(new)
+            if olds is not None:
+                olds.discard(old)
+                if not olds:
+                    del self._merged[new]
 
     async def timeline(self, profile_id: str, after: int, limit: int) -> list[int]:
         rows = self._timeline.get(profile_id, [])
@@ -289,7 +301,7 @@ class MemoryProfileStore:
         self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
     ) -> dict[str, int]:
         ids = set(profile_ids)
-        ids.update(old for old, new in self._redirects.items() if new in ids)
+        ids.update(old for pid in list(ids) for old in self._merged.get(pid, ()))
         counts = dict.fromkeys(
             (
                 "profiles",
@@ -318,9 +330,12 @@ class MemoryProfileStore:
             counts["match_records"] += self._match_records.pop(pid, None) is not None
             counts["blocks"] += len(self._keys_of.get(pid, []))
             self._unindex(pid)
-        for old in [o for o, n in self._redirects.items() if o in ids or n in ids]:
-            del self._redirects[old]
-            counts["redirects"] += 1
+        for old in [
+            o for pid in ids for o in (pid, *self._merged.get(pid, ())) if o in self._redirects
+        ]:
+            if old in self._redirects:  # listed twice when both ends are erased
+                self._unredirect(old)
+                counts["redirects"] += 1
         for match_id in [
             i for i, m in self._possible.items() if m.profile_a in ids or m.profile_b in ids
         ]:
