@@ -311,8 +311,14 @@ class SqliteProfileStore:
     def __init__(self, folder: Path, *, synchronous: str = "NORMAL") -> None:
         # NORMAL is enough here: state is derived and re-folded from the durable log after a
         # power cut, because the checkpoint commits in the same transaction as the state.
+        # each commit rewrites pages all over the file: its checkpoints run beside the
+        # commits, not inside one of them
         self._db = SqliteFile(
-            folder / "state.db", _STATE_SCHEMA, synchronous=synchronous, secure_delete=True
+            folder / "state.db",
+            _STATE_SCHEMA,
+            synchronous=synchronous,
+            secure_delete=True,
+            checkpoint_in_background=True,
         )
 
     async def open(self) -> None:
