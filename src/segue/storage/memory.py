@@ -330,10 +330,10 @@ class MemoryProfileStore:
             counts["match_records"] += self._match_records.pop(pid, None) is not None
             counts["blocks"] += len(self._keys_of.get(pid, []))
             self._unindex(pid)
-        for old in [
-            o for pid in ids for o in (pid, *self._merged.get(pid, ())) if o in self._redirects
-        ]:
-            if old in self._redirects:  # listed twice when both ends are erased
+        # ids holds every id merged into an erased one (above), and redirects point at the
+        # final survivor, so the redirects to drop are exactly those of ids
+        for old in ids:
+            if old in self._redirects:
                 self._unredirect(old)
                 counts["redirects"] += 1
         for match_id in [
