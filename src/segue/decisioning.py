@@ -268,6 +268,8 @@ class Decisioning:
         """The processor changed state: forget what the caches knew of it, pass feedback
         on, and tell the other processes the same."""
         identifiers = [*changes.links, *changes.unlink]
+        # profiles that only counted an event (``changes.activity``) changed nothing these
+        # caches hold (identifiers, stated preferences, features)
         features = {*changes.features, *changes.profiles, *changes.redirects}
         profiles = {*changes.profiles, *changes.redirects, *changes.drop_profiles}
         self._forget(identifiers, features, profiles)

@@ -3,6 +3,7 @@ privacy store. The SQLite adapters must also leave no byte of what they removed 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,11 +155,19 @@ def test_sqlite_state_erasure_leaves_no_old_version_on_disk(tmp_path):
         # a long-lived file: old versions reach the database file, not only the WAL
         store.run(store.adapter._db.truncate_wal())
     assert SECRET_EMAIL.encode() in _bytes_of(tmp_path)
+    # most events only move a profile's counters (a row of their own)
+    counted = _profile("p1", U1, E1, email=SECRET_EMAIL)
+    counted.event_count = 31
+    store.commit(Changeset(activity={"p1": counted}), "profiles", 31)
+    assert store.profiles(["p1"])["p1"].event_count == 31
     store.erase(["p1"], [E1])
     data = _bytes_of(tmp_path)
     assert SECRET_EMAIL.encode() not in data
     assert b"kept@example.org" in data
     store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        rows = conn.execute("SELECT profile_id FROM activity ORDER BY profile_id").fetchall()
+    assert rows == [("p2",)]
 
 
 def test_profile_store_erase_timeline_rows(profile_store):

@@ -91,6 +91,48 @@ def test_redirect_moves_timeline_and_resolves_old_ids(profile_store):
     assert profile_store.merged_into(["p0", "p2"]) == {"p0": ["p1"]}
 
 
+def test_activity_only_changes_keep_the_document_and_move_the_counters(profile_store):
+    stored = profile("p1", U1, email="x@y.z")
+    profile_store.commit(
+        Changeset(profiles={"p1": stored}, links={U1: "p1"}, new_profiles=1), "profiles", 1
+    )
+    counted = profile("p1", U1, email="x@y.z")
+    counted.event_count, counted.last_seen, counted.updated_at = 7, 9.0, 9.5
+    counted.first_seen = 0.5
+    profile_store.commit(Changeset(activity={"p1": counted}), "profiles", 2)
+    back = profile_store.profiles(["p1"])["p1"]
+    assert (back.event_count, back.first_seen, back.last_seen, back.updated_at) == (
+        7,
+        0.5,
+        9.0,
+        9.5,
+    )
+    assert back.traits["email"].value == "x@y.z"
+    assert back.identities == [U1]
+    [scanned] = profile_store.scan_profiles("", 10)
+    assert scanned.event_count == 7
+    # a later whole write wins over the counters written before it
+    rewritten = profile("p1", U1, A1, email="new@y.z")
+    rewritten.event_count = 8
+    profile_store.commit(Changeset(profiles={"p1": rewritten}), "profiles", 3)
+    back = profile_store.profiles(["p1"])["p1"]
+    assert (back.event_count, back.traits["email"].value, back.identities) == (
+        8,
+        "new@y.z",
+        [U1, A1],
+    )
+    # a merged-away or dropped profile takes its counters along
+    profile_store.commit(
+        Changeset(profiles={"p2": profile("p2")}, activity={"p1": counted}), "profiles", 4
+    )
+    profile_store.commit(Changeset(redirects={"p1": "p2"}), "profiles", 5)
+    assert profile_store.profiles(["p1"]) == {}
+    profile_store.commit(
+        Changeset(drop_profiles=["p1"], profiles={"p1": profile("p1", U1)}), "profiles", 6
+    )
+    assert profile_store.profiles(["p1"])["p1"].event_count == 1
+
+
 def test_profiles_read_back_are_copies(profile_store):
     profile_store.commit(Changeset(profiles={"p1": profile("p1", U1)}), "profiles", 1)
     first = profile_store.profiles(["p1"])["p1"]

@@ -210,3 +210,31 @@ def test_source_priority_ignores_empty_values_from_the_preferred_source():
     fold(source="crm", type="identify", userId="1", traits={"birthday": "", "lastName": None})
     traits = fold.profile_of("user_id", "1").traits
     assert traits["birthday"].value == "1980-01-02"
+
+
+def test_an_event_that_only_counts_leaves_the_document_unwritten():
+    """Most events only move a profile's counters; the store then rewrites those, not the
+    document with its traits' lineage and merge history."""
+    fold = Fold()
+    pid = fold(type="page", anonymousId="a1")
+    assert set(fold.ws.changes.profiles) == {pid}  # new: written whole
+    fold.ws.changes.profiles.clear()  # as after a commit
+    fold(type="track", anonymousId="a1", event="Product Viewed")
+    assert fold.ws.changes.profiles == {}
+    assert fold.ws.changes.activity[pid].event_count == 2
+    # a new identifier, traits or a merge rewrite it whole, and it leaves the counted set
+    fold(type="track", anonymousId="a1", userId="42", event="Signed In")
+    assert set(fold.ws.changes.profiles) == {pid}
+    assert fold.ws.changes.activity == {}
+    fold.ws.changes.profiles.clear()
+    fold(type="identify", userId="42", traits={"firstName": "Ada"})
+    assert set(fold.ws.changes.profiles) == {pid}
+    assert fold.ws.changes.activity == {}
+    fold(type="page", anonymousId="b7")
+    fold.ws.changes.profiles.clear()
+    fold(type="page", anonymousId="b7")
+    assert set(fold.ws.changes.activity) == {"p:anonymous_id:b7"}
+    fold(type="identify", anonymousId="b7", userId="42")  # merges b7 into the older profile
+    assert set(fold.ws.changes.profiles) == {pid}
+    assert fold.ws.changes.activity == {}
+    assert fold.ws.changes.redirects == {"p:anonymous_id:b7": pid}

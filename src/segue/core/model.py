@@ -200,6 +200,11 @@ class Changeset(msgspec.Struct, kw_only=True):
 
     Attributes:
         profiles: upserted profiles, whole.
+        activity: profiles of which only the activity fields moved (``event_count``,
+            ``first_seen``, ``last_seen``, ``updated_at``): most events only count. A store
+            may write them whole; one that keeps these fields apart spares rewriting the
+            document (a profile holds its traits' lineage and merge history: kilobytes).
+            Never holds an id that is in ``profiles``.
         links: identifier → profile id, upserted.
         timeline: (profile_id, log offset, event time in epoch seconds) rows to add.
         redirects: merged-away profile id → survivor; the store re-points the timeline and
@@ -221,6 +226,7 @@ class Changeset(msgspec.Struct, kw_only=True):
     """
 
     profiles: dict[str, Profile] = {}
+    activity: dict[str, Profile] = {}
     links: dict[Identifier, str] = {}
     timeline: list[tuple[str, int, float]] = []
     redirects: dict[str, str] = {}

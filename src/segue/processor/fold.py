@@ -57,7 +57,14 @@ class WorkingSet:
         self.unattached: list[tuple[Any, float]] = []
 
     def touch(self, profile: Profile) -> None:
+        """The profile's document changed: it is written whole."""
         self.changes.profiles[profile.profile_id] = profile
+        self.changes.activity.pop(profile.profile_id, None)
+
+    def count(self, profile: Profile) -> None:
+        """Only the profile's activity fields changed (unless its document did already)."""
+        if profile.profile_id not in self.changes.profiles:
+            self.changes.activity[profile.profile_id] = profile
 
     def link(self, identifier: Identifier, profile_id: str) -> None:
         if identifier not in self.links:
@@ -132,6 +139,8 @@ class Folder:
             return None
         ordered = sorted(dict.fromkeys(candidates), key=self.rules.sort_key)
         target = self._target(ws, ordered, at, record.received_at)
+        #: whether the document changed, not only the activity fields (merges touch it)
+        changed = False
         for identifier in ordered:
             owner = ws.links.get(identifier)
             if owner == target.profile_id:
@@ -140,6 +149,7 @@ class Folder:
                 if self.allowed(ws, target.identities, [identifier], target, None):
                     target.identities.append(identifier)
                     ws.link(identifier, target.profile_id)
+                    changed = True
                 continue
             other = ws.profiles[owner]
             if self.allowed(ws, target.identities, other.identities, target, other):
@@ -171,12 +181,16 @@ class Folder:
                         legal_basis=basis,
                     )
                 ws.traits_changed.setdefault(target.profile_id, record.offset)
+                changed = True
                 snapshot = {k: traits[k] for k in MATCH_TRAITS if traits.get(k) not in (None, "")}
                 if len(snapshot) >= 2 and snapshot not in target.records:
                     target.records.append(snapshot)
                     del target.records[:-MAX_RECORDS]
                     ws.new_records.append((target.profile_id, record.offset, snapshot))
-        ws.touch(target)
+        if changed:
+            ws.touch(target)
+        else:
+            ws.count(target)
         ws.changes.timeline.append((target.profile_id, record.offset, at))
         return target.profile_id
 
@@ -233,6 +247,7 @@ class Folder:
         ws.profiles[profile_id] = profile
         ws.changes.new_profiles += 1
         ws.link(first, profile_id)
+        ws.touch(profile)
         return profile
 
     def merge(
@@ -287,6 +302,7 @@ class Folder:
         del ws.profiles[victim.profile_id]
         ws.changes.new_profiles -= 1
         ws.changes.profiles.pop(victim.profile_id, None)
+        ws.changes.activity.pop(victim.profile_id, None)
         ws.changes.redirects[victim.profile_id] = survivor.profile_id
         if victim.profile_id in ws.traits_changed:
             first = ws.traits_changed.pop(victim.profile_id)

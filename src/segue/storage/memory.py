@@ -195,6 +195,8 @@ class MemoryProfileStore:
             )
         for pid, profile in changes.profiles.items():
             self._profiles[pid] = copy.deepcopy(profile)
+        for pid, profile in changes.activity.items():  # objects: whole is as cheap
+            self._profiles[pid] = copy.deepcopy(profile)
         self._counts["profiles"] += changes.new_profiles
         self._counts["identities"] += changes.new_identities
         self._checkpoints[consumer] = offset

@@ -341,8 +341,11 @@ class PostgresProfileStore:
                     "ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id",
                     _columns(links, 3),
                 )
-            if c.profiles:
-                docs = [(pid, _codec.encode(p)) for pid, p in sorted(c.profiles.items())]
+            # counted profiles are written whole here (SQLite keeps their counters apart; a
+            # narrow table for PostgreSQL has not been measured yet)
+            written = {**c.profiles, **c.activity}
+            if written:
+                docs = [(pid, _codec.encode(p)) for pid, p in sorted(written.items())]
                 await conn.execute(
                     "INSERT INTO profiles (profile_id, doc) "
                     "SELECT * FROM unnest(%s::text[], %s::bytea[]) "

@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -223,6 +223,10 @@ CREATE TABLE IF NOT EXISTS identities (
     PRIMARY KEY (type, value)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (profile_id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS activity (
+    profile_id TEXT PRIMARY KEY, event_count INTEGER NOT NULL, first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL, updated_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS redirects (old TEXT PRIMARY KEY, new TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redirects_new ON redirects (new);
 CREATE TABLE IF NOT EXISTS timeline (
@@ -304,6 +308,23 @@ class _ProfileCodec:
 _profile_encoder = _ProfileCodec
 _profile_decoder = _ProfileCodec
 
+#: a profile's document with its activity row (the newer counters) when it has one
+_PROFILE_ROWS = (
+    "SELECT p.profile_id, p.doc, a.event_count, a.first_seen, a.last_seen, a.updated_at "
+    "FROM profiles AS p LEFT JOIN activity AS a ON a.profile_id = p.profile_id"
+)
+#: the tables that hold rows of a profile, emptied when it is dropped
+_PROFILE_TABLES = ("profiles", "activity", "timeline", "features", "blocks", "match_records")
+
+
+def _profile_of(row: tuple[Any, ...]) -> Profile:
+    """Most events only count: their profile's document is not rewritten for that (1–2 KB
+    of traits, lineage and merge history), only its row in ``activity``."""
+    profile = _profile_decoder.decode(row[1])
+    if row[2] is not None:
+        profile.event_count, profile.first_seen, profile.last_seen, profile.updated_at = row[2:]
+    return profile
+
 
 class SqliteProfileStore:
     """Profiles, identity graph, timelines and checkpoints in ``<folder>/state.db``."""
@@ -366,9 +387,9 @@ class SqliteProfileStore:
         def fetch(conn: sqlite3.Connection) -> dict[str, Profile]:
             found: dict[str, Profile] = {}
             for chunk, marks in in_chunks(wanted, 500):
-                sql = f"SELECT profile_id, doc FROM profiles WHERE profile_id IN ({marks})"  # noqa: S608
-                for pid, doc in conn.execute(sql, chunk):
-                    found[pid] = _profile_decoder.decode(doc)
+                sql = f"{_PROFILE_ROWS} WHERE p.profile_id IN ({marks})"
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = _profile_of(row)
             return found
 
         return await self._db.read(fetch)
@@ -387,7 +408,7 @@ class SqliteProfileStore:
                     )
             conn.execute(_BUMP_VERSION, (consumer,))
             for pid in changes.drop_profiles:
-                for table in ("profiles", "timeline", "features", "blocks", "match_records"):
+                for table in _PROFILE_TABLES:
                     conn.execute(f"DELETE FROM {table} WHERE profile_id = ?", (pid,))  # noqa: S608
             conn.executemany(
                 "DELETE FROM redirects WHERE old = ?", [(pid,) for pid in changes.clear_redirects]
@@ -410,6 +431,7 @@ class SqliteProfileStore:
                     (old, new),
                 )
                 conn.execute("DELETE FROM profiles WHERE profile_id = ?", (old,))
+                conn.execute("DELETE FROM activity WHERE profile_id = ?", (old,))
             conn.executemany(
                 "INSERT INTO identities (type, value, profile_id) VALUES (?, ?, ?) "
                 "ON CONFLICT (type, value) DO UPDATE SET profile_id = excluded.profile_id",
@@ -419,6 +441,19 @@ class SqliteProfileStore:
                 "INSERT INTO profiles (profile_id, doc) VALUES (?, ?) "
                 "ON CONFLICT (profile_id) DO UPDATE SET doc = excluded.doc",
                 [(pid, _profile_encoder.encode(p)) for pid, p in changes.profiles.items()],
+            )
+            # every written profile's counters too: the activity row, when there is one, is
+            # what the document's counters are read from
+            conn.executemany(
+                "INSERT INTO activity (profile_id, event_count, first_seen, last_seen, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (profile_id) DO UPDATE SET "
+                "event_count = excluded.event_count, first_seen = excluded.first_seen, "
+                "last_seen = excluded.last_seen, updated_at = excluded.updated_at",
+                [
+                    (pid, p.event_count, p.first_seen, p.last_seen, p.updated_at)
+                    for written in (changes.profiles, changes.activity)
+                    for pid, p in written.items()
+                ],
             )
             for pid, keys in changes.block_keys.items():
                 # only what changed: a profile that gained a record keeps most of its keys,
@@ -633,11 +668,11 @@ class SqliteProfileStore:
     async def scan_profiles(self, after: str, limit: int) -> list[Profile]:
         rows = await self._db.read(
             lambda c: c.execute(
-                "SELECT doc FROM profiles WHERE profile_id > ? ORDER BY profile_id LIMIT ?",
+                f"{_PROFILE_ROWS} WHERE p.profile_id > ? ORDER BY p.profile_id LIMIT ?",
                 (after, limit),
             ).fetchall()
         )
-        return [_profile_decoder.decode(r[0]) for r in rows]
+        return [_profile_of(r) for r in rows]
 
     async def load_blob(self, name: str) -> bytes | None:
         row = await self._db.read(
@@ -681,7 +716,9 @@ class SqliteProfileStore:
                 for table, where in _ERASE_WHERE:
                     sql = f"DELETE FROM {table} WHERE " + where.format(m=marks)  # noqa: S608
                     params = chunk * where.count("{m}")
-                    counts[table] += conn.execute(sql, params).rowcount
+                    deleted = conn.execute(sql, params).rowcount
+                    if table in counts:
+                        counts[table] += deleted
             conn.executemany(
                 "UPDATE counters SET value = max(value - ?, 0) WHERE name = ?",
                 [(counts["profiles"], "profiles"), (counts["identities"], "identities")],
@@ -709,7 +746,7 @@ class SqliteProfileStore:
         await self._db.aclose()
 
 
-#: what ``erase`` counts, in receipt order
+#: what ``erase`` counts, in receipt order (a profile's activity row counts with it)
 _ERASED = (
     "profiles",
     "identities",
@@ -723,6 +760,7 @@ _ERASED = (
 #: (table, condition on the erased profile ids ``{m}``) removed by ``erase``
 _ERASE_WHERE = (
     ("profiles", "profile_id IN ({m})"),
+    ("activity", "profile_id IN ({m})"),
     ("redirects", "old IN ({m}) OR new IN ({m})"),
     ("timeline", "profile_id IN ({m})"),
     ("features", "profile_id IN ({m})"),
