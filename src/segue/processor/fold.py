@@ -120,24 +120,26 @@ class Folder:
         or a separation, in which case that identifier is left out of this event.
         ``only`` restricts stitching to these identifiers (an unmerge re-derives one
         profile's events and must not claim identifiers that belong to other profiles).
-        ``identifiers`` are the event's own (``identifiers_of``) when the caller has them.
+        ``identifiers`` are the event's own (``identifiers_of``: sorted, unique) when the
+        caller has them. The event's time lands in the timeline row appended last.
         """
         if not attachable(event):
             return None
         at = event_time(event, datetime.fromtimestamp(record.received_at, UTC)).timestamp()
-        candidates = identifiers_of(event, self.rules) if identifiers is None else list(identifiers)
+        # identifiers_of gives them in priority order without duplicates; only an alias's
+        # previous id has to be sorted in
+        ordered = identifiers_of(event, self.rules) if identifiers is None else identifiers
         if isinstance(event, Alias):
             previous = str(event.previous_id).strip()
             if self.rules.usable(previous):
                 prior = Identifier("user_id", previous)
                 if prior not in ws.links:
                     prior = Identifier("anonymous_id", previous)
-                candidates.append(prior)
+                ordered = sorted(dict.fromkeys([*ordered, prior]), key=self.rules.sort_key)
         if only is not None:
-            candidates = [c for c in candidates if c in only]
-        if not candidates:
+            ordered = [c for c in ordered if c in only]
+        if not ordered:
             return None
-        ordered = sorted(dict.fromkeys(candidates), key=self.rules.sort_key)
         target = self._target(ws, ordered, at, record.received_at)
         #: whether the document changed, not only the activity fields (merges touch it)
         changed = False

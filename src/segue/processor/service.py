@@ -247,15 +247,17 @@ class Processor:
                 self.screened.append(record.offset)
                 continue
             pid = self.folder.apply(ws, record, event, identifiers=own.get(record.offset))
-            if pid is None and not (self.aggregate_unattached and not attachable(event)):
+            if pid is None:
+                if not self.aggregate_unattached or attachable(event):
+                    continue
+                at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
+                # no analytics consent: counted in aggregates only
+                ws.unattached.append((event, min(at.timestamp(), record.received_at)))
                 continue
-            at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
-            # a device clock ahead of the server must not push windows into the future
-            when = min(at.timestamp(), record.received_at)
-            if pid is None:  # no analytics consent: counted in aggregates only
-                ws.unattached.append((event, when))
-            else:
-                landed.append((record, event, pid, when))
+            # the event's time, as the fold put it in the timeline row it just appended; a
+            # device clock ahead of the server must not push windows into the future
+            when = min(ws.changes.timeline[-1][2], record.received_at)
+            landed.append((record, event, pid, when))
         return landed
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
