@@ -158,3 +158,87 @@ def test_eviction_drops_the_oldest_first() -> None:
     assert list(found) == ["c"]
     assert missing == ["a"]
     assert "c" not in cache.profiles  # taken out: the fold changes it in place
+
+
+class FrozenClock:
+    """Merge records carry the clock's time: one time for every run, so they compare."""
+
+    def now(self) -> float:
+        return 1_767_225_600.0
+
+
+class CountingStore(MemoryProfileStore):
+    """Counts the match records asked of the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def match_records(self, profile_ids: Any) -> dict[str, bytes]:
+        wanted = list(profile_ids)
+        self.asked += len(wanted)
+        return await super().match_records(wanted)
+
+
+def people(n: int, seed: int) -> list[dict[str, Any]]:
+    """Sign-ups with names and addresses from different devices, a third of them people
+    seen before with a typo: what probabilistic matching scores."""
+    rng = random.Random(seed)
+    firsts = ["ada", "grace", "alan", "edsger", "barbara", "donald", "john", "frances"]
+    lasts = ["lovelace", "hopper", "turing", "dijkstra", "liskov", "knuth", "backus", "allen"]
+    base = [
+        {
+            "firstName": rng.choice(firsts),
+            "lastName": rng.choice(lasts),
+            "birthday": f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(9)}",
+            "address": {"street": f"{rng.randrange(1, 90)} main street", "postalCode": "2000"},
+        }
+        for _ in range(n)
+    ]
+    out: list[dict[str, Any]] = []
+    for k in range(n * 2):
+        traits = dict(base[k % n] if k >= n and rng.random() < 0.7 else base[rng.randrange(n)])
+        if k >= n:
+            traits["firstName"] = traits["firstName"][:-1] + "x"
+        out.append(
+            {"messageId": f"s{k}", "anonymousId": f"dev-{k}", "type": "identify", "traits": traits}
+        )
+    return out
+
+
+def test_match_records_of_candidates_come_from_the_cache_and_change_nothing() -> None:
+    async def scenario(cache: int) -> tuple[dict[str, Profile], int]:
+        batch = people(60, seed=3)
+        log, store = MemoryEventLog(), CountingStore()
+        await log.append(records(batch))
+        processor = Processor(log, store, FrozenClock(), b"secret", batch_size=5, state_cache=cache)
+        await processor.start()
+        while await processor.step():
+            pass
+        assert processor.linker is not None
+        links = await store.lookup(Identifier("anonymous_id", m["anonymousId"]) for m in batch)
+        merged = len(links) - len(set(links.values()))
+        assert merged > 10  # matching merged people: candidates were scored
+        return await store.profiles(set(links.values())), store.asked
+
+    plain, asked_plain = asyncio.run(scenario(0))
+    cached, asked_cached = asyncio.run(scenario(1000))
+    assert cached == plain
+    # every candidate's record was written through this processor: none is read back
+    assert asked_plain > 100
+    assert asked_cached == 0
+
+
+def test_match_records_follow_commits_redirects_drops_and_clear() -> None:
+    cache = StateCache(profiles=10)
+    cache.keep_records({"a": b"ra", "b": b"rb", "c": b"rc"})
+    cache.committed(
+        Changeset(match_records={"a": b"ra2", "d": b"rd", "c": b""}, redirects={"b": "a"}), {}, {}
+    )
+    assert cache.records == {"a": b"ra2", "d": b"rd"}
+    found, missing = cache.split_records(["a", "b", "x"])
+    assert (found, missing) == ({"a": b"ra2"}, ["b", "x"])
+    cache.committed(Changeset(drop_profiles=["d"]), {}, {})
+    assert cache.records == {"a": b"ra2"}
+    cache.clear()
+    assert cache.records == {}

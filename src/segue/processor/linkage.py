@@ -32,6 +32,7 @@ from segue.identity.matching import (
     record_from_traits,
 )
 from segue.processor.fold import Folder, WorkingSet
+from segue.processor.state_cache import StateCache
 
 __all__ = ["Linker"]
 
@@ -107,6 +108,7 @@ class Linker:
         model: starting parameters (replaced by the stored or re-estimated model).
         cap: a blocking key shared by more profiles than this yields no candidates.
         match_threshold / possible_threshold: override the model's thresholds.
+        cache: the processor's state cache, which keeps candidates' match records.
     """
 
     def __init__(
@@ -118,8 +120,11 @@ class Linker:
         cap: int = 100,
         match_threshold: float | None = None,
         possible_threshold: float | None = None,
+        cache: StateCache | None = None,
     ) -> None:
         self._store = store
+        #: the processor's copy of committed state: candidates' match records come from it
+        self.cache = cache
         self._folder = folder
         self._overrides: dict[str, float] = {}
         if match_threshold is not None:
@@ -168,7 +173,14 @@ class Linker:
         held = await self._store.block_candidates(derived.keys_of(r for _, r in queries), self.cap)
         outside = {pid for ids in held.values() for pid in ids}
         outside -= set(ws.profiles) | set(ws.changes.redirects)
-        stored = await self._store.match_records(outside)
+        if self.cache is None:
+            stored = await self._store.match_records(outside)
+        else:
+            stored, missing = self.cache.split_records(outside)
+            if missing:
+                read = await self._store.match_records(missing)
+                self.cache.keep_records(read)
+                stored.update(read)
         hits = await loop.run_in_executor(None, self._score, ws, queries, held, stored, derived)
         need = {other for _, other, _ in hits} - set(ws.profiles) - set(ws.changes.redirects)
         if need:

@@ -119,12 +119,15 @@ class Processor:
             profile_id_factory(secret),
             legal_basis,
         )
+        #: the links, profiles and match records this processor last committed
+        self.cache = StateCache(state_cache)
         self.linker: Linker | None = (
             Linker(
                 store,
                 self.folder,
                 match_threshold=match_threshold,
                 possible_threshold=possible_threshold,
+                cache=self.cache,
             )
             if matching
             else None
@@ -152,8 +155,6 @@ class Processor:
         self._estimated_at = 0.0
         #: one writer of state at a time: batches and admin operations (unmerge) serialise
         self._lock = asyncio.Lock()
-        #: the links and profiles this processor last committed (see ``state_cache``)
-        self.cache = StateCache(state_cache)
         #: erased people (the suppression list): their events are skipped, never folded
         self.suppression: Callable[[Event], bool] | None = None
         #: offsets of skipped events of erased people, for the log's compaction (under lock)
