@@ -232,12 +232,15 @@ def blocking_keys(r: MatchRecord) -> list[str]:
     - ``dob``: the date of birth with day and month order-free (a swapped day/month meets);
     - ``fn_md`` / ``ln_md``: phonetic first / last name and the (order-free) day and month of
       birth, for a typo in the year or a changed family name;
-    - ``pc_fi`` / ``pc_li``: postcode and the first letter of the first / last name;
     - ``st_pc``: house number and postcode; ``st_li``: house number, phonetic street name and
       the family name's first letter;
     - ``nm_pc``: phonetic first and last name (order-free) and the postcode's first 3 symbols;
     - ``nm_ct``: phonetic first or last name (either: two keys) and city;
     - ``em``: the e-mail address; ``ph``: the last 9 digits of the phone number.
+
+    Postcode plus the first letter of either name was a rule too until 2026-12-06: it
+    brought two thirds of all candidates and no pair that another rule missed on FEBRL1 or
+    FEBRL2 (BENCHMARKS.md, identity).
 
     Args:
         r: the record.
@@ -260,10 +263,6 @@ def blocking_keys(r: MatchRecord) -> list[str]:
     if r.postal_code:
         if first and last:
             keys.append("nm_pc:{}:{}:{}".format(*sorted((first, last)), r.postal_code[:3]))
-        if r.first_name:
-            keys.append(f"pc_fi:{r.postal_code}:{r.first_name[0]}")
-        if r.last_name:
-            keys.append(f"pc_li:{r.postal_code}:{r.last_name[0]}")
         if r.street:
             number = _NUMBER.search(r.street)
             if number is not None:
