@@ -193,9 +193,8 @@ class MemoryProfileStore:
                 created_at=m.created_at,
                 status=m.status,
             )
-        for pid, profile in changes.profiles.items():
-            self._profiles[pid] = copy.deepcopy(profile)
-        for pid, profile in changes.activity.items():  # objects: whole is as cheap
+        # counted profiles too, whole: for objects that is as cheap as their counters
+        for pid, profile in {**changes.profiles, **changes.activity}.items():
             self._profiles[pid] = copy.deepcopy(profile)
         self._counts["profiles"] += changes.new_profiles
         self._counts["identities"] += changes.new_identities

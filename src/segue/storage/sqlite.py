@@ -746,7 +746,7 @@ class SqliteProfileStore:
         await self._db.aclose()
 
 
-#: what ``erase`` counts, in receipt order (a profile's activity row counts with it)
+#: what ``erase`` counts, in receipt order (a profile's activity row goes with it, uncounted)
 _ERASED = (
     "profiles",
     "identities",
