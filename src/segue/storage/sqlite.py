@@ -209,6 +209,8 @@ class SqliteEventLog:
 
 
 _BLOCK_MEMBERS = "SELECT profile_id FROM blocks WHERE key = ? LIMIT ?"
+#: how many common block keys a store remembers before it starts over
+_COMMON_KEYS_HELD = 100_000
 _BLOCKS_OF = "SELECT key FROM blocks WHERE profile_id = ?"
 
 _STATE_SCHEMA = """
@@ -341,6 +343,8 @@ class SqliteProfileStore:
             secure_delete=True,
             checkpoint_in_background=True,
         )
+        #: block keys seen shared by more profiles than a caller's cap (block_candidates)
+        self._common_keys: set[str] = set()
 
     async def open(self) -> None:
         await self._db.open()
@@ -589,16 +593,36 @@ class SqliteProfileStore:
 
     async def block_candidates(self, keys: Sequence[str], cap: int) -> dict[str, list[str]]:
         wanted = list(dict.fromkeys(keys))
+        common = self._common_keys
 
         def fetch(conn: sqlite3.Connection) -> dict[str, list[str]]:
-            # one indexed query per key, at most cap + 1 rows each (enough to tell a usable
-            # key from a common one): about twice as fast on 11,000 keys as one IN query
-            # whose window function numbered the rows of each key
+            # Plain IN queries of 500 keys, in one read transaction: ~4.6 µs a key against
+            # ~11 for one query per key each in its own implicit transaction (a snapshot
+            # taken per statement). IN cannot stop at cap + 1 rows per key, so a key once
+            # seen above the cap is asked for alone with a LIMIT from then on (the answer
+            # stays exact if it shrinks again): a common key's thousands of rows are read
+            # once, not in every batch.
             found: dict[str, list[str]] = {}
-            execute, limit = conn.execute, cap + 1
+            plain = [key for key in wanted if key not in common]
+            conn.execute("BEGIN")
+            try:
+                for chunk, marks in in_chunks(plain, 500):
+                    sql = f"SELECT key, profile_id FROM blocks WHERE key IN ({marks})"  # noqa: S608
+                    for key, pid in conn.execute(sql, chunk):
+                        found.setdefault(key, []).append(pid)
+                for key in wanted:
+                    if key in common:
+                        rows = conn.execute(_BLOCK_MEMBERS, (key, cap + 1)).fetchall()
+                        found[key] = [str(r[0]) for r in rows]
+            finally:
+                conn.execute("COMMIT")
             for key in wanted:
-                rows = execute(_BLOCK_MEMBERS, (key, limit)).fetchall()
-                found[key] = [] if len(rows) > cap else [str(r[0]) for r in rows]
+                members = found.setdefault(key, [])
+                if len(members) > cap:
+                    if len(common) >= _COMMON_KEYS_HELD:
+                        common.clear()
+                    common.add(key)
+                    found[key] = []
             return found
 
         return await self._db.read(fetch)
