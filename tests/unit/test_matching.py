@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 from datetime import date
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segue.identity._records import _DROP, _PUNCT, _SPACES, _text
 from segue.identity.matching import (
     FIELDS,
     LEVELS,
@@ -518,3 +520,17 @@ def test_reestimate_learns_from_the_records_held():
     matcher.reestimate(random.Random(1), u_samples=5_000)
     assert matcher.model != before
     assert matcher.model.prior > before.prior  # 30 % duplicates among 520 records
+
+
+def _text_by_unicode(value: str) -> str | None:
+    """The normalisation _text applies, always through Unicode decomposition and regexes."""
+    text = unicodedata.normalize("NFKD", value.casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _SPACES.sub(" ", _PUNCT.sub(" ", _DROP.sub("", text))).strip() or None
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF) | st.sampled_from("’ﬁK\u00a0\u3000")))
+def test_ascii_shortcut_normalises_as_unicode_path(value: str) -> None:
+    """ASCII text skips decomposition and regexes; the result must not change."""
+    assert _text(value) == _text_by_unicode(value)
