@@ -54,6 +54,7 @@ _ADDRESS_MASK: Final = sum(1 << i for i in _ADDRESS)
 # weigh_above prunes only below the floor by more than this, so a pair that weigh() puts
 # exactly on the floor is never lost to rounding (its bounds add up in another order).
 _SLACK: Final = 1e-9
+_NO_TF: Final = (False,) * len(FIELDS)
 
 # --------------------------------------------------------------------------------------------
 # Model and scores
@@ -80,6 +81,10 @@ class MatchScore(msgspec.Struct, frozen=True, kw_only=True):
     weight: float
     probability: float
     fields: tuple[tuple[str, str, float], ...]
+
+
+def _unknown_frequency(_field: str, _value: str) -> float | None:
+    return None
 
 
 def _clamp(p: float) -> float:
@@ -257,17 +262,26 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         if early_bound < target:
             return None
         caps = self._caps
+        weights = self._weights
+        # fields whose exact level is weighed by term frequency (none without ``tf``)
+        by_tf = self._tf_index if tf is not None else _NO_TF
+        frequency = tf if tf is not None else _unknown_frequency
+        compare_field = FIELD_COMPARISONS
         levels = [NULL] * len(FIELDS)
         counted: list[float | None] = [None] * len(FIELDS)
         for i in _EARLY:
             if not present >> i & 1:
                 continue
-            level = FIELD_COMPARISONS[i](a, b)
+            level = compare_field[i](a, b)
             if level == NULL:
                 early_bound -= caps[i]
                 continue
             levels[i] = level
-            weight = counted[i] = self._level_weight(i, level, a, tf)
+            if level == _EXACT and by_tf[i]:
+                weight = self._tf_weight(i, getattr(a, FIELDS[i]), frequency)
+            else:
+                weight = weights[i][level]
+            counted[i] = weight
             if level == _SWAPPED and i == _LAST and weight < 0.0:
                 weight = 0.0  # both names swapped: the surname's swap weighs nothing
             early_bound += weight - caps[i]
@@ -279,11 +293,15 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             for i in _LATE:
                 if not present >> i & 1:
                     continue
-                level = FIELD_COMPARISONS[i](a, b)
+                level = compare_field[i](a, b)
                 if level == NULL:
                     continue
                 levels[i] = level
-                weight = counted[i] = self._level_weight(i, level, a, tf)
+                if level == _EXACT and by_tf[i]:
+                    weight = self._tf_weight(i, getattr(a, FIELDS[i]), frequency)
+                else:
+                    weight = weights[i][level]
+                counted[i] = weight
                 if weight > 0.0:
                     strongest = max(strongest, weight)
                     spread += max(independence[i], 0.0) * weight
@@ -296,7 +314,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             if early_bound + negative + strongest + spread < floor - _SLACK:
                 return None
             if present >> _STREET & 1:
-                level = FIELD_COMPARISONS[_STREET](a, b)
+                level = compare_field[_STREET](a, b)
                 if level != NULL:
                     levels[_STREET] = level
                     counted[_STREET] = self._level_weight(_STREET, level, a, tf)
