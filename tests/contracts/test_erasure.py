@@ -158,7 +158,9 @@ def test_sqlite_state_erasure_leaves_no_old_version_on_disk(tmp_path):
     # most events only move a profile's counters (a row of their own)
     counted = _profile("p1", U1, E1, email=SECRET_EMAIL)
     counted.event_count = 31
-    store.commit(Changeset(activity={"p1": counted}), "profiles", 31)
+    other = _profile("p2", U2, email="kept@example.org", bio="y" * 3000)
+    other.event_count = 7
+    store.commit(Changeset(activity={"p1": counted, "p2": other}), "profiles", 31)
     assert store.profiles(["p1"])["p1"].event_count == 31
     store.erase(["p1"], [E1])
     data = _bytes_of(tmp_path)

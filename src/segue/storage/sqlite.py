@@ -446,8 +446,13 @@ class SqliteProfileStore:
                 "ON CONFLICT (profile_id) DO UPDATE SET doc = excluded.doc",
                 [(pid, _profile_encoder.encode(p)) for pid, p in changes.profiles.items()],
             )
-            # every written profile's counters too: the activity row, when there is one, is
-            # what the document's counters are read from
+            # a document just written holds the current counters: an activity row would be
+            # read over it, so it goes (deleting a row that is not there writes no page,
+            # where keeping one per written profile put a random-page insert in every new
+            # profile's commit)
+            conn.executemany(
+                "DELETE FROM activity WHERE profile_id = ?", [(pid,) for pid in changes.profiles]
+            )
             conn.executemany(
                 "INSERT INTO activity (profile_id, event_count, first_seen, last_seen, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (profile_id) DO UPDATE SET "
@@ -455,8 +460,7 @@ class SqliteProfileStore:
                 "last_seen = excluded.last_seen, updated_at = excluded.updated_at",
                 [
                     (pid, p.event_count, p.first_seen, p.last_seen, p.updated_at)
-                    for written in (changes.profiles, changes.activity)
-                    for pid, p in written.items()
+                    for pid, p in changes.activity.items()
                 ],
             )
             for pid, keys in changes.block_keys.items():
