@@ -388,34 +388,8 @@ def _phone_level(a: str | None, b: str | None) -> int:
     return 1 if _osa(a[-9:], b[-9:]) <= 1 else 2
 
 
-def compare(a: MatchRecord, b: MatchRecord) -> tuple[int, ...]:
-    """Compare two records field by field.
-
-    Args:
-        a: one record.
-        b: the other.
-
-    Returns:
-        One level per field of :data:`FIELDS`, an index into that field's :data:`LEVELS`
-        labels, or -1 when either side lacks the field.
-    """
-    return (
-        _name(a.first_name, b.first_name, a.last_name, b.last_name),
-        _name(a.last_name, b.last_name, a.first_name, b.first_name),
-        _birth_level(a.birth, b.birth),
-        _street(a.street, b.street),
-        _city(a.city, b.city),
-        _edit(a.postal_code, b.postal_code),
-        _exact(a.state, b.state),
-        _exact(a.country, b.country),
-        _email_level(a.email, b.email),
-        _phone_level(a.phone, b.phone),
-    )
-
-
-#: One comparison per field of :data:`FIELDS`, for callers that compare field by field and
-#: may stop early (:meth:`~segue.identity.matching.MatchModel.weigh_above`); same levels as
-#: :func:`compare`.
+#: One comparison per field of :data:`FIELDS`, in that order: :func:`compare` runs them all,
+#: :meth:`~segue.identity.matching.MatchModel.weigh_above` one at a time, stopping early.
 FIELD_COMPARISONS: Final[tuple[Callable[[MatchRecord, MatchRecord], int], ...]] = (
     lambda a, b: _name(a.first_name, b.first_name, a.last_name, b.last_name),
     lambda a, b: _name(a.last_name, b.last_name, a.first_name, b.first_name),
@@ -428,6 +402,20 @@ FIELD_COMPARISONS: Final[tuple[Callable[[MatchRecord, MatchRecord], int], ...]] 
     lambda a, b: _email_level(a.email, b.email),
     lambda a, b: _phone_level(a.phone, b.phone),
 )
+
+
+def compare(a: MatchRecord, b: MatchRecord) -> tuple[int, ...]:
+    """Compare two records field by field.
+
+    Args:
+        a: one record.
+        b: the other.
+
+    Returns:
+        One level per field of :data:`FIELDS`, an index into that field's :data:`LEVELS`
+        labels, or -1 when either side lacks the field.
+    """
+    return tuple([level_of(a, b) for level_of in FIELD_COMPARISONS])
 
 
 def presence(r: MatchRecord) -> int:
