@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gc
 
+from segue.processor.collector import pause_during_batches
+
 __all__ = ["freeze_startup_heap", "tune_gc"]
 
 #: allocations (net) between two young collections: the default (700) makes a batch of
@@ -29,8 +31,10 @@ FULL = 1_000
 
 
 def tune_gc() -> None:
-    """Make full collections rare; call once, at the start of a long-running process."""
+    """Make full collections rare and pause collection while the processor folds a batch
+    (:mod:`segue.processor.collector`); call once, at the start of a long-running process."""
     gc.set_threshold(YOUNG, MIDDLE, FULL)
+    pause_during_batches()
 
 
 def freeze_startup_heap() -> None:

@@ -26,6 +26,7 @@ from segue.core.ports import Clock, EventLog, ProfileStore
 from segue.errors import BackendUnavailable, Conflict, NotFound, StaleState
 from segue.identity.identifiers import IdentityRules, attachable, identifiers_of
 from segue.processor.behaviour import BehaviourStage, Feedback
+from segue.processor.collector import batch_pause
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
 from segue.processor.state_cache import StateCache
@@ -187,7 +188,8 @@ class Processor:
         """Process one batch; return how many records it folded (0 when caught up)."""
         async with self._lock:
             try:
-                return await self._step()
+                with batch_pause():
+                    return await self._step()
             except BaseException:
                 # profiles were changed in place, and the store may or may not hold the commit
                 self.cache.clear()
