@@ -32,6 +32,7 @@ from segue.identity.matching import (
     record_from_traits,
 )
 from segue.processor.fold import Folder, WorkingSet
+from segue.processor.offload import off_loop
 from segue.processor.state_cache import StateCache
 
 __all__ = ["Linker"]
@@ -137,6 +138,9 @@ class Linker:
         self.cap = cap
         #: records whose candidate pairs feed EM at each re-estimation
         self.sample = 20_000
+        #: batches with at most this many new records are scored on the event loop (~20
+        #: candidates of ~8 µs each: less than a thread hand-off, offload.py)
+        self.inline_up_to = 2
         #: values forgotten while a re-estimation runs, taken out of its result too
         self._forgotten: list[tuple[str, str, int]] | None = None
 
@@ -169,7 +173,6 @@ class Linker:
         if not queries:
             self._index(ws, derived)
             return
-        loop = asyncio.get_running_loop()
         held = await self._store.block_candidates(derived.keys_of(r for _, r in queries), self.cap)
         outside = {pid for ids in held.values() for pid in ids}
         outside -= set(ws.profiles) | set(ws.changes.redirects)
@@ -181,14 +184,15 @@ class Linker:
                 read = await self._store.match_records(missing)
                 self.cache.keep_records(read)
                 stored.update(read)
-        hits = await loop.run_in_executor(None, self._score, ws, queries, held, stored, derived)
+        inline = len(queries) <= self.inline_up_to
+        hits = await off_loop(inline, self._score, ws, queries, held, stored, derived)
         need = {other for _, other, _ in hits} - set(ws.profiles) - set(ws.changes.redirects)
         if need:
             for pid, profile in (await self._store.profiles(need)).items():
                 ws.profiles[pid] = profile
                 for identifier in profile.identities:
                     ws.links.setdefault(identifier, pid)
-        possible = await loop.run_in_executor(None, self._apply, ws, hits, at, derived)
+        possible = await off_loop(inline, self._apply, ws, hits, at, derived)
         for match in possible:
             if not await self._recorded(match.profile_a, match.profile_b):
                 ws.changes.possible.append(match)

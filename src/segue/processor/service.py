@@ -29,6 +29,7 @@ from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.collector import batch_pause
 from segue.processor.fold import Folder, WorkingSet
 from segue.processor.linkage import Linker
+from segue.processor.offload import off_loop
 from segue.processor.state_cache import StateCache
 from segue.profiles.golden import Survivorship
 
@@ -164,6 +165,8 @@ class Processor:
         self.aggregate_unattached = False
         #: the last batch was full: more is waiting in the log (the reports consumer yields)
         self.behind = False
+        #: batches of at most this many records are decoded and folded on the event loop
+        self.inline_up_to = 8
 
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -200,9 +203,10 @@ class Processor:
         self.behind = len(records) >= self._batch_size
         if not records:
             return 0
-        # decoding and folding are CPU work: off the event loop, so request latency stays low
-        loop = asyncio.get_running_loop()
-        events, wanted, own = await loop.run_in_executor(None, _decode_all, records, self.folder)
+        # decoding and folding are CPU work: off the event loop, so request latency stays
+        # low, unless the batch is so small that a thread hand-off costs more (offload.py)
+        inline = len(records) <= self.inline_up_to
+        events, wanted, own = await off_loop(inline, _decode_all, records, self.folder)
         links, unknown = self.cache.split_links(wanted)
         if unknown:
             links.update(await self._store.lookup(unknown))
@@ -211,7 +215,7 @@ class Processor:
             profiles.update(await self._store.profiles(unread))
         # the working set is closed: the fold only follows identifiers of this batch
         ws = WorkingSet(links, profiles)
-        landed = await loop.run_in_executor(None, self._fold, ws, events, own)
+        landed = await off_loop(inline, self._fold, ws, events, own)
         if self.linker is not None:
             await self.linker.link(ws, self._clock.now())
         feedback: list[Feedback] = []
@@ -219,11 +223,11 @@ class Processor:
             redirects = ws.changes.redirects
             touched = {pid for _, _, pid, _ in landed} | set(redirects) | set(redirects.values())
             stored = await self._store.features(touched)
-            ws.changes.features, feedback = await loop.run_in_executor(
-                None, self.behaviour.fold, stored, landed, redirects
+            ws.changes.features, feedback = await off_loop(
+                inline, self.behaviour.fold, stored, landed, redirects
             )
         if self.behaviour is not None and ws.unattached:
-            await loop.run_in_executor(None, self.behaviour.count_unattached, ws.unattached)
+            await off_loop(inline, self.behaviour.count_unattached, ws.unattached)
         last = records[-1]
         await self._store.commit(ws.changes, self._consumer, last.offset, expected=self.version)
         self.version += 1
