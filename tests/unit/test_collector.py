@@ -31,7 +31,8 @@ def _restore() -> Iterator[None]:
         gc.disable()
 
 
-def test_off_by_default_leaves_collection_alone() -> None:
+def test_off_leaves_collection_alone() -> None:
+    pause_during_batches(False)
     gc.enable()
     with batch_pause():
         assert gc.isenabled()
