@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -107,6 +108,28 @@ def _ticks(pid: int | str, children: bool = False) -> int:
         return 0
     # utime, stime (and cutime, cstime: waited-for children such as wrk) in clock ticks
     return sum(int(x) for x in fields[11 : 15 if children else 13])
+
+
+class CollectorWatch:
+    """Time the garbage collector spends inside the block, and its collections per
+    generation (``gc.callbacks``): how much of a drain the collector takes."""
+
+    def __enter__(self) -> CollectorWatch:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
 
 
 class CpuWatch:

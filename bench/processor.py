@@ -27,7 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SERVER_CORE, CpuWatch, Traffic, cpu_busy, machine, median, pin_to, save
+from _common import (
+    SERVER_CORE,
+    CollectorWatch,
+    CpuWatch,
+    Traffic,
+    cpu_busy,
+    machine,
+    median,
+    pin_to,
+    save,
+)
 
 from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
 from segue.core.model import NewRecord
@@ -82,7 +92,7 @@ async def one_run(records: list[NewRecord], folder: Path) -> dict[str, Any]:
     await processor.start()
     steps = 0
     step_s: list[float] = []
-    with CpuWatch() as watch:
+    with CpuWatch() as watch, CollectorWatch() as collector:
         t0 = time.perf_counter()
         while True:
             t1 = time.perf_counter()
@@ -117,6 +127,8 @@ async def one_run(records: list[NewRecord], folder: Path) -> dict[str, Any]:
         "bytes_per_event": events_bytes / len(records),
         "bytes_per_profile": state_bytes / max(1, counts["profiles"]),
         "cpu": watch.result,
+        "collector_s": collector.seconds,
+        "collections": collector.collections,
         "state_tables": table_sizes(folder / "state.db"),
         "events_tables": table_sizes(folder / "events.db"),
     }
@@ -155,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{run['first_tenth_events_per_s']:,.0f}/s, last tenth "
             f"{run['last_tenth_events_per_s']:,.0f}/s) "
             f"({run['events']:,} events in {run['drain_s']:.1f} s, {run['profiles']:,} "
-            f"profiles, {run['identities']:,} identities)",
+            f"profiles, {run['identities']:,} identities); collector "
+            f"{run['collector_s']:.2f} s (collections per generation {run['collections']})",
             flush=True,
         )
         runs.append(run)

@@ -38,9 +38,15 @@ def test_off_leaves_collection_alone() -> None:
         assert gc.isenabled()
 
 
-def test_paused_inside_and_resumed_after_also_on_error() -> None:
+@pytest.fixture
+def pausing() -> None:
+    """Pauses on, as ``tune_gc`` turns them on, and collection running."""
     pause_during_batches()
     gc.enable()
+
+
+@pytest.mark.usefixtures("pausing")
+def test_paused_inside_and_resumed_after_also_on_error() -> None:
     with batch_pause():
         assert not gc.isenabled()
     assert gc.isenabled()
@@ -56,9 +62,8 @@ def test_paused_inside_and_resumed_after_also_on_error() -> None:
     assert collector._depth == 0
 
 
+@pytest.mark.usefixtures("pausing")
 def test_pauses_nest() -> None:
-    pause_during_batches()
-    gc.enable()
     with batch_pause():
         with batch_pause():
             assert not gc.isenabled()
@@ -66,8 +71,8 @@ def test_pauses_nest() -> None:
     assert gc.isenabled()
 
 
+@pytest.mark.usefixtures("pausing")
 def test_collection_switched_off_by_the_application_stays_off() -> None:
-    pause_during_batches()
     gc.disable()
     with batch_pause():
         assert not gc.isenabled()
@@ -95,6 +100,7 @@ class WatchingStore(MemoryProfileStore):
         await super().commit(changes, consumer, offset, expected=expected)
 
 
+@pytest.mark.usefixtures("pausing")
 def test_processor_batches_run_paused_and_collection_resumes() -> None:
     async def run() -> list[bool]:
         log, store = MemoryEventLog(), WatchingStore()
@@ -105,7 +111,5 @@ def test_processor_batches_run_paused_and_collection_resumes() -> None:
         assert await processor.step() == 1
         return store.collecting
 
-    pause_during_batches()
-    gc.enable()
     assert asyncio.run(run()) == [False]
     assert gc.isenabled()
