@@ -51,6 +51,13 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, message_id) DO NOTHING"
 )
 _SELECT = 'SELECT "offset", source, message_id, received_at, key, body FROM events'
+#: reads of at most this many keys (identifiers, block keys) run on the caller's thread,
+#: and of at most _INLINE_PROFILES profiles or blobs: a hand-off to a reader thread costs
+#: more than such a read (SqliteFile.read)
+_INLINE_KEYS = 32
+_INLINE_PROFILES = 8
+#: a log reader at most this many records behind the head it knows reads them inline
+_INLINE_RECORDS = 8
 
 
 #: how often a reader polls the log file for records appended by another process
@@ -133,10 +140,18 @@ class SqliteEventLog:
         return results
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
+        # A reader a few records behind this process's own appends reads them on its own
+        # thread (SqliteFile.read), asking for no more than it knows of: another process's
+        # appends beyond them wait for the next read.
+        behind = self._head - after
+        inline = 0 < behind <= _INLINE_RECORDS
+        if inline:
+            limit = min(limit, _INLINE_RECORDS)
         rows = await self._db.read(
             lambda c: c.execute(
                 _SELECT + ' WHERE "offset" > ? ORDER BY "offset" LIMIT ?', (after, limit)
-            ).fetchall()
+            ).fetchall(),
+            inline=inline,
         )
         return [LogRecord(*row) for row in rows]
 
@@ -381,7 +396,7 @@ class SqliteProfileStore:
                     found[Identifier(kind, value)] = pid
             return found
 
-        return await self._db.read(fetch)
+        return await self._db.read(fetch, inline=len(wanted) <= _INLINE_KEYS)
 
     async def profiles(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
         wanted = list(profile_ids)
@@ -396,7 +411,7 @@ class SqliteProfileStore:
                     found[row[0]] = _profile_of(row)
             return found
 
-        return await self._db.read(fetch)
+        return await self._db.read(fetch, inline=len(wanted) <= _INLINE_PROFILES)
 
     async def commit(
         self, changes: Changeset, consumer: str, offset: int, *, expected: int | None = None
@@ -629,7 +644,7 @@ class SqliteProfileStore:
                     found[key] = []
             return found
 
-        return await self._db.read(fetch)
+        return await self._db.read(fetch, inline=len(wanted) <= _INLINE_KEYS)
 
     async def features(self, profile_ids: Iterable[str]) -> dict[str, bytes]:
         return await self._blobs_of("features", profile_ids)
@@ -650,7 +665,7 @@ class SqliteProfileStore:
                     found[str(pid)] = bytes(data)
             return found
 
-        return await self._db.read(fetch)
+        return await self._db.read(fetch, inline=len(wanted) <= _INLINE_PROFILES)
 
     async def scan_match_records(self, after: str, limit: int) -> list[tuple[str, bytes]]:
         rows = await self._db.read(
