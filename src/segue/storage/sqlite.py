@@ -140,9 +140,9 @@ class SqliteEventLog:
         return results
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
-        # A reader a few records behind this process's own appends reads them on its own
-        # thread (SqliteFile.read), asking for no more than it knows of: another process's
-        # appends beyond them wait for the next read.
+        # A reader a few records behind this process's own appends reads them on the
+        # calling thread (SqliteFile.read), asking for no more than it knows of: another
+        # process's appends beyond them wait for the next read.
         behind = self._head - after
         inline = 0 < behind <= _INLINE_RECORDS
         if inline:
