@@ -8,8 +8,10 @@ the reads run and what they return, never by timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
@@ -37,27 +39,45 @@ class _NoThreads(Executor):
         return future
 
 
+@contextlib.asynccontextmanager
+async def _opened(path: Path) -> AsyncIterator[SqliteFile]:
+    db = SqliteFile(path, _SCHEMA)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.aclose()
+
+
+@contextlib.contextmanager
+def _without_reader_threads(db: SqliteFile) -> Iterator[_NoThreads]:
+    """The file's reader pool replaced by one that refuses (and counts) every read."""
+    pool, real = _NoThreads(), db._readers
+    db._readers = pool  # type: ignore[assignment]
+    try:
+        yield pool
+    finally:
+        db._readers = real
+
+
 def test_an_inline_read_runs_on_the_calling_thread_and_a_plain_one_does_not(
     tmp_path: Path,
 ) -> None:
+    def where(conn: sqlite3.Connection) -> tuple[int, str]:
+        return threading.get_ident(), conn.execute("SELECT v FROM t").fetchone()[0]
+
     async def run() -> None:
-        db = SqliteFile(tmp_path / "r.db", _SCHEMA)
-        await db.open()
-        await db.write(
-            lambda conn: transaction(
-                conn, lambda c: c.execute("INSERT INTO t (k, v) VALUES (1, 'one')")
+        async with _opened(tmp_path / "r.db") as db:
+            await db.write(
+                lambda conn: transaction(
+                    conn, lambda c: c.execute("INSERT INTO t (k, v) VALUES (1, 'one')")
+                )
             )
-        )
-
-        def where(conn: sqlite3.Connection) -> tuple[int, str]:
-            return threading.get_ident(), conn.execute("SELECT v FROM t").fetchone()[0]
-
-        here = threading.get_ident()
-        assert await db.read(where, inline=True) == (here, "one")
-        thread, value = await db.read(where)
-        assert thread != here
-        assert value == "one"
-        await db.aclose()
+            here = threading.get_ident()
+            assert await db.read(where, inline=True) == (here, "one")
+            thread, value = await db.read(where)
+            assert thread != here
+            assert value == "one"
 
     asyncio.run(run())
 
@@ -66,11 +86,9 @@ def test_an_inline_read_reports_a_broken_query_as_the_backend_being_unavailable(
     tmp_path: Path,
 ) -> None:
     async def run() -> None:
-        db = SqliteFile(tmp_path / "r.db", _SCHEMA)
-        await db.open()
-        with pytest.raises(BackendUnavailable, match=r"r\.db"):
-            await db.read(lambda c: c.execute("SELECT nope FROM t").fetchall(), inline=True)
-        await db.aclose()
+        async with _opened(tmp_path / "r.db") as db:
+            with pytest.raises(BackendUnavailable, match=r"r\.db"):
+                await db.read(lambda c: c.execute("SELECT nope FROM t").fetchall(), inline=True)
 
     asyncio.run(run())
 
@@ -97,10 +115,7 @@ def test_the_profile_store_reads_a_few_keys_inline_and_many_on_a_reader_thread(
             changes.match_records[pid] = pid.encode()
         await store.commit(changes, "c", 1)
 
-        pool = _NoThreads()
-        real = store._db._readers
-        store._db._readers = pool  # type: ignore[assignment]
-        try:
+        with _without_reader_threads(store._db) as pool:
             few = list(people.items())[:3]
             found = await store.lookup([ident for _, ident in few])
             assert found == {ident: pid for pid, ident in few}
@@ -118,8 +133,6 @@ def test_the_profile_store_reads_a_few_keys_inline_and_many_on_a_reader_thread(
             with pytest.raises(RuntimeError, match="reader thread"):
                 await store.block_candidates([f"k:{pid}" for pid in people], cap=100)
             assert pool.submitted == 3
-        finally:
-            store._db._readers = real
         # and with the real pool they answer
         assert len(await store.lookup(list(people.values()))) == 40
         assert (await store.block_candidates(["k:shared"], cap=100))["k:shared"] != []
@@ -139,18 +152,13 @@ def test_the_log_reads_inline_only_what_it_knows_is_a_few_records_behind(
         log = SqliteEventLog(tmp_path)
         await log.open()
         await log.append(_records("a", 3))
-        pool = _NoThreads()
-        real = log._db._readers
-        log._db._readers = pool  # type: ignore[assignment]
-        try:
+        with _without_reader_threads(log._db) as pool:
             assert [r.offset for r in await log.read(0, 100)] == [1, 2, 3]
             assert pool.submitted == 0
             await log.append(_records("b", 20))
             with pytest.raises(RuntimeError, match="reader thread"):
                 await log.read(3, 100)
             assert pool.submitted == 1
-        finally:
-            log._db._readers = real
         await log.aclose()
 
     asyncio.run(run())
