@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -25,8 +25,13 @@ from segue.core.ports import CatalogStore
 __all__ = ["CatalogView", "Columns"]
 
 
+#: an id's fingerprint in the row table: CPython's str hash, a 64-bit SipHash keyed at
+#: random per process (so nobody can aim a collision at it); tests swap in a weak one
+fingerprint: Callable[[str], int] = hash
+
+
 class Columns:
-    """The catalog as arrays; ``row[item_id]`` is an item's position (-1: unknown)."""
+    """The catalog as arrays; ``row[item_id]`` is an item's position (``unknown``: none)."""
 
     def __init__(self, items: dict[str, Item]) -> None:
         ids = list(items)
@@ -34,7 +39,9 @@ class Columns:
         # item objects' own id strings are scattered over the heap, and mapping 500
         # candidates to rows then costs a cache miss per key (measured: 2.2× slower)
         compact: list[str] = msgspec.json.decode(msgspec.json.encode(ids))
+        self.ids = compact
         self.row = {item_id: i for i, item_id in enumerate(compact)}
+        self._table = _RowTable(compact)
         self.categories: dict[str, int] = {}
         self.brands: dict[str, int] = {}
         n = len(ids)
@@ -63,11 +70,25 @@ class Columns:
         self.unknown = n
 
     def rows(self, item_ids: Sequence[str]) -> NDArray[np.intp]:
-        # map + fromiter: half the time of a list comprehension on 500 ids (no Python frame
-        # per id); this lookup is a quarter of a decision's cost over HTTP
+        """Each id's row, ``unknown`` for ids not in the catalog.
+
+        The rows come from fingerprints (see :class:`_RowTable`): a row can belong to
+        another id only if two different ids share a 64-bit fingerprint, so what is shown
+        is checked with :meth:`holds` first (and :meth:`exact_rows` used if it fails).
+        """
+        if self._table.usable:
+            return self._table.rows(item_ids, self.unknown)
+        return self.exact_rows(item_ids)
+
+    def exact_rows(self, item_ids: Sequence[str]) -> NDArray[np.intp]:
+        """:meth:`rows` by the ids themselves (the dict): slower, never another id's row."""
         n = len(item_ids)
         found = map(self.row.get, item_ids, itertools.repeat(self.unknown, n))
         return np.fromiter(found, dtype=np.intp, count=n)
+
+    def holds(self, row: int, item_id: str) -> bool:
+        """Whether ``row`` is ``item_id``'s: the exact check behind :meth:`rows`."""
+        return 0 <= row < self.unknown and self.ids[row] == item_id
 
     def available_at(self, rows: NDArray[np.intp], now: float) -> NDArray[np.bool_]:
         ok: NDArray[np.bool_] = (
@@ -93,6 +114,61 @@ class Columns:
             code = table.get(name)
             if code is not None:
                 out[code] = value
+        return out
+
+
+class _RowTable:
+    """Ids → rows by fingerprint, in numpy: an open-addressing table (linear probing, at
+    most half full) of fingerprints and their rows, probed for all candidates at once.
+
+    Why not the dict: with a 100,000-item catalog each lookup of a candidate id misses the
+    cache three times (the dict's index, its entry, the key to compare), one id after the
+    other; 500 of them took ~0.3 ms of a ~0.9 ms decision. Here the probes of all ids are
+    two gathers that the processor overlaps: ~2.5× faster when the catalog is not in
+    cache. The price is that a fingerprint stands for the id: when two of the catalog's
+    ids share one, the table is not used; an id outside the catalog with the fingerprint
+    of one inside (about 1 in 10^14 per candidate at 100,000 items) gets that item's row,
+    which is why the engine checks the items it ranks (:meth:`Columns.holds`) and, if one
+    is not what it seems, starts over with :meth:`Columns.exact_rows`.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        n = len(ids)
+        size = 1 << max(4, (2 * n).bit_length())
+        self.mask = size - 1
+        prints = np.fromiter(map(fingerprint, ids), dtype=np.int64, count=n)
+        self.usable = len(np.unique(prints)) == n
+        self.prints = np.zeros(size, dtype=np.int64)
+        self.rows_at = np.full(size, -1, dtype=np.intp)  # -1: an empty slot
+        if not self.usable:
+            return
+        slot = prints & self.mask
+        pending = np.arange(n)
+        while len(pending):  # place every id at its first free slot from its home
+            at = slot[pending]
+            free = self.rows_at[at] < 0
+            taken, first = np.unique(at[free], return_index=True)
+            winners = pending[free][first]  # one id per free slot
+            self.prints[taken] = prints[winners]
+            self.rows_at[taken] = winners
+            placed = np.zeros(n, dtype=bool)
+            placed[winners] = True
+            pending = pending[~placed[pending]]
+            slot[pending] = (slot[pending] + 1) & self.mask
+
+    def rows(self, item_ids: Sequence[str], unknown: int) -> NDArray[np.intp]:
+        n = len(item_ids)
+        wanted = np.fromiter(map(fingerprint, item_ids), dtype=np.int64, count=n)
+        slot = wanted & self.mask
+        out = np.full(n, unknown, dtype=np.intp)
+        todo = np.arange(n)
+        while len(todo):  # an empty slot ends a probe: the id is not in the catalog
+            row = self.rows_at[slot]
+            same = self.prints[slot] == wanted
+            found = same & (row >= 0)
+            out[todo[found]] = row[found]
+            on = ~same & (row >= 0)
+            todo, wanted, slot = todo[on], wanted[on], (slot[on] + 1) & self.mask
         return out
 
 

@@ -190,30 +190,14 @@ class DecideEngine:
         if item_id is not None and request.candidates is None:
             pool.drop(item_id)  # not the item the person is looking at
         cols = self.catalog.columns
-        rows = cols.rows(pool.ids)
-        keep, removed = _eligible(pool.ids, pool.pos, rows, cols, placement.rules, now, signals)
-        kept = np.flatnonzero(keep)
-        ids = pool.ids
-        kept_ids = [ids[i] for i in kept.tolist()]  # Python ints: a third of the time
-        x = self._features(pool, kept, rows[kept], signals, item_id, kept_ids)
         ranker = self.ranker(ranker_key)
-        order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
-        ranked: list[Candidate] = []
-        for position, index in enumerate(order.tolist()):
-            ranked.append(
-                Candidate(
-                    item_id=kept_ids[index],
-                    row=index,
-                    score=round(float(scores[position]), 6),
-                    propensity=round(float(propensity[position]), 4),
-                )
-            )
-        featured = set(placement.rules.pinned) | set(placement.rules.promoted)
-        if featured:
-            in_ranked = {c.item_id for c in ranked}
-            for i, other in enumerate(kept_ids):
-                if other in featured and other not in in_ranked:
-                    ranked.append(Candidate(item_id=other, row=i))
+        args = (pool, cols, placement, signals, item_id, now, ranker, k)
+        # rows by fingerprint; if one shown turns out to be another item's, again by id
+        short = self._shortlist(*args, cols.rows(pool.ids)) or self._shortlist(
+            *args, cols.exact_rows(pool.ids)
+        )
+        assert short is not None  # exact rows are never another item's
+        kept, removed, kept_ids, x, ranked = short
         chosen = fill_slots(ranked, items, placement.rules, k)
         picked = [c.row for c in chosen]
         for c, sources in zip(chosen, pool.sources_at(kept[picked]), strict=True):
@@ -295,6 +279,56 @@ class DecideEngine:
                 else None
             ),
         }
+
+    def _shortlist(
+        self,
+        pool: _Pool,
+        cols: Columns,
+        placement: Placement,
+        signals: PersonSignals | None,
+        item_id: str | None,
+        now: float,
+        ranker: LinearThompson,
+        k: int,
+        rows: NDArray[np.intp],
+    ) -> (
+        tuple[NDArray[np.intp], dict[str, int], list[str], NDArray[np.float64], list[Candidate]]
+        | None
+    ):
+        """Rules, features and ranking: the kept positions, what each rule removed, the
+        kept ids, their features and the ranked shortlist (with the featured items).
+
+        Returns None if a ranked item's row is another item's (see ``Columns.rows``).
+        """
+        keep, removed = _eligible(pool.ids, pool.pos, rows, cols, placement.rules, now, signals)
+        kept = np.flatnonzero(keep)
+        ids = pool.ids
+        kept_ids = [ids[i] for i in kept.tolist()]  # Python ints: a third of the time
+        kept_rows = rows[kept]
+        x = self._features(pool, kept, kept_rows, signals, item_id, kept_ids)
+        order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
+        ranked: list[Candidate] = []
+        at_rows = kept_rows[order].tolist()
+        for position, index in enumerate(order.tolist()):
+            if not cols.holds(at_rows[position], kept_ids[index]):
+                return None
+            ranked.append(
+                Candidate(
+                    item_id=kept_ids[index],
+                    row=index,
+                    score=round(float(scores[position]), 6),
+                    propensity=round(float(propensity[position]), 4),
+                )
+            )
+        featured = set(placement.rules.pinned) | set(placement.rules.promoted)
+        if featured:
+            in_ranked = {c.item_id for c in ranked}
+            for i, other in enumerate(kept_ids):
+                if other in featured and other not in in_ranked:
+                    if not cols.holds(int(kept_rows[i]), other):
+                        return None
+                    ranked.append(Candidate(item_id=other, row=i))
+        return kept, removed, kept_ids, x, ranked
 
     async def _assign(
         self, request: DecideRequest, person: PersonView, gpc: bool, now: float

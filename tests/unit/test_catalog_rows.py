@@ -1,0 +1,101 @@
+"""Candidate ids → catalog rows through the fingerprint table, and the engine's check of
+what it shows (a row found by fingerprint can be another id's)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segue.core.model import Item
+from segue.decide import catalog_view
+from segue.decide.catalog_view import CatalogView, Columns
+from segue.decide.engine import DecideRequest
+from tests.unit.test_decide_engine import engine
+
+
+def _columns(ids: list[str]) -> Columns:
+    return Columns({i: Item(item_id=i, title=i) for i in ids})
+
+
+def _by_dict(cols: Columns, ids: list[str]) -> list[int]:
+    return [cols.row.get(i, cols.unknown) for i in ids]
+
+
+def _number(item_id: str) -> int:
+    """A fingerprint that is unique for "i<n>" ids, sends all of them home to a few slots
+    (long probe chains) and gives "x<n>" the fingerprint of "i<n>"."""
+    return int(item_id[1:]) * 64 if item_id[1:].isdigit() else 7
+
+
+def test_rows_match_the_dict_for_known_unknown_and_dropped_ids() -> None:
+    ids = [f"sku-{j}" for j in range(5000)]
+    cols = _columns(ids)
+    assert cols._table.usable
+    wanted = [*random.Random(1).sample(ids, 700), "", "nope", "sku-5000", "SKU-1", ids[0]]
+    assert cols.rows(wanted).tolist() == _by_dict(cols, wanted)
+    assert cols.rows([]).tolist() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    catalog=st.lists(st.text(max_size=12), max_size=300, unique=True),
+    extra=st.lists(st.text(max_size=12), max_size=50),
+)
+def test_rows_match_the_dict_for_any_ids(catalog: list[str], extra: list[str]) -> None:
+    cols = _columns(catalog)
+    wanted = catalog[::2] + extra
+    assert cols.rows(wanted).tolist() == _by_dict(cols, wanted)
+
+
+def test_long_probe_chains_still_find_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_view, "fingerprint", _number)
+    ids = [f"i{j}" for j in range(1000)]
+    cols = _columns(ids)
+    assert cols._table.usable
+    wanted = [*ids[::-3], "i5000", "zz"]
+    assert cols.rows(wanted).tolist() == _by_dict(cols, wanted)
+
+
+def test_ids_sharing_a_fingerprint_fall_back_to_the_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_view, "fingerprint", len)
+    ids = ["a", "b", "cc", "ddd"]
+    cols = _columns(ids)
+    assert not cols._table.usable
+    assert cols.rows(["b", "a", "zz", "ddd"]).tolist() == [1, 0, cols.unknown, 3]
+
+
+def test_an_impostor_gets_the_row_by_fingerprint_and_holds_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(catalog_view, "fingerprint", _number)
+    cols = _columns([f"i{j}" for j in range(10)])
+    row = int(cols.rows(["x4"])[0])
+    assert row == cols.row["i4"]  # what a shared fingerprint does
+    assert not cols.holds(row, "x4")
+    assert cols.holds(row, "i4")
+    assert not cols.holds(cols.unknown, "i4")
+
+
+def test_the_engine_never_ranks_an_impostor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates outside the catalog whose fingerprints are those of catalog items: with
+    the real hash this happens about once in 10^14 candidates, here it happens to all."""
+    monkeypatch.setattr(catalog_view, "fingerprint", _number)
+    e = engine(None)
+    e.catalog = CatalogView()
+    e.catalog.upsert(Item(item_id=f"i{j}", title=f"Item {j}") for j in range(40))
+    candidates = [f"x{j}" for j in range(40)] + ["i7", "i9"]
+    out = asyncio.run(e.decide(DecideRequest(placement="home", k=5, candidates=candidates)))
+    assert sorted(i["item_id"] for i in out["items"]) == ["i7", "i9"]
+    assert out["explanation"]["removed"]["not_in_catalog"] == 40  # counted as the dict does
+
+
+def test_rows_are_a_numpy_index() -> None:
+    cols = _columns(["a", "b"])
+    rows = cols.rows(["b", "q"])
+    assert rows.dtype == np.intp
+    assert cols.available[rows].shape == (2,)
