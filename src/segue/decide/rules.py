@@ -52,40 +52,45 @@ def fill_slots(
     share of slots, the ranked rest — never more than ``max_per_category`` of a category."""
     by_id = {c.item_id: c for c in ranked}
     out: list[Candidate] = []
+    taken: set[str] = set()  # ids in ``out``: a list's ``in`` compares structs field by field
     per_category: dict[str | None, int] = {}
+    cap = rules.max_per_category
 
     def take(c: Candidate) -> bool:
-        category = items[c.item_id].category if c.item_id in items else None
-        cap = rules.max_per_category
+        item = items.get(c.item_id)
+        category = item.category if item is not None else None
         if cap is not None and category is not None and per_category.get(category, 0) >= cap:
             return False
         per_category[category] = per_category.get(category, 0) + 1
         out.append(c)
+        taken.add(c.item_id)
         return True
 
     for item_id in rules.pinned:
         c = by_id.get(item_id)
-        if c is not None and len(out) < k and c not in out:
+        if c is not None and len(out) < k and item_id not in taken:
             c.pinned = True
             c.reason = "pinned"
             out.append(c)
+            taken.add(item_id)
     promoted_slots = int(k * rules.promoted_share + 1e-9)
     for item_id in rules.promoted:
         if promoted_slots <= 0 or len(out) >= k:
             break
         c = by_id.get(item_id)
-        if c is not None and c not in out and take(c):
+        if c is not None and item_id not in taken and take(c):
             c.promoted = True
             c.reason = c.reason or "promoted"
             promoted_slots -= 1
     for c in ranked:
         if len(out) >= k:
             break
-        if c not in out:
+        if c.item_id not in taken:
             take(c)
     for c in ranked:  # diversity is a preference: rather a full slate than an empty slot
         if len(out) >= k:
             break
-        if c not in out and not c.pinned and not c.promoted:
+        if c.item_id not in taken and not c.pinned and not c.promoted:
             out.append(c)
+            taken.add(c.item_id)
     return out
