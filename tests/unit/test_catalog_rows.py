@@ -74,11 +74,12 @@ def test_an_impostor_gets_the_row_by_fingerprint_and_holds_says_so(
 ) -> None:
     monkeypatch.setattr(catalog_view, "fingerprint", _number)
     cols = _columns([f"i{j}" for j in range(10)])
-    row = int(cols.rows(["x4"])[0])
-    assert row == cols.row["i4"]  # what a shared fingerprint does
-    assert not cols.holds(row, "x4")
-    assert cols.holds(row, "i4")
-    assert not cols.holds(cols.unknown, "i4")
+    rows = cols.rows(["x4", "i2"])
+    assert rows.tolist() == [cols.row["i4"], cols.row["i2"]]  # what a shared fingerprint does
+    assert not cols.holds(rows, ["x4", "i2"])
+    assert cols.holds(rows, ["i4", "i2"])
+    assert not cols.holds(np.array([cols.unknown, -1]), ["i4", "i2"])
+    assert cols.holds(rows[:0], [])
 
 
 def test_the_engine_never_ranks_an_impostor(monkeypatch: pytest.MonkeyPatch) -> None:

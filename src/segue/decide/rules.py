@@ -9,11 +9,7 @@ promoted items up to their share of slots, then the ranked rest with at most
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import msgspec
-
-from segue.core.model import Item
 
 __all__ = ["Candidate", "PlacementRules", "fill_slots"]
 
@@ -36,7 +32,13 @@ class Candidate(msgspec.Struct, kw_only=True):
     """A candidate item with the evidence that brought it in (source → strength)."""
 
     item_id: str
+    #: position among the candidates the rules kept
     row: int = -1
+    #: row in the catalog columns (-1: not known)
+    catalog_row: int = -1
+    #: the item's category as a code of the catalog columns (-1: none): the diversity
+    #: limit reads it here, not from the item (a cache miss or three per candidate)
+    category: int = -1
     sources: dict[str, float] = {}
     score: float = 0.0
     propensity: float = 1.0
@@ -45,21 +47,19 @@ class Candidate(msgspec.Struct, kw_only=True):
     promoted: bool = False
 
 
-def fill_slots(
-    ranked: list[Candidate], items: Mapping[str, Item], rules: PlacementRules, k: int
-) -> list[Candidate]:
+def fill_slots(ranked: list[Candidate], rules: PlacementRules, k: int) -> list[Candidate]:
     """Choose the final k: pinned first (in configured order), promoted items up to their
     share of slots, the ranked rest — never more than ``max_per_category`` of a category."""
-    by_id = {c.item_id: c for c in ranked}
+    featured = rules.pinned or rules.promoted
+    by_id = {c.item_id: c for c in ranked} if featured else {}
     out: list[Candidate] = []
     taken: set[str] = set()  # ids in ``out``: a list's ``in`` compares structs field by field
-    per_category: dict[str | None, int] = {}
+    per_category: dict[int, int] = {}
     cap = rules.max_per_category
 
     def take(c: Candidate) -> bool:
-        item = items.get(c.item_id)
-        category = item.category if item is not None else None
-        if cap is not None and category is not None and per_category.get(category, 0) >= cap:
+        category = c.category
+        if cap is not None and category >= 0 and per_category.get(category, 0) >= cap:
             return False
         per_category[category] = per_category.get(category, 0) + 1
         out.append(c)
