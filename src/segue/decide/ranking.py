@@ -113,8 +113,10 @@ class LinearThompson:
         chosen = _top(scores[:, 0], k)
         mean_scores = x @ self.mean
         if explore and propensity_samples:
-            # the top k of every other sample at once: one partition per column
-            tops = np.argpartition(-scores[:, 1:], k - 1, axis=0)[:k]
+            # the top k of every other sample, ties to the earlier candidate as in the
+            # choice itself: one sorted row per sample
+            resampled = np.negative(scores[:, 1:].T, order="C")
+            tops = np.argsort(resampled, axis=1, kind="stable")[:, :k]
             in_top = np.bincount(tops.ravel(), minlength=n).astype(np.float64)
             propensity = (in_top[chosen] + 1.0) / (propensity_samples + 1.0)
         else:
@@ -151,7 +153,11 @@ class LinearThompson:
 
 
 def _top(scores: NDArray[np.float64], k: int) -> NDArray[np.intp]:
-    if k >= len(scores):
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
+    """The ``k`` best, best first; of equal scores the earlier candidate.
+
+    A stable sort of all the scores, not a partition: with many equal scores (candidates
+    that differ in nothing the model sees, common for a visitor nobody knows) numpy's
+    partition slowed down ~6× (36 against 6 µs for 500 scores, 260 against 33 µs for the
+    eight resamples of the propensities), and a sort of 500 is cheap whatever the ties.
+    """
+    return np.argsort(-scores, kind="stable")[:k]
