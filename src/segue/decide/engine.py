@@ -453,20 +453,18 @@ class DecideEngine:
         x = np.zeros((n, len(FEATURES)))
         if n == 0:
             return x
-        s = pool.strength[:, kept]
         x[:, 0] = 1.0
-        popular = s[
-            [
-                _SOURCE["popular"],
-                _SOURCE["popular_in_category"],
-                _SOURCE["popular_in_region"],
-                _SOURCE["request"],
-            ]
-        ].max(axis=0)
-        x[:, 1] = np.log1p(popular)
-        x[:, 2] = np.log1p(s[_SOURCE["co_visitation"]])
-        x[:, 3] = np.log1p(s[_SOURCE["bought_together"]])
-        x[:, 6] = s[_SOURCE["fresh"]] > 0
+        strength, used = pool.strength, pool.used  # a source nobody filled is all zeros
+        popular = [i for i in _POPULAR if i in used]
+        if len(popular) == 1:
+            x[:, 1] = np.log1p(strength[popular[0], kept])
+        elif popular:
+            x[:, 1] = np.log1p(strength[popular][:, kept].max(axis=0))
+        for column, source in _LOGGED:
+            if source in used:
+                x[:, column] = np.log1p(strength[source, kept])
+        if _SOURCE["fresh"] in used:
+            x[:, 6] = strength[_SOURCE["fresh"], kept] > 0
         cols = self.catalog.columns
         if item_id is not None:
             x[:, 7] = cols.similarity(cols.row.get(item_id, cols.unknown), rows)
@@ -478,7 +476,8 @@ class DecideEngine:
                 wanted = np.asarray(seen, dtype=np.intp)
                 at = np.minimum(np.searchsorted(kept, wanted), len(kept) - 1)
                 x[at[kept[at] == wanted], 8] = 1.0
-        for column in (1, 2, 3):
+        filled = [column for column, source in _LOGGED if source in used]
+        for column in [1, *filled] if popular else filled:  # each to 0..1
             peak = x[:, column].max()
             if peak > 0:
                 x[:, column] /= peak
@@ -594,6 +593,12 @@ _SOURCES: Final = (
     "catalog",
 )
 _SOURCE: Final = {name: i for i, name in enumerate(_SOURCES)}
+#: the sources whose strongest strength is the popularity feature
+_POPULAR: Final = tuple(
+    _SOURCE[name] for name in ("popular", "popular_in_category", "popular_in_region", "request")
+)
+#: feature column → the source whose log strength it is
+_LOGGED: Final = ((2, _SOURCE["co_visitation"]), (3, _SOURCE["bought_together"]))
 _CAP: Final = 1000
 
 
@@ -604,9 +609,12 @@ class _Pool:
         self.ids: list[str] = []
         self.pos: dict[str, int] = {}
         self.strength = np.zeros((len(_SOURCES), _CAP))
+        #: the sources with a strength above 0 somewhere (the other rows are all zeros)
+        self.used: set[int] = set()
 
     def add(self, source: str, pairs: Iterable[tuple[str, float]]) -> None:
-        row = self.strength[_SOURCE[source]]
+        index = _SOURCE[source]
+        row = self.strength[index]
         ids, pos = self.ids, self.pos
         for item_id, value in pairs:
             p = pos.get(item_id)
@@ -617,6 +625,7 @@ class _Pool:
                 ids.append(item_id)
             if value > row[p]:
                 row[p] = value
+                self.used.add(index)
 
     def add_all(self, source: str, item_ids: Iterable[str]) -> None:
         """Start the pool from a list (the request's own candidates): no per-item work."""
@@ -628,6 +637,8 @@ class _Pool:
             pos = dict(zip(given, range(len(given)), strict=True))
         self.ids, self.pos = given, pos
         self.strength[_SOURCE[source], : len(self.ids)] = 1.0
+        if self.ids:
+            self.used.add(_SOURCE[source])
 
     def drop(self, item_id: str) -> None:
         p = self.pos.get(item_id)

@@ -1,0 +1,83 @@
+"""The catalog columns answer what the items say: content similarity from the packed
+attribute word equals the comparison of the items' own attributes (category, brand, price
+band, type; missing values match nothing), and availability with and without windows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segue.core.model import Item
+from segue.decide.catalog_view import Columns
+
+_items = st.builds(
+    Item,
+    item_id=st.just(""),
+    title=st.just("t"),
+    type=st.sampled_from(["product", "offer", "content", "other"]),
+    category=st.one_of(st.none(), st.sampled_from(["a", "b", "c"])),
+    brand=st.one_of(st.none(), st.sampled_from(["x", "y"])),
+    price=st.one_of(st.none(), st.sampled_from([0.0, 0.5, 3.0, 30.0, 300.0, 5e9])),
+)
+
+
+def _band(price: float | None) -> int | None:
+    if price is None or price <= 0:
+        return None
+    return min(int(math.log10(price)), 6) if price >= 1 else 0
+
+
+def _expected(a: Item, b: Item) -> float:
+    score = 0.1 if a.type == b.type else 0.0
+    if a.category is not None and a.category == b.category:
+        score += 0.4
+    if a.brand is not None and a.brand == b.brand:
+        score += 0.3
+    if _band(a.price) is not None and _band(a.price) == _band(b.price):
+        score += 0.2
+    return score
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_items, min_size=1, max_size=30))
+def test_similarity_compares_each_attribute(items: list[Item]) -> None:
+    catalog = {f"i{j}": item for j, item in enumerate(items)}
+    cols = Columns(catalog)
+    rows = np.arange(len(items))
+    for j, item in enumerate(items):
+        got = cols.similarity(j, rows)
+        assert np.allclose(got, [_expected(item, other) for other in items])
+    assert cols.similarity(cols.unknown, rows).tolist() == [0.0] * len(items)
+
+
+def test_availability_with_and_without_windows() -> None:
+    plain = {
+        "on": Item(item_id="on", title="t"),
+        "out": Item(item_id="out", title="t", stock=0),
+        "off": Item(item_id="off", title="t", available=False),
+    }
+    cols = Columns(plain)
+    assert not cols.windowed
+    rows = np.array([0, 1, 2, cols.unknown])
+    assert cols.available_at(rows, 100.0).tolist() == [True, False, False, False]
+    windows = {
+        **plain,
+        "later": Item(item_id="later", title="t", start_at=200.0),
+        "over": Item(item_id="over", title="t", end_at=50.0),
+        "now": Item(item_id="now", title="t", start_at=50.0, end_at=200.0),
+    }
+    cols = Columns(windows)
+    assert cols.windowed
+    rows = np.arange(len(windows) + 1)
+    assert cols.available_at(rows, 100.0).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
