@@ -669,12 +669,15 @@ def _eligible(
 ) -> tuple[NDArray[np.bool_], dict[str, int]]:
     """The candidates the placement's rules allow, and how many each rule removed."""
     removed: dict[str, int] = {}
+    left = len(ids)  # candidates still kept
 
     def apply(name: str, keep: NDArray[np.bool_], ok: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        nonlocal left
         out: NDArray[np.bool_] = keep & ok
-        dropped = int(keep.sum() - out.sum())
-        if dropped:
-            removed[name] = dropped
+        now_left = int(np.count_nonzero(out))
+        if now_left < left:
+            removed[name] = left - now_left
+        left = now_left
         return out
 
     keep = apply("not_in_catalog", np.ones(len(ids), dtype=bool), rows != cols.unknown)

@@ -65,10 +65,16 @@ class LinearThompson:
         self.updates = 0
         self.version = 0
         self._chol: NDArray[np.float64] | None = None
+        self._mean: NDArray[np.float64] | None = None
 
     @property
     def mean(self) -> NDArray[np.float64]:
-        return self.a_inv @ self.b
+        """The posterior mean of the weights (kept until the next update: every request
+        reads it up to three times)."""
+        mean = self._mean
+        if mean is None:
+            mean = self._mean = self.a_inv @ self.b
+        return mean
 
     def _cholesky(self) -> NDArray[np.float64]:
         chol = self._chol
@@ -130,7 +136,7 @@ class LinearThompson:
         self.b += reward * x
         self.updates += 1
         self.version += 1
-        self._chol = None
+        self._chol = self._mean = None
 
     def to_bytes(self) -> bytes:
         return msgspec.msgpack.encode(
@@ -149,6 +155,7 @@ class LinearThompson:
         model.a_inv = np.asarray(state.a_inv, dtype=np.float64)
         model.b = np.asarray(state.b, dtype=np.float64)
         model.updates, model.version = state.updates, state.version
+        model._chol = model._mean = None
         return model
 
 
