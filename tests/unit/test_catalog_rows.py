@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from segue.core.model import Item
 from segue.decide import catalog_view
 from segue.decide.catalog_view import CatalogView, Columns
-from segue.decide.engine import DecideRequest
+from segue.decide.engine import DecideRequest, Placement
+from segue.decide.rules import PlacementRules
 from tests.unit.test_decide_engine import engine
 
 
@@ -82,7 +83,7 @@ def test_an_impostor_gets_the_row_by_fingerprint_and_holds_says_so(
     assert cols.holds(rows[:0], [])
 
 
-def test_the_engine_never_ranks_an_impostor(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_engine_never_shows_an_impostor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates outside the catalog whose fingerprints are those of catalog items: with
     the real hash this happens about once in 10^14 candidates, here it happens to all."""
     monkeypatch.setattr(catalog_view, "fingerprint", _number)
@@ -93,6 +94,19 @@ def test_the_engine_never_ranks_an_impostor(monkeypatch: pytest.MonkeyPatch) -> 
     out = asyncio.run(e.decide(DecideRequest(placement="home", k=5, candidates=candidates)))
     assert sorted(i["item_id"] for i in out["items"]) == ["i7", "i9"]
     assert out["explanation"]["removed"]["not_in_catalog"] == 40  # counted as the dict does
+
+
+def test_a_pinned_impostor_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pinned id outside the catalog with a catalog item's fingerprint: pinned items go
+    first, so the check of what is shown catches it and the rows are redone by id."""
+    monkeypatch.setattr(catalog_view, "fingerprint", _number)
+    rules = PlacementRules(pinned=("x3",), max_per_category=None)
+    e = engine(None, placements={"home": Placement(name="home", rules=rules)})
+    e.catalog = CatalogView()
+    e.catalog.upsert(Item(item_id=f"i{j}", title=f"Item {j}") for j in range(40))
+    out = asyncio.run(e.decide(DecideRequest(placement="home", k=3, candidates=["x3", "i1", "i2"])))
+    assert sorted(i["item_id"] for i in out["items"]) == ["i1", "i2"]
+    assert out["explanation"]["removed"] == {"not_in_catalog": 1}
 
 
 def test_rows_are_a_numpy_index() -> None:

@@ -156,7 +156,7 @@ class _RowTable:
     cache. The price is that a fingerprint stands for the id: when two of the catalog's
     ids share one, the table is not used; an id outside the catalog with the fingerprint
     of one inside (about 1 in 10^14 per candidate at 100,000 items) gets that item's row,
-    which is why the engine checks the items it ranks (:meth:`Columns.holds`) and, if one
+    which is why the engine checks the items it shows (:meth:`Columns.holds`) and, if one
     is not what it seems, starts over with :meth:`Columns.exact_rows`.
     """
 

@@ -192,14 +192,16 @@ class DecideEngine:
             pool.drop(item_id)  # not the item the person is looking at
         cols = self.catalog.columns
         ranker = self.ranker(ranker_key)
-        args = (pool, cols, placement, signals, item_id, now, ranker, k)
-        # rows by fingerprint; if one shown turns out to be another item's, again by id
-        short = self._shortlist(*args, cols.rows(pool.ids)) or self._shortlist(
-            *args, cols.exact_rows(pool.ids)
-        )
-        assert short is not None  # exact rows are never another item's
-        kept, removed, kept_ids, x, ranked = short
+        args = (pool, cols, placement, signals, item_id, now, ranker)
+        kept, removed, kept_ids, x, ranked = self._shortlist(*args, k, cols.rows(pool.ids))
         chosen = fill_slots(ranked, placement.rules, k)
+        shown = np.fromiter((c.catalog_row for c in chosen), dtype=np.intp, count=len(chosen))
+        if not cols.holds(shown, [c.item_id for c in chosen]):
+            # a row found by fingerprint was another item's (see Columns.rows): by id
+            kept, removed, kept_ids, x, ranked = self._shortlist(
+                *args, k, cols.exact_rows(pool.ids)
+            )
+            chosen = fill_slots(ranked, placement.rules, k)
         picked = [c.row for c in chosen]
         for c, sources in zip(chosen, pool.sources_at(kept[picked]), strict=True):
             c.sources = sources
@@ -292,15 +294,9 @@ class DecideEngine:
         ranker: LinearThompson,
         k: int,
         rows: NDArray[np.intp],
-    ) -> (
-        tuple[NDArray[np.intp], dict[str, int], list[str], NDArray[np.float64], list[Candidate]]
-        | None
-    ):
+    ) -> tuple[NDArray[np.intp], dict[str, int], list[str], NDArray[np.float64], list[Candidate]]:
         """Rules, features and ranking: the kept positions, what each rule removed, the
-        kept ids, their features and the ranked shortlist (with the featured items).
-
-        Returns None if a ranked item's row is another item's (see ``Columns.rows``).
-        """
+        kept ids, their features and the ranked shortlist (with the featured items)."""
         keep, removed = _eligible(pool.ids, pool.pos, rows, cols, placement.rules, now, signals)
         kept = np.flatnonzero(keep)
         ids = pool.ids
@@ -311,8 +307,6 @@ class DecideEngine:
         order, scores, propensity = ranker.rank(x, k * 3, self._rng, explore=placement.exploration)
         at = order.tolist()
         shown_rows = kept_rows[order]
-        if not cols.holds(shown_rows, _at(kept_ids, order)):
-            return None
         ranked = [
             Candidate(
                 item_id=kept_ids[index],
@@ -336,8 +330,6 @@ class DecideEngine:
             in_ranked = {c.item_id for c in ranked}
             for i, other in enumerate(kept_ids):
                 if other in featured and other not in in_ranked:
-                    if not cols.holds(kept_rows[i : i + 1], [other]):
-                        return None
                     at_row = int(kept_rows[i])
                     ranked.append(
                         Candidate(
