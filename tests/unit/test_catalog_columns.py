@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segue.core.model import Item
-from segue.decide.catalog_view import Columns
+from segue.decide.catalog_view import CatalogView, Columns
 
 _items = st.builds(
     Item,
@@ -81,3 +82,51 @@ def test_availability_with_and_without_windows() -> None:
         True,
         False,
     ]
+
+
+def _meaning(cols: Columns) -> list[tuple[object, ...]]:
+    """Each row's attributes by name (codes are numbered in arrival order, so compare names)."""
+    categories = {code: name for name, code in cols.categories.items()}
+    brands = {code: name for name, code in cols.brands.items()}
+    rows = range(cols.unknown)
+    return [
+        (
+            cols.ids[i],
+            cols.items[i],
+            categories.get(int(cols.category[i])),
+            brands.get(int(cols.brand[i])),
+            int(cols.kind[i]),
+            int(cols.band[i]),
+            bool(cols.available[i]),
+            float(cols.start[i]),
+            float(cols.end[i]),
+        )
+        for i in rows
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=st.lists(_items, min_size=1, max_size=12),
+    writes=st.lists(st.tuples(st.integers(0, 15), _items), max_size=12),
+    windows=st.lists(st.one_of(st.none(), st.floats(0, 100)), min_size=12, max_size=12),
+)
+def test_catalog_writes_keep_the_columns_as_a_rebuild_would(
+    first: list[Item], writes: list[tuple[int, Item]], windows: list[float | None]
+) -> None:
+    view = CatalogView()
+    view.upsert(msgspec.structs.replace(item, item_id=f"i{j}") for j, item in enumerate(first))
+    for (number, item), start in zip(writes, windows, strict=False):
+        before = view.columns
+        item = msgspec.structs.replace(item, item_id=f"i{number}", start_at=start)
+        new = item.item_id not in view.items
+        view.upsert([item])
+        after = view.columns
+        assert (after is before) is not new  # in place unless the item is new
+        fresh = Columns(view.items)
+        assert _meaning(after) == _meaning(fresh)
+        assert after.windowed >= fresh.windowed  # may stay on after a window is gone
+        rows = np.arange(after.unknown + 1)
+        for row in range(after.unknown):
+            assert np.allclose(after.similarity(row, rows), fresh.similarity(row, rows))
+        assert (after.available_at(rows, 50.0) == fresh.available_at(rows, 50.0)).all()

@@ -54,21 +54,8 @@ class Columns:
         self.available = np.zeros(n + 1, dtype=bool)
         self.start = np.full(n + 1, -np.inf)
         self.end = np.full(n + 1, np.inf)
-        kinds = {"product": 0, "offer": 1, "content": 2}
-        for i, item_id in enumerate(ids):
-            item = items[item_id]
-            if item.category is not None:
-                self.category[i] = self.categories.setdefault(item.category, len(self.categories))
-            if item.brand is not None:
-                self.brand[i] = self.brands.setdefault(item.brand, len(self.brands))
-            self.kind[i] = kinds.get(item.type, 3)
-            if item.price is not None and item.price > 0:
-                self.band[i] = min(int(math.log10(item.price)), 6) if item.price >= 1 else 0
-            self.available[i] = item.available and item.stock != 0
-            if item.start_at is not None:
-                self.start[i] = item.start_at
-            if item.end_at is not None:
-                self.end[i] = item.end_at
+        for i, item in enumerate(self.items):
+            self._set(i, item)
         self.unknown = n
         self.windowed = bool(np.isfinite(self.start).any() or np.isfinite(self.end).any())
         # the four attributes the similarity compares, in one word per row: one gather of
@@ -79,6 +66,48 @@ class Columns:
             | ((self.band.astype(np.int64) + 1) << _BAND_SHIFT)
             | self.kind.astype(np.int64)
         )
+
+    def _set(self, i: int, item: Item) -> None:
+        """Row ``i``'s attributes from ``item`` (the packed word and window flag aside)."""
+        self.category[i] = (
+            -1
+            if item.category is None
+            else self.categories.setdefault(item.category, len(self.categories))
+        )
+        self.brand[i] = (
+            -1 if item.brand is None else self.brands.setdefault(item.brand, len(self.brands))
+        )
+        self.kind[i] = _KINDS.get(item.type, 3)
+        price = item.price
+        if price is not None and price > 0:
+            self.band[i] = min(int(math.log10(price)), 6) if price >= 1 else 0
+        else:
+            self.band[i] = -1
+        self.available[i] = item.available and item.stock != 0
+        self.start[i] = -np.inf if item.start_at is None else item.start_at
+        self.end[i] = np.inf if item.end_at is None else item.end_at
+
+    def update(self, item: Item) -> bool:
+        """Apply a new version of an item already in the columns, in place; False if the
+        item is new (the columns must be rebuilt).
+
+        Why: a stock or price change is the common catalog write, and rebuilding the
+        columns of 100,000 items takes ~0.2 s, paid by the next decision.
+        """
+        i = self.row.get(item.item_id)
+        if i is None:
+            return False
+        self._set(i, item)
+        self.items[i] = item
+        self.packed[i] = (
+            ((int(self.category[i]) + 1) << _CATEGORY_SHIFT)
+            | ((int(self.brand[i]) + 1) << _BRAND_SHIFT)
+            | ((int(self.band[i]) + 1) << _BAND_SHIFT)
+            | int(self.kind[i])
+        )
+        if item.start_at is not None or item.end_at is not None:
+            self.windowed = True
+        return True
 
     def rows(self, item_ids: Sequence[str]) -> NDArray[np.intp]:
         """Each id's row, ``unknown`` for ids not in the catalog.
@@ -133,6 +162,8 @@ class Columns:
                 out[code] = value
         return out
 
+
+_KINDS = {"product": 0, "offer": 1, "content": 2}
 
 # Columns.packed: kind in bits 0–1, price band + 1 in 2–5, brand + 1 in 6–33, category + 1
 # in 34–61 (a catalog has fewer than 2^28 categories or brands: it has fewer items)
@@ -228,9 +259,11 @@ class CatalogView:
         self._columns = None
 
     def upsert(self, items: Iterable[Item]) -> None:
+        columns = self._columns
         for item in items:
             self.items[item.item_id] = item
-        self._columns = None
+            if columns is not None and not columns.update(item):
+                columns = self._columns = None  # a new item: rebuilt when next read
 
     def remove(self, item_id: str) -> None:
         self.items.pop(item_id, None)
