@@ -10,7 +10,10 @@ yet, as a server has them (reusing one set of string objects made lookups look c
 they are over HTTP), in a request that dies after the call. Prints p50/p99, decisions/s
 (the inverse of the mean decide time) and the collector's time over the loop.
 
-Usage: python bench/decide.py [--items 100000] [--requests 20000]
+With ``--catalog-writes N`` one item's stock changes before every Nth decision, as a shop's
+stock updates arrive between decisions.
+
+Usage: python bench/decide.py [--items 100000] [--requests 20000] [--catalog-writes N]
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def build(n_items: int, seed: int) -> tuple[CatalogView, ItemModels]:
     return view, models
 
 
-async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
+async def run(n_items: int, requests: int, seed: int, catalog_writes: int = 0) -> dict[str, Any]:
     view, models = build(n_items, seed)
     rng = random.Random(seed)
     people = {
@@ -169,8 +172,15 @@ async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
     times = []
     decode = msgspec.json.Decoder(list[str]).decode
     inside = 0.0  # the collector's time within the timed calls
+    write = 0
     with CollectorWatch() as collector:
-        for r, raw in zip(reqs, raw_candidates, strict=True):
+        for n, (r, raw) in enumerate(zip(reqs, raw_candidates, strict=True)):
+            if catalog_writes and n % catalog_writes == 0:
+                # a stock change, as `PUT /v1/catalog/items/{id}` makes it (outside the
+                # timing: what it costs the next decision is timed)
+                item = view.items[f"i{write % n_items}"]
+                view.upsert([msgspec.structs.replace(item, stock=(write % 5) or None)])
+                write += 1
             # the candidates as a server has them: strings just decoded from the request
             # body, their hashes not computed yet (decoded outside the timing, as HTTP does)
             # and a request of its own that dies after it, as a server's does: kept on the
@@ -191,6 +201,7 @@ async def run(n_items: int, requests: int, seed: int) -> dict[str, Any]:
     return {
         "items": n_items,
         "requests": requests,
+        "catalog_write_every": catalog_writes or None,
         "candidates": 500,
         "p50_ms": round(statistics.median(times) * 1000, 3),
         "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3),
@@ -208,12 +219,21 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--catalog-writes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="change one item's stock before every Nth decision (0: no catalog writes)",
+    )
     args = parser.parse_args()
     tune_gc()  # the collector settings `segue serve` runs with
-    result = asyncio.run(run(args.items, args.requests, args.seed))
+    result = asyncio.run(run(args.items, args.requests, args.seed, args.catalog_writes))
+    writes = f", a stock change every {args.catalog_writes}" if args.catalog_writes else ""
     print(
-        f"decide in process: {result['items']} items, 500 candidates: p50 {result['p50_ms']} ms, "
-        f"p99 {result['p99_ms']} ms, {result['decisions_per_s']} decisions/s; collector "
+        f"decide in process: {result['items']} items, 500 candidates{writes}: "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"{result['decisions_per_s']} decisions/s; collector "
         f"{result['collector_ms_per_1000']} ms per 1,000 decisions "
         f"({result['collector_inside_ms_per_1000']} inside them; collections per generation "
         f"{result['collections']})"

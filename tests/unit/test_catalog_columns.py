@@ -122,7 +122,8 @@ def test_catalog_writes_keep_the_columns_as_a_rebuild_would(
         new = item.item_id not in view.items
         view.upsert([item])
         after = view.columns
-        assert (after is before) is not new  # in place unless the item is new
+        if not new:
+            assert after is before  # a changed item: in place
         fresh = Columns(view.items)
         assert _meaning(after) == _meaning(fresh)
         assert after.windowed >= fresh.windowed  # may stay on after a window is gone
@@ -130,3 +131,22 @@ def test_catalog_writes_keep_the_columns_as_a_rebuild_would(
         for row in range(after.unknown):
             assert np.allclose(after.similarity(row, rows), fresh.similarity(row, rows))
         assert (after.available_at(rows, 50.0) == fresh.available_at(rows, 50.0)).all()
+
+
+def test_new_items_take_spare_rows_until_a_rebuild_is_due() -> None:
+    view = CatalogView()
+    view.upsert(Item(item_id=f"i{j}", title="t", category=f"c{j % 3}") for j in range(1000))
+    cols = view.columns
+    added = 0
+    while view.columns is cols:
+        view.upsert([Item(item_id=f"new{added}", title="t", category="fresh", stock=1)])
+        added += 1
+    assert added > 200  # a quarter of the catalog fits before the rebuild
+    # the grown columns hold every new item but the last (it set off the rebuild)
+    for c, count in ((cols, added - 1), (view.columns, added)):
+        wanted = [f"new{j}" for j in range(count)] + ["i5", "nope"]
+        rows = c.rows(wanted)
+        found = [c.ids[r] if r < c.unknown else None for r in rows.tolist()]
+        assert found == [*wanted[:-1], None]
+        assert c.available_at(rows, 0.0).tolist() == [True] * (count + 1) + [False]
+        assert (c.category[rows[:count]] == c.categories["fresh"]).all()

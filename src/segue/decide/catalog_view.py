@@ -47,13 +47,16 @@ class Columns:
         self.categories: dict[str, int] = {}
         self.brands: dict[str, int] = {}
         n = len(ids)
-        self.category = np.full(n + 1, -1, dtype=np.int32)  # last row: the unknown item
-        self.brand = np.full(n + 1, -1, dtype=np.int32)
-        self.kind = np.zeros(n + 1, dtype=np.int8)
-        self.band = np.full(n + 1, -1, dtype=np.int8)
-        self.available = np.zeros(n + 1, dtype=bool)
-        self.start = np.full(n + 1, -np.inf)
-        self.end = np.full(n + 1, np.inf)
+        # rows past the items hold defaults: the first of them is the unknown item's, the
+        # others room for items added later (see put)
+        rows = n + 1 + max(16, n // 4)
+        self.category = np.full(rows, -1, dtype=np.int32)
+        self.brand = np.full(rows, -1, dtype=np.int32)
+        self.kind = np.zeros(rows, dtype=np.int8)
+        self.band = np.full(rows, -1, dtype=np.int8)
+        self.available = np.zeros(rows, dtype=bool)
+        self.start = np.full(rows, -np.inf)
+        self.end = np.full(rows, np.inf)
         for i, item in enumerate(self.items):
             self._set(i, item)
         self.unknown = n
@@ -87,18 +90,26 @@ class Columns:
         self.start[i] = -np.inf if item.start_at is None else item.start_at
         self.end[i] = np.inf if item.end_at is None else item.end_at
 
-    def update(self, item: Item) -> bool:
-        """Apply a new version of an item already in the columns, in place; False if the
-        item is new (the columns must be rebuilt).
+    def put(self, item: Item) -> bool:
+        """Apply a catalog write in place: a new version of an item replaces its row, a new
+        item takes the next spare row. False when the columns must be rebuilt instead (no
+        spare row left, or the row table is full).
 
         Why: a stock or price change is the common catalog write, and rebuilding the
         columns of 100,000 items takes ~0.2 s, paid by the next decision.
         """
         i = self.row.get(item.item_id)
         if i is None:
-            return False
+            i = self.unknown
+            if i + 2 > len(self.category) or not self._table.add(item.item_id, i):
+                return False
+            self.ids.append(item.item_id)
+            self.items.append(item)
+            self.row[item.item_id] = i
+            self.unknown = i + 1  # the next row holds defaults: the unknown item's
+        else:
+            self.items[i] = item
         self._set(i, item)
-        self.items[i] = item
         self.packed[i] = (
             ((int(self.category[i]) + 1) << _CATEGORY_SHIFT)
             | ((int(self.brand[i]) + 1) << _BRAND_SHIFT)
@@ -194,13 +205,15 @@ class _RowTable:
     def __init__(self, ids: list[str]) -> None:
         n = len(ids)
         # at most a quarter full: the probe of all ids loops as often as the longest
-        # chain among them is long (~10 rounds at half full, ~5 here; 30 % faster)
-        size = 1 << max(4, (4 * n).bit_length())
+        # chain among them is long (~10 rounds at half full, ~5 here; 30 % faster);
+        # that holds with the quarter more ids Columns makes room for
+        size = 1 << max(4, (5 * n).bit_length())
         self.mask = size - 1
         prints = np.fromiter(map(fingerprint, ids), dtype=np.int64, count=n)
         self.usable = len(np.unique(prints)) == n
         self.prints = np.zeros(size, dtype=np.int64)
         self.rows_at = np.full(size, -1, dtype=np.int32)  # -1: an empty slot
+        self.count = n
         if not self.usable:
             return
         slot = prints & self.mask
@@ -216,6 +229,22 @@ class _RowTable:
             placed[winners] = True
             pending = pending[~placed[pending]]
             slot[pending] = (slot[pending] + 1) & self.mask
+
+    def add(self, item_id: str, row: int) -> bool:
+        """Place one more id; False if the table is unusable or would pass a quarter full,
+        or if the id's fingerprint is taken (the rebuild then sees the collision)."""
+        if not self.usable or (self.count + 1) * 4 > len(self.prints):
+            return False
+        wanted = fingerprint(item_id)
+        slot = wanted & self.mask
+        while self.rows_at[slot] >= 0:
+            if self.prints[slot] == wanted:
+                return False
+            slot = (slot + 1) & self.mask
+        self.prints[slot] = wanted
+        self.rows_at[slot] = row
+        self.count += 1
+        return True
 
     def rows(self, item_ids: Sequence[str], unknown: int) -> NDArray[np.intp]:
         n = len(item_ids)
@@ -262,8 +291,8 @@ class CatalogView:
         columns = self._columns
         for item in items:
             self.items[item.item_id] = item
-            if columns is not None and not columns.update(item):
-                columns = self._columns = None  # a new item: rebuilt when next read
+            if columns is not None and not columns.put(item):
+                columns = self._columns = None  # rebuilt when next read
 
     def remove(self, item_id: str) -> None:
         self.items.pop(item_id, None)
