@@ -8,10 +8,12 @@ import math
 
 import msgspec
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segue.core.model import Item
+from segue.decide import catalog_view
 from segue.decide.catalog_view import CatalogView, Columns
 
 _items = st.builds(
@@ -84,14 +86,16 @@ def test_availability_with_and_without_windows() -> None:
     ]
 
 
-def _meaning(cols: Columns) -> list[tuple[object, ...]]:
-    """Each row's attributes by name (codes are numbered in arrival order, so compare names)."""
+def _meaning(cols: Columns) -> dict[str, tuple[object, ...]]:
+    """Each item's attributes by name, by id (codes are numbered in arrival order, and a
+    removed item's row stays empty, so compare what each id reads)."""
     categories = {code: name for name, code in cols.categories.items()}
     brands = {code: name for name, code in cols.brands.items()}
-    rows = range(cols.unknown)
-    return [
-        (
-            cols.ids[i],
+    ids = list(cols.row)
+    rows = cols.rows(ids).tolist()
+    assert rows == cols.exact_rows(ids).tolist()
+    return {
+        item_id: (
             cols.items[i],
             categories.get(int(cols.category[i])),
             brands.get(int(cols.brand[i])),
@@ -101,36 +105,42 @@ def _meaning(cols: Columns) -> list[tuple[object, ...]]:
             float(cols.start[i]),
             float(cols.end[i]),
         )
-        for i in rows
-    ]
+        for item_id, i in zip(ids, rows, strict=True)
+    }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     first=st.lists(_items, min_size=1, max_size=12),
-    writes=st.lists(st.tuples(st.integers(0, 15), _items), max_size=12),
-    windows=st.lists(st.one_of(st.none(), st.floats(0, 100)), min_size=12, max_size=12),
+    writes=st.lists(st.tuples(st.integers(0, 15), st.one_of(st.none(), _items)), max_size=16),
+    windows=st.lists(st.one_of(st.none(), st.floats(0, 100)), min_size=16, max_size=16),
 )
 def test_catalog_writes_keep_the_columns_as_a_rebuild_would(
-    first: list[Item], writes: list[tuple[int, Item]], windows: list[float | None]
+    first: list[Item], writes: list[tuple[int, Item | None]], windows: list[float | None]
 ) -> None:
+    """Writes (an item, or None: delete) applied in place read as a fresh build does."""
     view = CatalogView()
     view.upsert(msgspec.structs.replace(item, item_id=f"i{j}") for j, item in enumerate(first))
     for (number, item), start in zip(writes, windows, strict=False):
         before = view.columns
-        item = msgspec.structs.replace(item, item_id=f"i{number}", start_at=start)
-        new = item.item_id not in view.items
-        view.upsert([item])
+        item_id = f"i{number}"
+        known = item_id in view.items
+        if item is None:
+            view.remove(item_id)
+        else:
+            view.upsert([msgspec.structs.replace(item, item_id=item_id, start_at=start)])
         after = view.columns
-        if not new:
-            assert after is before  # a changed item: in place
+        if known:
+            assert after is before  # a changed or removed item: in place
         fresh = Columns(view.items)
         assert _meaning(after) == _meaning(fresh)
         assert after.windowed >= fresh.windowed  # may stay on after a window is gone
-        rows = np.arange(after.unknown + 1)
-        for row in range(after.unknown):
-            assert np.allclose(after.similarity(row, rows), fresh.similarity(row, rows))
-        assert (after.available_at(rows, 50.0) == fresh.available_at(rows, 50.0)).all()
+        gone = [f"i{j}" for j in range(16) if f"i{j}" not in view.items]
+        assert (after.rows(gone) == after.unknown).all()
+        rows, fresh_rows = after.rows(list(view.items)), fresh.rows(list(view.items))
+        for row, fresh_row in zip(rows.tolist(), fresh_rows.tolist(), strict=True):
+            assert np.allclose(after.similarity(row, rows), fresh.similarity(fresh_row, fresh_rows))
+        assert (after.available_at(rows, 50.0) == fresh.available_at(fresh_rows, 50.0)).all()
 
 
 def test_new_items_take_spare_rows_until_a_rebuild_is_due() -> None:
@@ -150,3 +160,31 @@ def test_new_items_take_spare_rows_until_a_rebuild_is_due() -> None:
         assert found == [*wanted[:-1], None]
         assert c.available_at(rows, 0.0).tolist() == [True] * (count + 1) + [False]
         assert (c.category[rows[:count]] == c.categories["fresh"]).all()
+
+
+def test_removals_leave_probe_chains_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every id homes to the same slot (one long chain): removing one from the middle
+    must not hide those after it, and its slot is reused."""
+    monkeypatch.setattr(catalog_view, "fingerprint", lambda s: int(s[1:]) << 20)
+    view = CatalogView()
+    view.upsert(Item(item_id=f"i{j}", title="t") for j in range(10))
+    cols = view.columns
+    assert cols._table.usable
+    view.remove("i3")
+    view.remove("i7")
+    assert view.columns is cols
+    wanted = [f"i{j}" for j in range(11)]
+    expect = [cols.row.get(i, cols.unknown) for i in wanted]
+    assert cols.rows(wanted).tolist() == expect
+    assert expect[3] == expect[7] == expect[10] == cols.unknown
+    view.upsert([Item(item_id="i3", title="back"), Item(item_id="i10", title="new")])
+    assert view.columns is cols
+    rows = cols.rows(wanted).tolist()
+    assert [cols.ids[r] if r < cols.unknown else None for r in rows] == [
+        *(f"i{j}" for j in range(7)),
+        None,
+        "i8",
+        "i9",
+        "i10",
+    ]
+    assert cols.items[rows[3]].title == "back"
