@@ -4,8 +4,9 @@ Decide looks at hundreds of candidates per request; a store round trip or a Pyth
 per candidate would cost milliseconds. The process keeps every item in a dict (loaded at
 start, updated by every catalog write) and, for the hot path, numpy columns indexed by a
 dense item number: category, brand, type and price-band codes, availability, stock and the
-availability window. Columns are rebuilt lazily after writes (catalog writes are rare,
-decisions are not).
+availability window. A write changes its item's row in place (a new item takes a spare
+row, a deleted one's row is emptied); the columns are rebuilt, lazily on the next read,
+only when the spare rows run out.
 """
 
 from __future__ import annotations
