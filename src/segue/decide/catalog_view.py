@@ -64,12 +64,17 @@ class Columns:
         self.windowed = bool(np.isfinite(self.start).any() or np.isfinite(self.end).any())
         # the four attributes the similarity compares, in one word per row: one gather of
         # 500 random rows instead of four (each a cache miss per row); codes + 1, 0 = none
-        self.packed = (
-            ((self.category.astype(np.int64) + 1) << _CATEGORY_SHIFT)
-            | ((self.brand.astype(np.int64) + 1) << _BRAND_SHIFT)
-            | ((self.band.astype(np.int64) + 1) << _BAND_SHIFT)
-            | self.kind.astype(np.int64)
+        self.packed = self._pack(slice(None))
+
+    def _pack(self, at: slice) -> NDArray[np.int64]:
+        """The packed words of the rows ``at`` (see ``Columns.packed`` below)."""
+        word: NDArray[np.int64] = (
+            ((self.category[at].astype(np.int64) + 1) << _CATEGORY_SHIFT)
+            | ((self.brand[at].astype(np.int64) + 1) << _BRAND_SHIFT)
+            | ((self.band[at].astype(np.int64) + 1) << _BAND_SHIFT)
+            | self.kind[at].astype(np.int64)
         )
+        return word
 
     def _set(self, i: int, item: Item) -> None:
         """Row ``i``'s attributes from ``item`` (the packed word and window flag aside)."""
@@ -111,12 +116,7 @@ class Columns:
         else:
             self.items[i] = item
         self._set(i, item)
-        self.packed[i] = (
-            ((int(self.category[i]) + 1) << _CATEGORY_SHIFT)
-            | ((int(self.brand[i]) + 1) << _BRAND_SHIFT)
-            | ((int(self.band[i]) + 1) << _BAND_SHIFT)
-            | int(self.kind[i])
-        )
+        self.packed[i : i + 1] = self._pack(slice(i, i + 1))
         if item.start_at is not None or item.end_at is not None:
             self.windowed = True
         return True
@@ -130,7 +130,7 @@ class Columns:
         self._table.drop(item_id)
         self.category[i] = self.brand[i] = self.band[i] = -1
         self.kind[i] = 0
-        self.packed[i] = 0
+        self.packed[i : i + 1] = self._pack(slice(i, i + 1))
         self.available[i] = False
         self.start[i], self.end[i] = -np.inf, np.inf
 
