@@ -7,6 +7,7 @@ import unicodedata
 from datetime import date
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -534,3 +535,68 @@ def _text_by_unicode(value: str) -> str | None:
 def test_ascii_shortcut_normalises_as_unicode_path(value: str) -> None:
     """ASCII text skips decomposition and regexes; the result must not change."""
     assert _text(value) == _text_by_unicode(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mine=st.lists(_records, min_size=1, max_size=4),
+    theirs=st.lists(_records, min_size=1, max_size=6),
+    pairs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), max_size=25),
+    model=st.sampled_from((MODEL,)) | _models(),
+    floor=st.floats(-60.0, 60.0),
+    frequency=st.none() | st.floats(0.0, 1.0),
+)
+def test_weigh_many_agrees_with_weigh(mine, theirs, pairs, model, floor, frequency):
+    """Weighed all at once, each pair weighs what weigh() gives it whenever that reaches the
+    floor, to the last bit, and a pair below the floor never shows above it."""
+    pairs = [(i % len(mine), j % len(theirs)) for i, j in pairs]
+    tf = None if frequency is None else (lambda field, value: frequency)
+    exact = np.array([model.exact_weights(r, tf) for r in mine], dtype=np.float64)
+    found = model.weigh_many(
+        mine,
+        np.array([i for i, _ in pairs], dtype=np.intp),
+        theirs,
+        np.array([j for _, j in pairs], dtype=np.intp),
+        exact,
+        floor,
+    )
+    assert len(found) == len(pairs)
+    for (i, j), weight in zip(pairs, found.tolist(), strict=True):
+        full = model.weigh(mine[i], theirs[j], tf)
+        if full >= floor:
+            assert weight == full
+        else:
+            assert weight < floor
+
+
+def test_weigh_many_levels_match_compare():
+    """Initials, swapped names, e-mail local parts and phone tails: the array comparisons
+    give the levels compare() gives (with no floor, every pair is weighed in full)."""
+    base = person()
+    others = [
+        person(firstName="K"),
+        person(firstName="Oduya", lastName="Katherine"),
+        person(firstName="Oduya", lastName="Kathryn"),
+        person(email="k.oduya@example.com"),
+        person(email="kodu@example.org"),
+        person(phone="+61 412 345 678"),
+        person(birthday="1984-11-03", address={"street": "Tullaroop Street 12"}),
+        person(address={"street": "14 Tullaroop Street", "postalCode": "3129"}),
+        person(lastName="O"),
+    ]
+    withphone = msgspec.structs.replace(base, phone="61412345679")
+    mine = [base, withphone]
+    pairs = [(i, j) for i in range(2) for j in range(len(others))]
+    exact = np.array([MODEL.exact_weights(r) for r in mine])
+    found = MODEL.weigh_many(
+        mine,
+        np.array([i for i, _ in pairs], dtype=np.intp),
+        others,
+        np.array([j for _, j in pairs], dtype=np.intp),
+        exact,
+        -1e9,
+    )
+    for (i, j), weight in zip(pairs, found.tolist(), strict=True):
+        assert weight == MODEL.weigh(mine[i], others[j])
+    levels = {level(base, other, "first_name") for other in others}
+    assert {"exact", "swapped", "similar"} <= levels  # the cases above were exercised

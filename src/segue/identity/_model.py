@@ -14,7 +14,10 @@ from functools import cached_property
 from typing import Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
+from segue.identity._pairs import weigh_pairs
 from segue.identity._records import (
     _ADDRESS,
     _EXACT,
@@ -325,6 +328,54 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             if value is not None:
                 total += value
         return total
+
+    def exact_weights(
+        self, a: MatchRecord, tf: Callable[[str, str], float | None] | None = None
+    ) -> tuple[float, ...]:
+        """Per field, what an exact agreement with ``a`` weighs: ``log2(m / u)``, or on a
+        term-frequency field ``log2(m / frequency)`` of ``a``'s value, as :meth:`weigh`
+        counts it. :meth:`weigh_many` takes these, so that it weighs as ``tf`` stood."""
+        if tf is None:
+            return self._exact_weights
+        out = list(self._exact_weights)
+        for i in self._tf_positions:
+            value = getattr(a, FIELDS[i])
+            if value is not None:
+                out[i] = self._tf_weight(i, value, tf)
+        return tuple(out)
+
+    @cached_property
+    def _exact_weights(self) -> tuple[float, ...]:
+        return tuple(w[_EXACT] for w in self._weights)
+
+    @cached_property
+    def _tf_positions(self) -> tuple[int, ...]:
+        return tuple(i for i, on in enumerate(self._tf_index) if on)
+
+    def weigh_many(
+        self,
+        a: Sequence[MatchRecord],
+        a_index: npt.NDArray[np.intp],
+        b: Sequence[MatchRecord],
+        b_index: npt.NDArray[np.intp],
+        exact: npt.NDArray[np.float64],
+        floor: float,
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`weigh_above` for many pairs ``(a[a_index[k]], b[b_index[k]])`` at once.
+
+        Args:
+            a: records of one side.
+            a_index: per pair, its record in ``a``.
+            b: records of the other side.
+            b_index: per pair, its record in ``b``.
+            exact: one row of :meth:`exact_weights` per record of ``a``.
+            floor: the weight in bits a caller needs.
+
+        Returns:
+            per pair, exactly ``weigh(a, b, tf)`` wherever that is at or above ``floor``
+            (and possibly where below), or ``-inf``, which only means below.
+        """
+        return weigh_pairs(self, a, a_index, b, b_index, exact, floor)
 
     @cached_property
     def _caps(self) -> tuple[float, ...]:

@@ -390,6 +390,8 @@ def _phone_level(a: str | None, b: str | None) -> int:
 
 #: One comparison per field of :data:`FIELDS`, in that order: :func:`compare` runs them all,
 #: :meth:`~segue.identity.matching.MatchModel.weigh_above` one at a time, stopping early.
+#: ``_pairs.py`` states the same comparisons over arrays, for a batch's pairs at once: a
+#: change here goes there too (``test_weigh_many_agrees_with_weigh`` holds them together).
 FIELD_COMPARISONS: Final[tuple[Callable[[MatchRecord, MatchRecord], int], ...]] = (
     lambda a, b: _name(a.first_name, b.first_name, a.last_name, b.last_name),
     lambda a, b: _name(a.last_name, b.last_name, a.first_name, b.first_name),

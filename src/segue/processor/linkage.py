@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
+import numpy as np
 import structlog
 
 from segue.core.model import Changeset, PossibleMatch, Profile
@@ -141,6 +142,9 @@ class Linker:
         #: batches with at most this many new records are scored on the event loop (~20
         #: candidates of ~8 µs each: less than a thread hand-off, offload.py)
         self.inline_up_to = 2
+        #: batches with at least this many new records weigh all their pairs at once
+        #: (:meth:`MatchModel.weigh_many`); fewer pairs do not pay for the arrays
+        self.many_from = 16
         #: values forgotten while a re-estimation runs, taken out of its result too
         self._forgotten: list[tuple[str, str, int]] | None = None
 
@@ -185,7 +189,8 @@ class Linker:
                 self.cache.keep_records(read)
                 stored.update(read)
         inline = len(queries) <= self.inline_up_to
-        hits = await off_loop(inline, self._score, ws, queries, held, stored, derived)
+        score = self._score_many if len(queries) >= self.many_from else self._score
+        hits = await off_loop(inline, score, ws, queries, held, stored, derived)
         need = {other for _, other, _ in hits} - set(ws.profiles) - set(ws.changes.redirects)
         if need:
             for pid, profile in (await self._store.profiles(need)).items():
@@ -252,6 +257,117 @@ class Linker:
                 in_batch.setdefault(key, []).append(pid)
             self.tf.add(record)
         return hits
+
+    def _score_many(
+        self,
+        ws: WorkingSet,
+        queries: list[tuple[str, MatchRecord]],
+        held: dict[str, list[str]],
+        stored: dict[str, bytes],
+        derived: _Derived,
+    ) -> list[tuple[str, str, MatchScore]]:
+        """:meth:`_score`, with every pair of the batch weighed in one pass.
+
+        The records are walked in arrival order as in :meth:`_score` (each query's
+        candidates include the batch's earlier records; the term frequencies grow record
+        by record), noting each pair and the frequencies of each query's values as they
+        stood; the pairs are then weighed together, and the hits scored with those
+        frequencies. The hits come out the same, in the same order.
+        """
+        records: dict[str, list[MatchRecord]] = {}
+        slot: dict[int, int] = {}  # id(candidate record) -> its place in ``theirs``
+        theirs: list[MatchRecord] = []
+        mine: list[MatchRecord] = []
+        frequencies: list[Callable[[str, str], float | None]] = []
+        exact: list[tuple[float, ...]] = []
+        pair_query: list[int] = []
+        pair_record: list[int] = []
+        pair_candidate: list[int] = []  # index into ``candidates``
+        candidates: list[tuple[int, str]] = []  # (query, candidate profile)
+        in_batch: dict[str, list[str]] = {}
+        model = self.model
+        for query, (profile_id, record) in enumerate(queries):
+            pid = _resolve(ws, profile_id)
+            keys = derived.keys(record)
+            seen: dict[str, None] = {}
+            for key in keys:
+                for other in (*held.get(key, ()), *in_batch.get(key, ())):
+                    other = _resolve(ws, other)
+                    if other != pid:
+                        seen[other] = None
+            for other in seen:
+                found = records.get(other)
+                if found is None:
+                    found = records[other] = self._records_of(ws, other, stored, derived)
+                candidate = len(candidates)
+                candidates.append((query, other))
+                for candidate_record in found:
+                    at = slot.get(id(candidate_record))
+                    if at is None:
+                        at = slot[id(candidate_record)] = len(theirs)
+                        theirs.append(candidate_record)
+                    pair_query.append(query)
+                    pair_record.append(at)
+                    pair_candidate.append(candidate)
+            frozen = self._frozen_frequencies(record)
+            mine.append(record)
+            frequencies.append(frozen)
+            exact.append(model.exact_weights(record, frozen))
+            for key in keys:
+                in_batch.setdefault(key, []).append(pid)
+            self.tf.add(record)
+        weights = model.weigh_many(
+            mine,
+            np.asarray(pair_query, dtype=np.intp),
+            theirs,
+            np.asarray(pair_record, dtype=np.intp),
+            np.asarray(exact, dtype=np.float64).reshape(len(mine), -1),
+            model.possible_weight,
+        )
+        # per candidate profile, its best record (the last of equal weights, as in _score)
+        best: dict[int, tuple[float, int]] = {}
+        for pair in np.flatnonzero(weights >= model.possible_weight).tolist():
+            weight = float(weights[pair])
+            candidate = pair_candidate[pair]
+            kept = best.get(candidate)
+            if kept is None or weight >= kept[0]:
+                best[candidate] = (weight, pair_record[pair])
+        hits: list[tuple[str, str, MatchScore]] = []
+        by_query: dict[int, list[tuple[str, MatchScore]]] = {}
+        for candidate, (_, at) in sorted(best.items()):
+            query, other = candidates[candidate]
+            score = model.score(mine[query], theirs[at], frequencies[query])
+            by_query.setdefault(query, []).append((other, score))
+        for query, scored in sorted(by_query.items()):
+            scored.sort(key=lambda item: (-item[1].weight, item[0]))
+            pid = _resolve(ws, queries[query][0])
+            hits.extend((pid, other, score) for other, score in scored)
+        return hits
+
+    @staticmethod
+    def _records_of(
+        ws: WorkingSet, pid: str, stored: dict[str, bytes], derived: _Derived
+    ) -> list[MatchRecord]:
+        profile = ws.profiles.get(pid)
+        if profile is not None:
+            return derived.records(profile)
+        if pid in stored:
+            return _decode_records(stored[pid])
+        return []
+
+    def _frozen_frequencies(self, record: MatchRecord) -> Callable[[str, str], float | None]:
+        """``tf`` as it stands now, for the values of ``record`` (the only ones a pair with
+        it as the first record asks about)."""
+        now = {
+            field: self.tf.frequency(field, value)
+            for field in self.model.tf_fields
+            if (value := getattr(record, field, None)) is not None
+        }
+
+        def frequency(field: str, _value: str) -> float | None:
+            return now.get(field)
+
+        return frequency
 
     def _apply(
         self,
