@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import numpy as np
@@ -29,6 +29,18 @@ __all__ = ["CatalogView", "Columns"]
 #: an id's fingerprint in the row table: CPython's str hash, a 64-bit SipHash keyed at
 #: random per process (so nobody can aim a collision at it); tests swap in a weak one
 fingerprint: Callable[[str], int] = hash
+
+
+#: what a row holds when no item is in it: spare rows, the unknown item's, a removed item's
+_EMPTY_ROW: Final[dict[str, float | bool]] = {
+    "category": -1,
+    "brand": -1,
+    "kind": 0,
+    "band": -1,
+    "available": False,
+    "start": -np.inf,
+    "end": np.inf,
+}
 
 
 class Columns:
@@ -51,13 +63,14 @@ class Columns:
         # rows past the items hold defaults: the first of them is the unknown item's, the
         # others room for items added later (see put)
         rows = n + 1 + max(16, n // 4)
-        self.category = np.full(rows, -1, dtype=np.int32)
-        self.brand = np.full(rows, -1, dtype=np.int32)
-        self.kind = np.zeros(rows, dtype=np.int8)
-        self.band = np.full(rows, -1, dtype=np.int8)
-        self.available = np.zeros(rows, dtype=bool)
-        self.start = np.full(rows, -np.inf)
-        self.end = np.full(rows, np.inf)
+        empty = _EMPTY_ROW
+        self.category = np.full(rows, empty["category"], dtype=np.int32)
+        self.brand = np.full(rows, empty["brand"], dtype=np.int32)
+        self.kind = np.full(rows, empty["kind"], dtype=np.int8)
+        self.band = np.full(rows, empty["band"], dtype=np.int8)
+        self.available = np.full(rows, empty["available"], dtype=bool)
+        self.start = np.full(rows, empty["start"])
+        self.end = np.full(rows, empty["end"])
         for i, item in enumerate(self.items):
             self._set(i, item)
         self.unknown = n
@@ -128,11 +141,9 @@ class Columns:
         if i is None:
             return
         self._table.drop(item_id)
-        self.category[i] = self.brand[i] = self.band[i] = -1
-        self.kind[i] = 0
+        for column, value in _EMPTY_ROW.items():
+            getattr(self, column)[i] = value
         self.packed[i : i + 1] = self._pack(slice(i, i + 1))
-        self.available[i] = False
-        self.start[i], self.end[i] = -np.inf, np.inf
 
     def rows(self, item_ids: Sequence[str]) -> NDArray[np.intp]:
         """Each id's row, ``unknown`` for ids not in the catalog.
