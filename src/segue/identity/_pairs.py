@@ -41,6 +41,7 @@ _STREET: Final = FIELDS.index("street")
 _SWAPPED: Final = 1
 # a pair is dropped unweighed only below the floor by more than this (as in weigh_above)
 _SLACK: Final = 1e-9
+_jw = JaroWinkler.normalized_similarity
 
 
 def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
@@ -171,9 +172,6 @@ def _select(both: Mask, conditions: Sequence[Mask], otherwise: int) -> Levels:
         out[conditions[level]] = level
     out[~both] = NULL
     return out
-
-
-_jw = JaroWinkler.normalized_similarity
 
 
 def weigh_pairs(
