@@ -163,3 +163,54 @@ def test_accepting_a_possible_match_merges_the_profiles(server):
     assert merged["profile_id"] == get(server, f"anonymous_id:a-{tag}")["profile_id"]
     assert [m["reason"] for m in merged["merges"]] == ["manual"]
     assert merged["possible_matches"] == []
+
+
+def test_after_a_merge_by_identifier_the_merged_away_side_still_matches(server):
+    """A profile merged away by a shared identifier keeps matching through the survivor:
+    the survivor is re-indexed with every record it inherited."""
+    tag = uuid.uuid4().hex[:8]
+    alan = {
+        "firstName": "Alan",
+        "lastName": f"Turing{tag}",
+        "birthday": "1912-06-23",
+        "address": {"street": "43 Adlington Road", "city": "Wilmslow", "postalCode": "SK9 1AA"},
+    }
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "userId": f"u9-{tag}",
+                "traits": {"firstName": "Xavier", "lastName": f"Young{tag}"},
+                "timestamp": "2026-01-01T00:00:00Z",
+            },
+            {
+                "type": "identify",
+                "anonymousId": f"a1-{tag}",
+                "traits": alan,
+                "timestamp": "2026-01-02T00:00:00Z",
+            },
+        ],
+    )
+    alan_before = get(server, f"anonymous_id:a1-{tag}")["profile_id"]
+    # one track carries both ids: the two profiles merge by identifier into the older one,
+    # Xavier's, and Alan's profile (the one his records were indexed under) is merged away
+    send(
+        server,
+        [
+            {
+                "type": "track",
+                "event": "Signed In",
+                "userId": f"u9-{tag}",
+                "anonymousId": f"a1-{tag}",
+            }
+        ],
+    )
+    survivor = get(server, f"user_id:u9-{tag}")
+    assert survivor["profile_id"] == get(server, f"anonymous_id:a1-{tag}")["profile_id"]
+    assert survivor["profile_id"] != alan_before
+    # Alan again under a new id, exactly as the merged-away side knew him
+    send(server, [{"type": "identify", "anonymousId": f"a2-{tag}", "traits": alan}])
+    again = get(server, f"anonymous_id:a2-{tag}")
+    assert again["profile_id"] == survivor["profile_id"]
+    assert [m["reason"] for m in again["merges"]].count("match") == 1
