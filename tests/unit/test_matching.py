@@ -537,6 +537,14 @@ def test_ascii_shortcut_normalises_as_unicode_path(value: str) -> None:
     assert _text(value) == _text_by_unicode(value)
 
 
+def _weigh_many(model, mine, theirs, pairs, tf, floor):
+    """``model.weigh_many`` over ``pairs`` of positions in ``mine`` and ``theirs``."""
+    exact = np.array([model.exact_weights(r, tf) for r in mine], dtype=np.float64)
+    first = np.array([i for i, _ in pairs], dtype=np.intp)
+    second = np.array([j for _, j in pairs], dtype=np.intp)
+    return model.weigh_many(mine, first, theirs, second, exact, floor)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     mine=st.lists(_records, min_size=1, max_size=4),
@@ -551,15 +559,7 @@ def test_weigh_many_agrees_with_weigh(mine, theirs, pairs, model, floor, frequen
     floor, to the last bit, and a pair below the floor never shows above it."""
     pairs = [(i % len(mine), j % len(theirs)) for i, j in pairs]
     tf = None if frequency is None else (lambda field, value: frequency)
-    exact = np.array([model.exact_weights(r, tf) for r in mine], dtype=np.float64)
-    found = model.weigh_many(
-        mine,
-        np.array([i for i, _ in pairs], dtype=np.intp),
-        theirs,
-        np.array([j for _, j in pairs], dtype=np.intp),
-        exact,
-        floor,
-    )
+    found = _weigh_many(model, mine, theirs, pairs, tf, floor)
     assert len(found) == len(pairs)
     for (i, j), weight in zip(pairs, found.tolist(), strict=True):
         full = model.weigh(mine[i], theirs[j], tf)
@@ -587,15 +587,7 @@ def test_weigh_many_levels_match_compare():
     withphone = msgspec.structs.replace(base, phone="61412345679")
     mine = [base, withphone]
     pairs = [(i, j) for i in range(2) for j in range(len(others))]
-    exact = np.array([MODEL.exact_weights(r) for r in mine])
-    found = MODEL.weigh_many(
-        mine,
-        np.array([i for i, _ in pairs], dtype=np.intp),
-        others,
-        np.array([j for _, j in pairs], dtype=np.intp),
-        exact,
-        -1e9,
-    )
+    found = _weigh_many(MODEL, mine, others, pairs, None, -1e9)
     for (i, j), weight in zip(pairs, found.tolist(), strict=True):
         assert weight == MODEL.weigh(mine[i], others[j])
     levels = {level(base, other, "first_name") for other in others}

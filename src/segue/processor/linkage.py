@@ -216,13 +216,7 @@ class Linker:
         def records_of(pid: str) -> list[tuple[MatchRecord, int]]:
             found = cache.get(pid)
             if found is None:
-                profile = ws.profiles.get(pid)
-                if profile is not None:
-                    records = derived.records(profile)
-                elif pid in stored:
-                    records = _decode_records(stored[pid])
-                else:
-                    records = []
+                records = self._records_of(ws, pid, stored, derived)
                 found = cache[pid] = [(r, presence(r)) for r in records]
             return found
 
@@ -235,14 +229,8 @@ class Linker:
             pid = _resolve(ws, profile_id)
             keys = derived.keys(record)
             mine = presence(record)
-            candidates: dict[str, None] = {}
-            for key in keys:
-                for other in (*held.get(key, ()), *in_batch.get(key, ())):
-                    other = _resolve(ws, other)
-                    if other != pid:
-                        candidates[other] = None
             scored: list[tuple[str, MatchScore]] = []
-            for other in candidates:
+            for other in _candidates(ws, pid, keys, held, in_batch):
                 best: MatchRecord | None = None
                 best_weight = floor
                 for theirs, held_fields in records_of(other):
@@ -289,13 +277,7 @@ class Linker:
         for query, (profile_id, record) in enumerate(queries):
             pid = _resolve(ws, profile_id)
             keys = derived.keys(record)
-            seen: dict[str, None] = {}
-            for key in keys:
-                for other in (*held.get(key, ()), *in_batch.get(key, ())):
-                    other = _resolve(ws, other)
-                    if other != pid:
-                        seen[other] = None
-            for other in seen:
+            for other in _candidates(ws, pid, keys, held, in_batch):
                 found = records.get(other)
                 if found is None:
                     found = records[other] = self._records_of(ws, other, stored, derived)
@@ -545,6 +527,24 @@ def _probability(weight: float) -> float:
         return 1.0
     odds: float = 2.0**weight
     return odds / (1.0 + odds)
+
+
+def _candidates(
+    ws: WorkingSet,
+    pid: str,
+    keys: list[str],
+    held: dict[str, list[str]],
+    in_batch: dict[str, list[str]],
+) -> dict[str, None]:
+    """The profiles that share a block key with a record of ``pid`` (held ones, and those of
+    the batch's earlier records), resolved through this batch's merges, in key order."""
+    found: dict[str, None] = {}
+    for key in keys:
+        for other in (*held.get(key, ()), *in_batch.get(key, ())):
+            other = _resolve(ws, other)
+            if other != pid:
+                found[other] = None
+    return found
 
 
 def _resolve(ws: WorkingSet, profile_id: str) -> str:
