@@ -291,7 +291,7 @@ class Linker:
                     pair_query.append(query)
                     pair_record.append(at)
                     pair_candidate.append(candidate)
-            frozen = self._frozen_frequencies(record)
+            frozen = self._frozen_frequencies(record, model)
             mine.append(record)
             frequencies.append(frozen)
             exact.append(model.exact_weights(record, frozen))
@@ -330,6 +330,8 @@ class Linker:
     def _records_of(
         ws: WorkingSet, pid: str, stored: dict[str, bytes], derived: _Derived
     ) -> list[MatchRecord]:
+        """A candidate's match records: from its profile when the batch holds it (its
+        records may have changed in this batch), else as the store or cache keeps them."""
         profile = ws.profiles.get(pid)
         if profile is not None:
             return derived.records(profile)
@@ -337,12 +339,14 @@ class Linker:
             return _decode_records(stored[pid])
         return []
 
-    def _frozen_frequencies(self, record: MatchRecord) -> Callable[[str, str], float | None]:
+    def _frozen_frequencies(
+        self, record: MatchRecord, model: MatchModel
+    ) -> Callable[[str, str], float | None]:
         """``tf`` as it stands now, for the values of ``record`` (the only ones a pair with
-        it as the first record asks about)."""
+        it as the first record asks about), on ``model``'s term-frequency fields."""
         now = {
             field: self.tf.frequency(field, value)
-            for field in self.model.tf_fields
+            for field in model.tf_fields
             if (value := getattr(record, field, None)) is not None
         }
 
