@@ -592,3 +592,25 @@ def test_weigh_many_levels_match_compare():
         assert weight == MODEL.weigh(mine[i], others[j])
     levels = {level(base, other, "first_name") for other in others}
     assert {"exact", "swapped", "similar"} <= levels  # the cases above were exercised
+
+
+def test_name_and_city_alone_are_a_possible_match_not_a_merge():
+    """Before any data is seen, two "John Smith, Leeds" records are for a person to decide;
+    one more agreeing field (street, birthday, e-mail, phone) makes them a match."""
+    alone = record_from_traits(
+        {"firstName": "John", "lastName": "Smith", "address": {"city": "Leeds"}}
+    )
+    assert alone is not None
+    probability = MODEL.score(alone, alone).probability
+    assert MODEL.possible_threshold <= probability < MODEL.match_threshold
+    for extra in (
+        {"birthday": "1980-02-03"},
+        {"email": "john@example.org"},
+        {"phone": "+44 113 496 0000"},
+        {"address": {"city": "Leeds", "street": "1 Park Row"}},
+    ):
+        more = record_from_traits(
+            {"firstName": "John", "lastName": "Smith", "address": {"city": "Leeds"}, **extra}
+        )
+        assert more is not None
+        assert MODEL.score(more, more).probability >= MODEL.match_threshold, extra

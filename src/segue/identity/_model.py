@@ -162,7 +162,9 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
         ``m`` assumes a few percent of typos per field; ``u`` reflects how often two different
         people agree by chance (about 1 in 100 share a first name, 1 in 300 a last name, 1 in
-        30,000 a date of birth).
+        30,000 a date of birth, 1 in 20 a city: customers crowd into a few cities, and at
+        1 in 500, as it was until 2026-12-07, first name, last name and city alone merged
+        two people before the term frequencies and the first re-estimation could tell).
         """
         name_m = (0.83, 0.01, 0.08, 0.03, 0.05)
         return cls(
@@ -175,7 +177,7 @@ class MatchModel(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 "street": FieldParams(
                     m=(0.7, 0.15, 0.1, 0.05), u=(0.00005, 0.0001, 0.005, 0.99485)
                 ),
-                "city": FieldParams(m=(0.88, 0.07, 0.05), u=(0.002, 0.001, 0.997)),
+                "city": FieldParams(m=(0.88, 0.07, 0.05), u=(0.05, 0.005, 0.945)),
                 "postal_code": FieldParams(m=(0.88, 0.08, 0.04), u=(0.001, 0.01, 0.989)),
                 "state": FieldParams(m=(0.92, 0.08), u=(0.2, 0.8)),
                 "country": FieldParams(m=(0.97, 0.03), u=(0.5, 0.5)),
