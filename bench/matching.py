@@ -9,6 +9,12 @@ a pair once it can no longer reach the review threshold. Prints, per arrival, p5
 time to score its candidates, pairs scored per second, the share of pairs pruned, and checks
 that both ways keep the same pairs with the same weights.
 
+Then the arrivals are taken in batches of 1, 4, 16, 64 and 1,000 records, and each batch's
+pairs are weighed at once (``MatchModel.weigh_many``, what the linker does for batches of
+16 records or more) against one by one with ``weigh_above``: µs a pair both ways, with the
+same check. The arrays cost about the same whatever the count, so they only pay from a
+few hundred pairs.
+
 Usage: python bench/matching.py [--profiles 100000] [--arrivals 5000] [--repeat 3]
 """
 
@@ -24,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np
 from _common import machine, percentile, save
 from identity import noisy, person
 
@@ -92,6 +99,64 @@ def score_pruned(
     return kept
 
 
+def score_batch(
+    model: MatchModel, tf: TermFrequencies, batch: list[tuple[MatchRecord, list[MatchRecord]]]
+) -> list[list[float]]:
+    """The kept weights of each arrival of ``batch``, its pairs weighed at once."""
+    mine = [query for query, _ in batch]
+    theirs = [c for _, cands in batch for c in cands]
+    first = np.repeat(np.arange(len(batch)), [len(cands) for _, cands in batch])
+    exact = np.array([model.exact_weights(q, tf.frequency) for q in mine], dtype=np.float64)
+    weights = model.weigh_many(
+        mine, first, theirs, np.arange(len(theirs)), exact, model.possible_weight
+    ).tolist()
+    kept: list[list[float]] = [[] for _ in batch]
+    for at, w in zip(first.tolist(), weights, strict=True):
+        if w >= model.possible_weight:
+            kept[at].append(w)
+    return kept
+
+
+def batches(
+    model: MatchModel,
+    tf: TermFrequencies,
+    work: list[tuple[MatchRecord, list[MatchRecord]]],
+    kept: list[list[float]],
+    repeat: int,
+) -> dict[int, dict[str, float]]:
+    """µs a pair, weighed at once per batch against one by one, per batch size."""
+    out: dict[int, dict[str, float]] = {}
+    pairs = sum(len(c) for _, c in work)
+    for size in (1, 4, 16, 64, 1000):
+        groups = [work[i : i + size] for i in range(0, len(work), size)]
+        found = [k for group in groups for k in score_batch(model, tf, group)]
+        assert found == kept, "weighing at once changed what is kept"
+        at_once: list[float] = []
+        one_by_one: list[float] = []
+        for _ in range(repeat):  # alternating, so a drift of the machine hits both
+            t0 = time.perf_counter()
+            for group in groups:
+                score_batch(model, tf, group)
+            at_once.append((time.perf_counter() - t0) / pairs * 1e6)
+            t0 = time.perf_counter()
+            for group in groups:
+                for query, cands in group:
+                    score_pruned(model, tf, query, cands)
+            one_by_one.append((time.perf_counter() - t0) / pairs * 1e6)
+        out[size] = {
+            "pairs_per_batch": round(pairs / len(groups)),
+            "at_once_us_per_pair": round(sorted(at_once)[len(at_once) // 2], 2),
+            "one_by_one_us_per_pair": round(sorted(one_by_one)[len(one_by_one) // 2], 2),
+        }
+        print(
+            f"batches of {size:>4} records (~{out[size]['pairs_per_batch']} pairs): at once "
+            f"{out[size]['at_once_us_per_pair']} µs a pair, one by one "
+            f"{out[size]['one_by_one_us_per_pair']} (median of {repeat})",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profiles", type=int, default=100_000)
@@ -152,6 +217,7 @@ def main() -> None:
             f"(median of {args.repeat} runs)",
             flush=True,
         )
+    results["batches"] = batches(model, tf, work, kept_pruned, args.repeat)
     gc.enable()
     save("matching", {"machine": machine(), "results": results})
 

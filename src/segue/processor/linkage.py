@@ -143,7 +143,10 @@ class Linker:
         #: candidates of ~8 µs each: less than a thread hand-off, offload.py)
         self.inline_up_to = 2
         #: batches with at least this many new records weigh all their pairs at once
-        #: (:meth:`MatchModel.weigh_many`); fewer pairs do not pay for the arrays
+        #: (:meth:`MatchModel.weigh_many`): the arrays cost ~1 ms a batch before any pair,
+        #: and 16 records (~300 pairs) is where they break even (`bench/matching.py`,
+        #: 2026-12-07: 10.4 against 11.5 µs a pair; 60 against 12 µs for one record alone;
+        #: 8–9 against 11 µs from 64 records up)
         self.many_from = 16
         #: values forgotten while a re-estimation runs, taken out of its result too
         self._forgotten: list[tuple[str, str, int]] | None = None
