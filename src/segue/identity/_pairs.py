@@ -83,7 +83,8 @@ class _Side:
         n = len(records)
         columns = [np.fromiter(map(attrgetter(f), records), dtype=object, count=n) for f in FIELDS]
         self.values = [column[index] for column in columns]
-        self.present = [_present(v) for v in self.values]
+        # found per record, then spread to the pairs: a record is in ~20 pairs
+        self.present = [_present(column)[index] for column in columns]
         births = np.fromiter(
             (d.year * 10_000 + d.month * 100 + d.day if d else 0 for d in columns[_BIRTH]),
             dtype=np.int32,
