@@ -15,7 +15,6 @@ records the experiment and the arm.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
@@ -25,6 +24,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from segue.core.ids import time_ordered_id
 from segue.core.model import Decision, Identifier, Item
 from segue.core.ports import Clock, DecisionStore
 from segue.decide.catalog_view import CatalogView, Columns
@@ -224,7 +224,7 @@ class DecideEngine:
             window = assigned[0].experiment.attribution_window_s
             decision_context["attribution_window_s"] = window
         decision = Decision(
-            decision_id=uuid.uuid4().hex,
+            decision_id=time_ordered_id(now),
             created_at=now,
             placement=request.placement,
             # in an experiment: the unit, so exposures are counted where it was assigned

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import structlog
 
+from segue.core.ids import time_ordered_id
 from segue.core.model import RankEvent
 from segue.core.ports import Clock, DecisionStore, ProfileStore
 from segue.decide.bandits import Featurizer, LinearBandit, Sparse
@@ -151,7 +151,7 @@ class RankService:
                 f"at most {self.max_joint}",
                 field="$.actions",
             )
-        event_id = event_id or uuid.uuid4().hex
+        event_id = event_id or time_ordered_id(self._clock.now())
         if event_id in self._creating:  # being created by a concurrent call
             raise Conflict(f"event {event_id!r} exists already", field="$.event_id")
         self._creating.add(event_id)
