@@ -261,6 +261,10 @@ def test_key_store_creates_once_and_destroys_for_good(key_store):
     assert set(created) == {"k1", "k2"}
     assert all(len(k) == 32 for k in created.values())
     assert key_store.create(["k1"]) == {"k1": created["k1"]}
+    # some new, some there already: each id gets the key that is stored
+    mixed = key_store.create(["k4", "k2"])
+    assert mixed["k2"] == created["k2"]
+    assert key_store.get(["k4"]) == {"k4": mixed["k4"]}
     assert key_store.get(["k1", "k3"]) == {"k1": created["k1"]}
     assert key_store.destroy(["k1", "k3"]) == 1
     assert key_store.get(["k1", "k2"]) == {"k2": created["k2"]}

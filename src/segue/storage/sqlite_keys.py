@@ -53,12 +53,15 @@ class SqliteKeyStore:
     async def _create(self, groups: list[Sequence[str]]) -> list[list[bytes]]:
         def body(conn: sqlite3.Connection) -> list[list[bytes]]:
             wanted = list(dict.fromkeys(k for key_ids in groups for k in key_ids))
-            conn.executemany(
+            fresh = [(k, os.urandom(32)) for k in wanted]
+            cur = conn.executemany(
                 "INSERT INTO data_keys (key_id, key) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING",
-                [(k, os.urandom(32)) for k in wanted],
+                fresh,
             )
-            # read back: a key another writer created first is the one that counts
-            found = _fetch(conn, wanted)
+            if cur.rowcount == len(fresh):  # every key is the one just made (the usual case)
+                found = dict(fresh)
+            else:  # read back: a key another writer created first is the one that counts
+                found = _fetch(conn, wanted)
             return [[found[k] for k in key_ids] for key_ids in groups]
 
         return await self._db.write(lambda conn: transaction(conn, body))
