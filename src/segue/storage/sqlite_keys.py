@@ -58,10 +58,9 @@ class SqliteKeyStore:
                 "INSERT INTO data_keys (key_id, key) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING",
                 fresh,
             )
-            if cur.rowcount == len(fresh):  # every key is the one just made (the usual case)
-                found = dict(fresh)
-            else:  # read back: a key another writer created first is the one that counts
-                found = _fetch(conn, wanted)
+            # every key the one just made (the usual case), or read back: a key another
+            # writer created first is the one that counts
+            found = dict(fresh) if cur.rowcount == len(fresh) else _fetch(conn, wanted)
             return [[found[k] for k in key_ids] for key_ids in groups]
 
         return await self._db.write(lambda conn: transaction(conn, body))
