@@ -247,7 +247,9 @@ def blocking_keys(r: MatchRecord) -> list[str]:
 
     - ``nm_by``: phonetic first and last name (order-free, so swapped names meet) and the
       year of birth;
-    - ``dob``: the date of birth with day and month order-free (a swapped day/month meets);
+    - ``dob_i``: the date of birth with day and month order-free (a swapped day/month
+      meets) and the first letter of the first or of the last name (two keys: a typo in one
+      name still meets); ``dob``, the date alone, for a record with no name;
     - ``fn_md`` / ``ln_md``: phonetic first / last name and the (order-free) day and month of
       birth, for a typo in the year or a changed family name;
     - ``st_pc``: house number and postcode; ``st_li``: house number, phonetic street name and
@@ -258,7 +260,10 @@ def blocking_keys(r: MatchRecord) -> list[str]:
 
     Postcode plus the first letter of either name was a rule too until 2026-12-06: it
     brought two thirds of all candidates and no pair that another rule missed on FEBRL1 or
-    FEBRL2 (BENCHMARKS.md, identity).
+    FEBRL2 (BENCHMARKS.md, identity). Until 2026-12-07 the date of birth alone was a key of
+    every record: it brought a quarter of the candidates, and requiring an initial as well
+    lost no pair on FEBRL1, FEBRL2 or the identity benchmark (see :func:`probe_keys` for
+    the keys stored before).
 
     Args:
         r: the record.
@@ -273,7 +278,11 @@ def blocking_keys(r: MatchRecord) -> list[str]:
         low, high = sorted((r.birth.month, r.birth.day))
         if first and last:
             keys.append("nm_by:{}:{}:{}".format(*sorted((first, last)), r.birth.year))
-        keys.append(f"dob:{r.birth.year}:{low}:{high}")
+        initials = sorted({name[0] for name in (r.first_name, r.last_name) if name})
+        if initials:
+            keys.extend(f"dob_i:{r.birth.year}:{low}:{high}:{i}" for i in initials)
+        else:
+            keys.append(f"dob:{r.birth.year}:{low}:{high}")
         if first:
             keys.append(f"fn_md:{first}:{low}:{high}")
         if last:
@@ -296,6 +305,21 @@ def blocking_keys(r: MatchRecord) -> list[str]:
         keys.append(f"em:{r.email}")
     if r.phone:
         keys.append(f"ph:{r.phone[-9:]}")
+    return keys
+
+
+def probe_keys(r: MatchRecord) -> list[str]:
+    """The keys to look up a record's candidates by: its own block keys, and the date of
+    birth alone, which versions before 2026-12-07 stored for every record with one.
+
+    Profiles stored by those versions keep that key until their keys are next written; a
+    new record still meets them under it, as it did then. A store that holds no such key
+    answers it with nothing, for the price of one lookup.
+    """
+    keys = blocking_keys(r)
+    if r.birth is not None and (r.first_name or r.last_name):
+        low, high = sorted((r.birth.month, r.birth.day))
+        keys.append(f"dob:{r.birth.year}:{low}:{high}")
     return keys
 
 

@@ -47,6 +47,7 @@ from segue.identity._records import (
     blocking_keys,
     compare,
     presence,
+    probe_keys,
     record_from_traits,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "compare",
     "estimate",
     "presence",
+    "probe_keys",
     "rank",
     "record_from_traits",
 ]

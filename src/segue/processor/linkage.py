@@ -30,6 +30,7 @@ from segue.identity.matching import (
     blocking_keys,
     estimate,
     presence,
+    probe_keys,
     record_from_traits,
 )
 from segue.processor.fold import Folder, WorkingSet
@@ -77,6 +78,7 @@ class _Derived:
     def __init__(self) -> None:
         self._records: dict[int, tuple[object, MatchRecord | None]] = {}
         self._keys: dict[int, tuple[MatchRecord, list[str]]] = {}
+        self._probes: dict[int, tuple[MatchRecord, list[str]]] = {}
 
     def record(self, snapshot: dict[str, object]) -> MatchRecord | None:
         found = self._records.get(id(snapshot))
@@ -94,10 +96,23 @@ class _Derived:
             found = self._keys[id(record)] = (record, blocking_keys(record))
         return found[1]
 
+    def probes(self, record: MatchRecord) -> list[str]:
+        """The keys to look the record's candidates up by (``probe_keys``)."""
+        found = self._probes.get(id(record))
+        if found is None:
+            found = self._probes[id(record)] = (record, probe_keys(record))
+        return found[1]
+
     def keys_of(self, records: Iterable[MatchRecord]) -> list[str]:
         keys: dict[str, None] = {}
         for record in records:
             keys.update(dict.fromkeys(self.keys(record)))
+        return list(keys)
+
+    def probes_of(self, records: Iterable[MatchRecord]) -> list[str]:
+        keys: dict[str, None] = {}
+        for record in records:
+            keys.update(dict.fromkeys(self.probes(record)))
         return list(keys)
 
 
@@ -180,7 +195,9 @@ class Linker:
         if not queries:
             self._index(ws, derived)
             return
-        held = await self._store.block_candidates(derived.keys_of(r for _, r in queries), self.cap)
+        held = await self._store.block_candidates(
+            derived.probes_of(r for _, r in queries), self.cap
+        )
         outside = {pid for ids in held.values() for pid in ids}
         outside -= set(ws.profiles) | set(ws.changes.redirects)
         if self.cache is None:
@@ -233,7 +250,7 @@ class Linker:
             keys = derived.keys(record)
             mine = presence(record)
             scored: list[tuple[str, MatchScore]] = []
-            for other in _candidates(ws, pid, keys, held, in_batch):
+            for other in _candidates(ws, pid, derived.probes(record), held, in_batch):
                 best: MatchRecord | None = None
                 best_weight = floor
                 for theirs, held_fields in records_of(other):
@@ -280,7 +297,7 @@ class Linker:
         for query, (profile_id, record) in enumerate(queries):
             pid = _resolve(ws, profile_id)
             keys = derived.keys(record)
-            for other in _candidates(ws, pid, keys, held, in_batch):
+            for other in _candidates(ws, pid, derived.probes(record), held, in_batch):
                 found = records.get(other)
                 if found is None:
                     found = records[other] = self._records_of(ws, other, stored, derived)
