@@ -309,18 +309,23 @@ def blocking_keys(r: MatchRecord) -> list[str]:
 
 
 def probe_keys(r: MatchRecord) -> list[str]:
-    """The keys to look up a record's candidates by: its own block keys, and the date of
-    birth alone, which versions before 2026-12-07 stored for every record with one.
+    """The keys to look up a record's candidates by: its own block keys and
+    :func:`legacy_keys`."""
+    return blocking_keys(r) + legacy_keys(r)
+
+
+def legacy_keys(r: MatchRecord) -> list[str]:
+    """The keys earlier versions stored for ``r`` that :func:`blocking_keys` no longer gives:
+    the date of birth alone, stored for every record with one before 2026-12-07.
 
     Profiles stored by those versions keep that key until their keys are next written; a
     new record still meets them under it, as it did then. A store that holds no such key
     answers it with nothing, for the price of one lookup.
     """
-    keys = blocking_keys(r)
-    if r.birth is not None and (r.first_name or r.last_name):
-        low, high = sorted((r.birth.month, r.birth.day))
-        keys.append(f"dob:{r.birth.year}:{low}:{high}")
-    return keys
+    if r.birth is None or not (r.first_name or r.last_name):
+        return []  # the date alone is among its block keys already (or it has no date)
+    low, high = sorted((r.birth.month, r.birth.day))
+    return [f"dob:{r.birth.year}:{low}:{high}"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from segue.identity.matching import (
     TermFrequencies,
     blocking_keys,
     estimate,
+    legacy_keys,
     presence,
-    probe_keys,
     record_from_traits,
 )
 from segue.processor.fold import Folder, WorkingSet
@@ -59,10 +59,7 @@ def _records(profile: Profile) -> list[MatchRecord]:
 
 
 def _keys(records: Iterable[MatchRecord]) -> list[str]:
-    keys: dict[str, None] = {}
-    for record in records:
-        keys.update(dict.fromkeys(blocking_keys(record)))
-    return list(keys)
+    return _union(blocking_keys(record) for record in records)
 
 
 class _Derived:
@@ -97,23 +94,27 @@ class _Derived:
         return found[1]
 
     def probes(self, record: MatchRecord) -> list[str]:
-        """The keys to look the record's candidates up by (``probe_keys``)."""
+        """The keys to look the record's candidates up by (``probe_keys``), from its block
+        keys worked out once."""
         found = self._probes.get(id(record))
         if found is None:
-            found = self._probes[id(record)] = (record, probe_keys(record))
+            probes = self.keys(record) + legacy_keys(record)
+            found = self._probes[id(record)] = (record, probes)
         return found[1]
 
     def keys_of(self, records: Iterable[MatchRecord]) -> list[str]:
-        keys: dict[str, None] = {}
-        for record in records:
-            keys.update(dict.fromkeys(self.keys(record)))
-        return list(keys)
+        return _union(self.keys(record) for record in records)
 
     def probes_of(self, records: Iterable[MatchRecord]) -> list[str]:
-        keys: dict[str, None] = {}
-        for record in records:
-            keys.update(dict.fromkeys(self.probes(record)))
-        return list(keys)
+        return _union(self.probes(record) for record in records)
+
+
+def _union(lists: Iterable[list[str]]) -> list[str]:
+    """The keys of all the lists, each once, in first-seen order."""
+    keys: dict[str, None] = {}
+    for found in lists:
+        keys.update(dict.fromkeys(found))
+    return list(keys)
 
 
 class Linker:
