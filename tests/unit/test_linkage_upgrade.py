@@ -1,5 +1,6 @@
-"""Profiles stored before 2026-12-07 hold the date of birth alone as a block key; a new
-record is still looked up under it, so those profiles keep being found (``probe_keys``)."""
+"""Profiles stored before 2026-12-07 hold block keys that records no longer get (the date of
+birth alone, either name with day and month); a new record is still looked up under them,
+so those profiles keep being found (``probe_keys``)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,8 @@ def test_a_profile_stored_with_the_date_of_birth_alone_is_still_found() -> None:
     assert asyncio.run(_second_arrival_links(["dob:1984:3:11"]))
     # the control: under a key no record is looked up by, the same person is not found
     assert not asyncio.run(_second_arrival_links(["nothing:here"]))
+
+
+def test_a_profile_stored_with_either_name_and_day_and_month_is_still_found() -> None:
+    assert asyncio.run(_second_arrival_links(["fn_md:K0RN:3:11"]))
+    assert asyncio.run(_second_arrival_links(["ln_md:OTY:3:11"]))

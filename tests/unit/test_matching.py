@@ -146,6 +146,17 @@ def test_blocking_keys_shape():
     # versions before 2026-12-07 stored it for all
     assert not any(key.startswith("dob:") for key in keys)
     assert "dob:1984:3:11" in probe_keys(person())
+    # both names with day and month, in either order; either name alone only looked up
+    # (versions before 2026-12-07 stored it)
+    assert "nm_md:K0RN:OTY:3:11" in keys
+    assert blocking_keys(person(firstName="Oduya", lastName="Katherine"))[3] == (
+        "nm_md:K0RN:OTY:3:11"
+    )
+    assert not any(key.startswith(("fn_md:", "ln_md:")) for key in keys)
+    assert {"fn_md:K0RN:3:11", "ln_md:OTY:3:11"} <= set(probe_keys(person()))
+    assert not any(
+        key.startswith(("fn_md:", "ln_md:")) for key in probe_keys(person(birthday=None))
+    )
     nameless = person(firstName=None, lastName=None)
     assert "dob:1984:3:11" in blocking_keys(nameless)
     assert probe_keys(nameless) == blocking_keys(nameless)

@@ -250,8 +250,8 @@ def blocking_keys(r: MatchRecord) -> list[str]:
     - ``dob_i``: the date of birth with day and month order-free (a swapped day/month
       meets) and the first letter of the first or of the last name (two keys: a typo in one
       name still meets); ``dob``, the date alone, for a record with no name;
-    - ``fn_md`` / ``ln_md``: phonetic first / last name and the (order-free) day and month of
-      birth, for a typo in the year or a changed family name;
+    - ``nm_md``: phonetic first and last name (order-free) and the (order-free) day and month
+      of birth, for a typo in the year;
     - ``st_pc``: house number and postcode; ``st_li``: house number, phonetic street name and
       the family name's first letter;
     - ``nm_pc``: phonetic first and last name (order-free) and the postcode's first 3 symbols;
@@ -263,7 +263,11 @@ def blocking_keys(r: MatchRecord) -> list[str]:
     FEBRL2 (BENCHMARKS.md, identity). Until 2026-12-07 the date of birth alone was a key of
     every record: it brought a quarter of the candidates, and requiring an initial as well
     lost no pair on FEBRL1, FEBRL2 or the identity benchmark (see :func:`probe_keys` for
-    the keys stored before).
+    the keys stored before). Also until then, either name alone with the day and month of
+    birth was a key (``fn_md`` / ``ln_md``): they brought nearly half of all candidates, and
+    no true pair of FEBRL1, FEBRL2 or the identity benchmark that no other rule brought (a
+    changed family name still meets under ``dob_i`` with the first name's initial, and
+    under ``nm_ct``).
 
     Args:
         r: the record.
@@ -283,10 +287,8 @@ def blocking_keys(r: MatchRecord) -> list[str]:
             keys.extend(f"dob_i:{r.birth.year}:{low}:{high}:{i}" for i in initials)
         else:
             keys.append(f"dob:{r.birth.year}:{low}:{high}")
-        if first:
-            keys.append(f"fn_md:{first}:{low}:{high}")
-        if last:
-            keys.append(f"ln_md:{last}:{low}:{high}")
+        if first and last:
+            keys.append("nm_md:{}:{}:{}:{}".format(*sorted((first, last)), low, high))
     if r.postal_code:
         if first and last:
             keys.append("nm_pc:{}:{}:{}".format(*sorted((first, last)), r.postal_code[:3]))
@@ -315,17 +317,23 @@ def probe_keys(r: MatchRecord) -> list[str]:
 
 
 def legacy_keys(r: MatchRecord) -> list[str]:
-    """The keys earlier versions stored for ``r`` that :func:`blocking_keys` no longer gives:
-    the date of birth alone, stored for every record with one before 2026-12-07.
+    """The keys earlier versions stored for ``r`` that :func:`blocking_keys` no longer gives,
+    all from before 2026-12-07: the date of birth alone (stored for every record with one),
+    and either phonetic name with the day and month of birth (``fn_md`` / ``ln_md``).
 
-    Profiles stored by those versions keep that key until their keys are next written; a
-    new record still meets them under it, as it did then. A store that holds no such key
-    answers it with nothing, for the price of one lookup.
+    Profiles stored by those versions keep those keys until their keys are next written; a
+    new record still meets them under them, as it did then. A store that holds no such key
+    answers it with nothing, for the price of a lookup each.
     """
     if r.birth is None or not (r.first_name or r.last_name):
         return []  # the date alone is among its block keys already (or it has no date)
     low, high = sorted((r.birth.month, r.birth.day))
-    return [f"dob:{r.birth.year}:{low}:{high}"]
+    keys = [f"dob:{r.birth.year}:{low}:{high}"]
+    if r.first_name:
+        keys.append(f"fn_md:{_phonetic(r.first_name)}:{low}:{high}")
+    if r.last_name:
+        keys.append(f"ln_md:{_phonetic(r.last_name)}:{low}:{high}")
+    return keys
 
 
 # --------------------------------------------------------------------------------------------
