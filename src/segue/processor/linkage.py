@@ -155,15 +155,15 @@ class Linker:
         self.cap = cap
         #: records whose candidate pairs feed EM at each re-estimation
         self.sample = 20_000
-        #: batches with at most this many new records are scored on the event loop (~20
-        #: candidates of ~8 µs each: less than a thread hand-off, offload.py)
+        #: batches with at most this many new records are scored on the event loop (~8
+        #: candidates of ~6 µs each a record: less than a thread hand-off, offload.py)
         self.inline_up_to = 2
         #: batches with at least this many new records weigh all their pairs at once
-        #: (:meth:`MatchModel.weigh_many`): the arrays cost ~1 ms a batch before any pair,
-        #: and 16 records (~300 pairs) is where they break even (`bench/matching.py`,
-        #: 2026-12-07: 10.4 against 11.5 µs a pair; 60 against 12 µs for one record alone;
-        #: 8–9 against 11 µs from 64 records up)
-        self.many_from = 16
+        #: (:meth:`MatchModel.weigh_many`): the arrays cost ~0.5 ms a batch before any
+        #: pair, and they break even at ~450 pairs, 64 records since a record has ~7.5
+        #: candidates (`bench/matching.py`, 2026-12-07: 5.06 against 5.03 µs a pair at 64
+        #: records, 8.24 against 5.16 at 16, 4.88 against 5.12 at 1,000)
+        self.many_from = 64
         #: values forgotten while a re-estimation runs, taken out of its result too
         self._forgotten: list[tuple[str, str, int]] | None = None
 
