@@ -90,3 +90,50 @@ def test_retention_removes_expired_events_and_their_timeline_rows(tmp_path: Path
             await runtime.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_record_read_again_is_not_decrypted_again_unless_it_or_its_key_changed(monkeypatch):
+    """The processor and the reports consumer of a process read each record moments
+    apart: the second read takes the opened record, the same bytes; an erased record or
+    a destroyed key is never served from that memo."""
+    import segue.privacy.shredding as shredding
+
+    decrypted: list[int] = []
+    real_open = shredding.open_split
+
+    def counting(body, pos, envelope, aead):  # type: ignore[no-untyped-def]
+        decrypted.append(1)
+        return real_open(body, pos, envelope, aead)
+
+    monkeypatch.setattr(shredding, "open_split", counting)
+
+    async def scenario() -> None:
+        inner = MemoryEventLog()
+        log = SealedEventLog(inner, MemoryKeyStore(), b"secret", ["email"], opened_size=3)
+        await log.open()
+        records = [
+            NewRecord(
+                "web",
+                f"m{n}",
+                1.0,
+                f"user_id:u{n % 2}",
+                b'{"type":"identify","userId":"u%d","traits":{"email":"%d@x.org"}}' % (n % 2, n),
+            )
+            for n in range(4)
+        ]
+        await log.append(records)
+        first = await log.read(0, 10)
+        assert len(decrypted) == 4
+        again = await log.read(0, 10)
+        assert [r.body for r in again] == [r.body for r in first]
+        assert len(decrypted) == 5  # the memo holds the last 3: only offset 1 again
+        assert b"1@x.org" in again[1].body
+        await log.erase([4])
+        assert [r.offset for r in await log.read(0, 10)] == [1, 2, 3]
+        assert len(decrypted) == 6  # 2 had made way for 1 on the read before
+        assert await log.destroy_keys(["user_id:u1"]) == 1
+        shredded = await log.read(0, 10)
+        assert b"@x.org" not in shredded[1].body  # u1's record: nothing to open it with
+        assert b"2@x.org" in shredded[2].body  # u0's: opened again with its key
+
+    asyncio.run(scenario())

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from segue.core.events import Event
-from segue.core.model import Identifier, NewRecord
+from segue.core.model import Identifier, LogRecord, NewRecord
 from segue.errors import BackendUnavailable, InvalidInput
 from segue.metrics.attribution import Attribution
 from segue.metrics.consumer import ReportsConsumer
@@ -142,3 +142,59 @@ async def _deferred() -> None:
     await folded(4)
     consumer.stop()
     await task
+
+
+class CountingLog(MemoryEventLog):
+    """Counts the records each read hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed = 0
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        records = await super().read(after, limit)
+        self.handed += len(records)
+        return records
+
+
+class TrailingProfiles(PickyProfiles):
+    """A processor that has folded ``folded`` records so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded = 0
+
+    async def checkpoint(self, consumer: str) -> int:
+        return self.folded
+
+
+def test_reports_read_no_further_than_the_processor() -> None:
+    """A record past the processor would be read and opened twice: now and at the next
+    step (a live processor folds a few hundred records a step; the reports' batch is
+    thousands)."""
+
+    async def scenario() -> None:
+        log = CountingLog()
+        await log.append([record(n, f"u{n}") for n in range(1, 1001)])
+        profiles = TrailingProfiles()
+        consumer = ReportsConsumer(
+            log,
+            MemoryReportStore(),
+            profiles,
+            no_decisions,
+            user_ids,
+            SystemClock(),
+            Attribution({}),
+            batch_size=400,
+        )
+        await consumer.start()
+        steps = 0
+        while consumer.position < 1000:
+            profiles.folded = min(1000, profiles.folded + 150)
+            while await consumer.step():
+                steps += 1
+        assert consumer.position == 1000
+        assert log.handed == 1000  # each record read once
+        assert steps == 7  # 150 at a time, as the processor went
+
+    asyncio.run(scenario())

@@ -127,9 +127,10 @@ class ReportsConsumer:
         limit = await self._profiles.checkpoint(self.follow)
         if limit <= self.position:
             return 0
-        records = [
-            r for r in await self._log.read(self.position, self.batch_size) if r.offset <= limit
-        ]
+        # no further than the processor: a record past it would be read (and opened) now
+        # and again at the next step, ~4,000 of them a step while the processor keeps up
+        wanted = min(self.batch_size, limit - self.position)
+        records = [r for r in await self._log.read(self.position, wanted) if r.offset <= limit]
         if not records:
             return 0
         events = [(r, None if r.offset in self.poison else _decode(r)) for r in records]

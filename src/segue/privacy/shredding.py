@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from segue.core.model import LogRecord, NewRecord
 from segue.core.ports import EventLog, KeyStore
-from segue.privacy.envelope import derive_key, key_id, open_split, seal_body, split
+from segue.privacy.envelope import Envelope, derive_key, key_id, open_split, seal_body, split
 
 __all__ = ["SealedEventLog"]
 
@@ -30,6 +30,7 @@ class SealedEventLog:
         secret: the installation secret (key ids are keyed hashes of subjects).
         personal_properties: property names that make ``properties`` personal.
         cache_size: data keys kept in memory.
+        opened_size: records kept opened in memory (see :meth:`_open`).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class SealedEventLog:
         personal_properties: Iterable[str] = (),
         *,
         cache_size: int = 200_000,
+        opened_size: int = 8192,
     ) -> None:
         self.inner = inner
         self.keys = keys
@@ -48,6 +50,10 @@ class SealedEventLog:
         self._cache: OrderedDict[str, AESGCM] = OrderedDict()
         self._cache_size = cache_size
         self._kids: dict[str, str] = {}
+        #: offset → (its sealed body, key id, the record opened): the processor and the
+        #: reports consumer of a process read the same records moments apart
+        self._opened: dict[int, tuple[bytes, str, LogRecord]] = {}
+        self._opened_size = opened_size
 
     def key_id(self, subject: str) -> str:
         """The id of the data key of ``subject`` (``user_id:42``)."""
@@ -91,29 +97,50 @@ class SealedEventLog:
         return await self.inner.append(sealed)
 
     async def _open(self, records: list[LogRecord]) -> list[LogRecord]:
-        parts = [split(r.body) for r in records]
-        cache = self._cache
-        missing = {p[1].k for p in parts if p is not None and p[1].k not in cache}
-        if missing:
-            for kid, key in (await self.keys.get(missing)).items():
-                self._remember(kid, key)
+        """The records with their sealed fields opened.
+
+        A record opened lately is not decrypted again: the processor reads each record,
+        and the reports consumer of the same process reads it again moments later (the
+        decryption was a tenth of a worker's time). It is taken from the memo only while
+        the log still holds the same sealed bytes at its offset and this process still
+        holds its key, exactly when decrypting it again would give the same answer.
+        """
+        memo, cache = self._opened, self._cache
         out: list[LogRecord] = []
-        for record, part in zip(records, parts, strict=True):
+        todo: list[tuple[int, LogRecord, tuple[int, Envelope]]] = []
+        for record in records:
+            hit = memo.get(record.offset)
+            if hit is not None and hit[1] in cache and hit[0] == record.body:
+                out.append(hit[2])
+                continue
+            part = split(record.body)
             if part is None:
                 out.append(record)
                 continue
-            pos, envelope = part
-            body = open_split(record.body, pos, envelope, cache.get(envelope.k))
-            out.append(
-                LogRecord(
-                    record.offset,
-                    record.source,
-                    record.message_id,
-                    record.received_at,
-                    record.key,
-                    body,
-                )
+            todo.append((len(out), record, part))
+            out.append(record)  # replaced once opened
+        if not todo:
+            return out
+        missing = {p[1].k for _, _, p in todo if p[1].k not in cache}
+        if missing:
+            for kid, key in (await self.keys.get(missing)).items():
+                self._remember(kid, key)
+        for at, record, (pos, envelope) in todo:
+            aead = cache.get(envelope.k)
+            body = open_split(record.body, pos, envelope, aead)
+            opened = LogRecord(
+                record.offset,
+                record.source,
+                record.message_id,
+                record.received_at,
+                record.key,
+                body,
             )
+            out[at] = opened
+            if aead is not None and self._opened_size:
+                if len(memo) >= self._opened_size:
+                    del memo[next(iter(memo))]
+                memo[record.offset] = (record.body, envelope.k, opened)
         return out
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
@@ -129,6 +156,8 @@ class SealedEventLog:
         await self.inner.wait(after, timeout)
 
     async def erase(self, offsets: Sequence[int]) -> int:
+        for offset in offsets:
+            self._opened.pop(offset, None)
         return await self.inner.erase(offsets)
 
     async def destroy_keys(self, subjects: Iterable[str]) -> int:
@@ -139,6 +168,7 @@ class SealedEventLog:
             self._kids.pop(subject, None)
         for kid in kids:
             self._cache.pop(kid, None)
+        self._opened.clear()  # opened with those keys, some of them
         return await self.keys.destroy(kids)
 
     async def aclose(self) -> None:
