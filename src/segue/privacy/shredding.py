@@ -52,7 +52,7 @@ class SealedEventLog:
         self._kids: dict[str, str] = {}
         #: offset → (its sealed body, key id, the record opened): the processor and the
         #: reports consumer of a process read the same records moments apart
-        self._opened: dict[int, tuple[bytes, str, LogRecord]] = {}
+        self._opened: OrderedDict[int, tuple[bytes, str, LogRecord]] = OrderedDict()
         self._opened_size = opened_size
 
     def key_id(self, subject: str) -> str:
@@ -139,7 +139,7 @@ class SealedEventLog:
             out[at] = opened
             if aead is not None and self._opened_size:
                 if len(memo) >= self._opened_size:
-                    del memo[next(iter(memo))]
+                    memo.popitem(last=False)  # O(1), where a dict's first key is not
                 memo[record.offset] = (record.body, envelope.k, opened)
         return out
 
