@@ -153,6 +153,7 @@ _FULL: list[tuple[str, list[str]]] = [
     ("consent.py", []),
     ("privacy.py", []),
     ("features.py", []),
+    ("item_sessions.py", []),
     ("spike.py", []),
 ]
 _QUICK: list[tuple[str, list[str]]] = [
@@ -161,6 +162,7 @@ _QUICK: list[tuple[str, list[str]]] = [
     ("decide.py", ["--items", "20000", "--requests", "2000"]),
     ("consent.py", ["--people", "1000", "--calls", "2000"]),
     ("features.py", ["--events", "20000", "--runs", "1"]),
+    ("item_sessions.py", ["--phases", "1", "--views", "5000"]),
     ("spike.py", ["--quick"]),
 ]
 

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, get_type_hints
 
 import msgspec
 
+from segue.core.bounded import trim_oldest
 from segue.core.events import Event, Track
 from segue.core.model import Item
 from segue.features._ecommerce import (
@@ -172,6 +173,7 @@ class ItemModelsState(msgspec.Struct, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ItemModelsState)
+
 
 #: what only the learner needs (open sessions, recent order ids): an API process that takes
 #: the worker's models serves without them, and they are half of the saved bytes
@@ -346,8 +348,7 @@ class ItemModels:
                 if order_id in s.orders:
                     return
                 s.orders[order_id] = at
-                if len(s.orders) > cfg.max_orders:
-                    del s.orders[next(iter(s.orders))]
+                trim_oldest(s.orders, cfg.max_orders)
         if not any(line.product_id is not None for line in lines):
             return
         anchor = self._advance(at)
@@ -459,8 +460,7 @@ class ItemModels:
                     self._pair(s.covisit, pid, others, weight)
                 buffer.append((pid, at))
         s.sessions[key] = buffer[-cfg.session_items :]
-        if len(s.sessions) > cfg.max_sessions:
-            del s.sessions[next(iter(s.sessions))]
+        trim_oldest(s.sessions, cfg.max_sessions)
 
     def _bought(
         self,

@@ -17,10 +17,10 @@ whole store, and reading those rows back was an eighth of an identify's cost.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 from typing import TypeVar
 
+from segue.core.bounded import trim_oldest
 from segue.core.model import Changeset, Identifier, Profile
 
 __all__ = ["StateCache"]
@@ -60,7 +60,7 @@ class StateCache:
     def keep_records(self, read: dict[str, bytes]) -> None:
         """Match records just read from the store (its committed state, under the lock)."""
         self.records.update(read)
-        _trim(self.records, self.max_records)
+        trim_oldest(self.records, self.max_records)
 
     def split_links(
         self, wanted: Iterable[Identifier]
@@ -108,9 +108,9 @@ class StateCache:
         for identifier, pid in links.items():
             self.links.pop(identifier, None)
             self.links[identifier] = pid
-        _trim(self.profiles, self.max_profiles)
-        _trim(self.links, self.max_links)
-        _trim(records, self.max_records)
+        trim_oldest(self.profiles, self.max_profiles)
+        trim_oldest(self.links, self.max_links)
+        trim_oldest(records, self.max_records)
 
 
 def _held(mapping: dict[K, V], wanted: Iterable[K]) -> tuple[dict[K, V], list[K]]:
@@ -124,11 +124,3 @@ def _held(mapping: dict[K, V], wanted: Iterable[K]) -> tuple[dict[K, V], list[K]
         else:
             found[key] = value
     return found, missing
-
-
-def _trim(mapping: dict[K, V], limit: int) -> None:
-    """Drop the oldest entries (dicts keep insertion order) down to ``limit``."""
-    excess = len(mapping) - limit
-    if excess > 0:
-        for key in list(itertools.islice(mapping, excess)):
-            del mapping[key]
