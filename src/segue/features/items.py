@@ -174,7 +174,6 @@ class ItemModelsState(msgspec.Struct, kw_only=True):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ItemModelsState)
 
-
 #: what only the learner needs (open sessions, recent order ids): an API process that takes
 #: the worker's models serves without them, and they are half of the saved bytes
 _LEARNING_ONLY: Final = frozenset({"sessions", "orders"})
