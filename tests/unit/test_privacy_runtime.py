@@ -137,3 +137,43 @@ def test_a_record_read_again_is_not_decrypted_again_unless_it_or_its_key_changed
         assert b"2@x.org" in shredded[2].body  # u0's: opened again with its key
 
     asyncio.run(scenario())
+
+
+def test_a_key_read_while_it_is_destroyed_is_not_kept():
+    """A read that fetched a person's key just before an erasure destroyed it must not
+    put the key back in the process's cache (nor its opened records in the memo): the
+    erasure has to hold for every later read of the process."""
+
+    class SlowKeys(MemoryKeyStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fetched = asyncio.Event()
+            self.go_on = asyncio.Event()
+            self.pause = False
+
+        async def get(self, key_ids):  # type: ignore[no-untyped-def]
+            found = await super().get(key_ids)
+            if self.pause:
+                self.pause = False
+                self.fetched.set()
+                await self.go_on.wait()  # the erasure runs here
+            return found
+
+    async def scenario() -> None:
+        keys = SlowKeys()
+        log = SealedEventLog(MemoryEventLog(), keys, b"secret", ["email"])
+        await log.open()
+        body = b'{"type":"identify","userId":"u1","traits":{"email":"s@x.org"}}'
+        await log.append([NewRecord("web", "m1", 1.0, "user_id:u1", body)])
+        log._cache.clear()  # a fresh process: the key must be fetched
+        keys.pause = True
+        reading = asyncio.create_task(log.read(0, 10))
+        await keys.fetched.wait()
+        assert await log.destroy_keys(["user_id:u1"]) == 1
+        keys.go_on.set()
+        (during,) = await reading
+        assert b"s@x.org" not in during.body  # the key was gone before the read ended
+        (after,) = await log.read(0, 10)
+        assert b"s@x.org" not in after.body
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ timeline API, export, replay) goes through this wrapper and never sees the envel
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -54,6 +54,9 @@ class SealedEventLog:
         #: reports consumer of a process read the same records moments apart
         self._opened: OrderedDict[int, tuple[bytes, str, LogRecord]] = OrderedDict()
         self._opened_size = opened_size
+        #: moved by every destruction of keys, before and after: a key fetched while it
+        #: moved may be one just destroyed, and must not be kept
+        self._generation = 0
 
     def key_id(self, subject: str) -> str:
         """The id of the data key of ``subject`` (``user_id:42``)."""
@@ -81,8 +84,7 @@ class SealedEventLog:
         kids = [self.key_id(r.key) for r in records]
         missing = [k for k in dict.fromkeys(kids) if k not in self._cache]
         if missing:
-            for kid, key in (await self.keys.create(missing)).items():
-                self._remember(kid, key)
+            await self._fetch(self.keys.create, missing)
         cache = self._cache
         sealed = [
             NewRecord(
@@ -121,10 +123,9 @@ class SealedEventLog:
             out.append(record)  # replaced once opened
         if not todo:
             return out
-        missing = {p[1].k for _, _, p in todo if p[1].k not in cache}
+        missing = [p[1].k for _, _, p in todo if p[1].k not in cache]
         if missing:
-            for kid, key in (await self.keys.get(missing)).items():
-                self._remember(kid, key)
+            await self._fetch(self.keys.get, list(dict.fromkeys(missing)))
         for at, record, (pos, envelope) in todo:
             aead = cache.get(envelope.k)
             body = open_split(record.body, pos, envelope, aead)
@@ -142,6 +143,20 @@ class SealedEventLog:
                     memo.popitem(last=False)  # O(1), where a dict's first key is not
                 memo[record.offset] = (record.body, envelope.k, opened)
         return out
+
+    async def _fetch(
+        self, fetch: Callable[[list[str]], Awaitable[dict[str, bytes]]], kids: list[str]
+    ) -> None:
+        """Fetch (or create) keys into the cache, again if keys were destroyed meanwhile:
+        the answer may hold a key that an erasure destroyed after it was read, and that
+        key must not come back into this process."""
+        while True:
+            generation = self._generation
+            found = await fetch(kids)
+            if generation == self._generation:
+                for kid, key in found.items():
+                    self._remember(kid, key)
+                return
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
         return await self._open(await self.inner.read(after, limit))
@@ -166,10 +181,14 @@ class SealedEventLog:
         kids = {self.key_id(s) for s in named}
         for subject in named:  # the memo holds the erased person's identifiers in clear
             self._kids.pop(subject, None)
+        self._generation += 1
         for kid in kids:
             self._cache.pop(kid, None)
         self._opened.clear()  # opened with those keys, some of them
-        return await self.keys.destroy(kids)
+        try:
+            return await self.keys.destroy(kids)
+        finally:
+            self._generation += 1
 
     async def aclose(self) -> None:
         await self.inner.aclose()
