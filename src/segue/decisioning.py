@@ -331,6 +331,8 @@ class Decisioning:
             await self.load_models()
         if change.suppressed:
             await runtime.privacy_requests.reload_suppression()
+        if change.keys_destroyed:
+            runtime.forget_data_keys()
 
     async def flush(self) -> None:
         """Drop every cache and re-read what others may have changed unheard."""
@@ -345,6 +347,7 @@ class Decisioning:
         if not self.owns_models:
             await self.load_models()
         await self.runtime.privacy_requests.reload_suppression()
+        self.runtime.forget_data_keys()  # an erasure may have destroyed some, unheard
 
     async def load_models(self) -> None:
         """Take the item models another process (the active worker) saved."""

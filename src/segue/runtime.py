@@ -360,6 +360,11 @@ class Runtime:
         # confirmed: a revocation answered here holds for the next request to any process
         await self.decisioning.publish(change, confirm=True)
 
+    def forget_data_keys(self) -> None:
+        """Another process destroyed data keys: none cached here may be used again."""
+        if isinstance(self.log, SealedEventLog):
+            self.log.forget_cached()
+
     async def _suppressed(self) -> None:
         await self.decisioning.publish(Change(origin=self.origin, suppressed=True))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from segue.core.changes import Change
 from segue.core.model import Identifier, NewRecord
 from segue.privacy.shredding import SealedEventLog
 from segue.runtime import Runtime, SystemClock
@@ -175,5 +176,35 @@ def test_a_key_read_while_it_is_destroyed_is_not_kept():
         assert b"s@x.org" not in during.body  # the key was gone before the read ended
         (after,) = await log.read(0, 10)
         assert b"s@x.org" not in after.body
+
+    asyncio.run(scenario())
+
+
+def test_keys_another_process_destroyed_are_not_used_here(tmp_path: Path):
+    """An erasure in another process destroys the person's keys in the shared key store;
+    its change note makes this process drop the keys and opened records it cached."""
+
+    async def scenario() -> None:
+        settings = Settings(
+            data=str(tmp_path), store="memory", log="memory", admin_key="test-admin-key-0123456789"
+        )
+        runtime = Runtime(settings, SystemClock())
+        await runtime.start()
+        try:
+            message = {"type": "identify", "messageId": "i1", "userId": "u1"}
+            message["traits"] = {"email": "s@x.org"}
+            body = msgspec.json.encode({"batch": [message]})
+            await runtime.ingest.collect("default", runtime.ingest.parse(body, None))
+            log = runtime.log
+            assert isinstance(log, SealedEventLog)
+            assert b"s@x.org" in (await log.read(0, 10))[0].body
+            # the other process's erasure: the shared store loses the key ...
+            assert await log.keys.destroy([log.key_id("user_id:u1")]) == 1
+            assert b"s@x.org" in (await log.read(0, 10))[0].body  # cached here: the control
+            # ... and its note arrives
+            await runtime.decisioning.apply(Change(origin="elsewhere", keys_destroyed=True))
+            assert b"s@x.org" not in (await log.read(0, 10))[0].body
+        finally:
+            await runtime.aclose()
 
     asyncio.run(scenario())

@@ -29,6 +29,8 @@ class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
             for the processes that made those decisions and learn from them.
         models: the item models were saved: read them again.
         suppressed: the suppression list grew: read it again.
+        keys_destroyed: data keys were destroyed (an erasure): drop the cached keys and the
+            records opened with them.
         flush: drop every cache (the sender cannot say what changed).
     """
 
@@ -41,6 +43,7 @@ class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
     feedback: list[tuple[str, str, tuple[str, ...], str, float]] = []
     models: bool = False
     suppressed: bool = False
+    keys_destroyed: bool = False
     flush: bool = False
 
 

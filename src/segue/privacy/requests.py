@@ -357,6 +357,7 @@ class PrivacyRequests:
             if isinstance(rt.log, SealedEventLog):
                 log["data_keys"] = await rt.log.destroy_keys(str(i) for i in every)
             stores["event_log"] = log
+            # after the keys are gone: the other processes drop the ones they cached
             stores["caches"] = await self._forget_cached(every, profile_ids)
         in_memory = await rt.engine.forget(profile_ids)
         stores["decisions"] = {
@@ -382,7 +383,8 @@ class PrivacyRequests:
     async def _forget_cached(
         self, identifiers: set[Identifier], profile_ids: set[str]
     ) -> dict[str, int]:
-        """Here and in every other process (through the change feed)."""
+        """Here and in every other process (through the change feed), with the data keys
+        the erasure destroyed."""
         decisioning = self.rt.decisioning
         for identifier in identifiers:
             decisioning.identity_cache.invalidate(identifier)
@@ -395,6 +397,7 @@ class PrivacyRequests:
                 origin=decisioning.origin,
                 identifiers=sorted(str(i) for i in identifiers),
                 profiles=sorted(profile_ids),
+                keys_destroyed=isinstance(self.rt.log, SealedEventLog),
             )
         )
         return {"identity": len(identifiers), "signals": len(profile_ids)}

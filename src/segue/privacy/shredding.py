@@ -190,6 +190,14 @@ class SealedEventLog:
         finally:
             self._generation += 1
 
+    def forget_cached(self) -> None:
+        """Drop every cached key and opened record: another process destroyed keys (an
+        erasure there), and this one cannot tell which of its keys they were."""
+        self._generation += 1
+        self._cache.clear()
+        self._opened.clear()
+        self._kids.clear()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
         await self.keys.aclose()
