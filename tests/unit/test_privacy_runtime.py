@@ -166,7 +166,7 @@ def test_a_key_read_while_it_is_destroyed_is_not_kept():
         await log.open()
         body = b'{"type":"identify","userId":"u1","traits":{"email":"s@x.org"}}'
         await log.append([NewRecord("web", "m1", 1.0, "user_id:u1", body)])
-        log._cache.clear()  # a fresh process: the key must be fetched
+        log.forget_cached()  # a fresh process: the key must be fetched
         keys.pause = True
         reading = asyncio.create_task(log.read(0, 10))
         await keys.fetched.wait()

@@ -123,9 +123,9 @@ class SealedEventLog:
             out.append(record)  # replaced once opened
         if not todo:
             return out
-        missing = [p[1].k for _, _, p in todo if p[1].k not in cache]
+        missing = list(dict.fromkeys(p[1].k for _, _, p in todo if p[1].k not in cache))
         if missing:
-            await self._fetch(self.keys.get, list(dict.fromkeys(missing)))
+            await self._fetch(self.keys.get, missing)
         for at, record, (pos, envelope) in todo:
             aead = cache.get(envelope.k)
             body = open_split(record.body, pos, envelope, aead)
