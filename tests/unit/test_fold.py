@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from segue.core.events import to_event
-from segue.core.model import Identifier, LogRecord
+from segue.core.model import Identifier, LogRecord, Profile
 from segue.identity.identifiers import IdentityRules
 from segue.processor.fold import Folder, WorkingSet
 from segue.profiles.golden import Survivorship
@@ -79,6 +79,32 @@ def test_two_profiles_merge_into_the_older_one_with_a_merge_record():
     assert merge.message_id == "m3"
     assert fold.ws.changes.new_profiles == 1
     assert fold.ws.changes.new_identities == 2
+
+
+def test_profiles_of_one_request_merge_into_the_person_seen_first_whatever_their_ids():
+    """Same server time (one request, batched either way by the processor): the earlier
+    event time decides, not the ids' random digits; a later-born profile still loses."""
+
+    def profile(pid: str, created: float, seen: float) -> Profile:
+        return Profile(
+            profile_id=pid, created_at=created, updated_at=created, first_seen=seen, last_seen=seen
+        )
+
+    for first, second in ((0, 1), (1, 0)):
+        fold = Fold()
+        pair = [
+            profile("p:zz-web", RECEIVED, RECEIVED - 86_400),
+            profile("p:aa-till", RECEIVED, RECEIVED),
+        ]
+        fold.ws.profiles.update({p.profile_id: p for p in pair})
+        survivor = fold.folder.merge(
+            fold.ws, pair[first], pair[second], reason="match", via=[], at=RECEIVED
+        )
+        assert survivor.profile_id == "p:zz-web"
+    fold = Fold()
+    older, newer = profile("p:zz", RECEIVED - 1, RECEIVED), profile("p:aa", RECEIVED, RECEIVED - 9)
+    fold.ws.profiles.update({"p:zz": older, "p:aa": newer})
+    assert fold.folder.merge(fold.ws, newer, older, reason="match", via=[], at=RECEIVED) is older
 
 
 def test_shared_email_merges_across_sources():

@@ -265,8 +265,17 @@ class Folder:
         score: float | None = None,
         explanation: list[tuple[str, str, float]] | None = None,
     ) -> Profile:
-        """Join two profiles into the older one; the other id redirects to it."""
-        older = (a.created_at, a.profile_id) <= (b.created_at, b.profile_id)
+        """Join two profiles into the older one; the other id redirects to it.
+
+        Profiles born of one request share their server time: the one whose person was
+        seen first (event time) is then the older, so the survivor does not depend on how
+        the processor happened to batch the request, nor on the ids' random digits.
+        """
+        older = (a.created_at, a.first_seen, a.profile_id) <= (
+            b.created_at,
+            b.first_seen,
+            b.profile_id,
+        )
         survivor, victim = (a, b) if older else (b, a)
         survivor.merges.append(
             MergeRecord(

@@ -1,0 +1,218 @@
+"""The README's 5-minute tour, run as written against a fresh server.
+
+The README says every output in the tour comes from a real run; this test keeps that true.
+It starts ``segue serve`` with the tour's keys, runs each ``$`` command of the tour's
+console blocks in bash and compares what it prints with the README, except for what the
+README itself says will differ: profile ids, request ids, decision ids and server times.
+An id in an output is learnt (the README's id → this run's), and later commands that name
+it get this run's. Outputs abbreviated with ``…`` must hold their other parts in order.
+Reads are retried for a while, as the reader of the tour may wait for the processor;
+writes run once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import free_port
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+ADMIN_KEY = "admin-secret"
+WRITE_KEY = "web-write-key"
+PUBLISHABLE_KEY = "tour-publishable-key-0123456789"
+
+#: values the README says differ from run to run (server times, generated ids, timings)
+_VOLATILE = re.compile(
+    r'"(receivedAt|received_at|created_at|updated_at|at|last_seen|uptime_s|duration_ms|process|'
+    r'decision_id)":\s*("[^"]*"|-?[0-9][0-9.eE+-]*|null)'
+)
+#: generated ids: profiles (p_ and 24 hex digits) and privacy requests (pr_ and 32)
+_ID = re.compile(r"\b(?:p_[0-9a-f]{24}|pr_[0-9a-f]{32})\b")
+_ANY_ID = r"(p_[0-9a-f]{24}|pr_[0-9a-f]{32})"
+#: a command that sends nothing only reads: it may be repeated until the server caught up
+_WRITES = re.compile(r"(^|\s)(-d|--data|--data-binary|-X)(\s|$)")
+
+
+@dataclass
+class Step:
+    command: str
+    expected: str
+
+
+def tour_steps(text: str) -> list[Step]:
+    """The tour's commands and their printed outputs, in order, without the first block
+    (it starts the server, which this test does itself)."""
+    section = text.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```console\n(.*?)```", section, re.S)
+    steps: list[Step] = []
+    for block in blocks[1:]:
+        lines = block.rstrip("\n").split("\n")
+        i = 0
+        while i < len(lines):
+            assert lines[i].startswith("$ "), f"not a command: {lines[i]!r}"
+            command = [lines[i][2:]]
+            i += 1
+            while not _complete("\n".join(command)):
+                command.append(lines[i])
+                i += 1
+            expected = []
+            while i < len(lines) and not lines[i].startswith("$ "):
+                expected.append(lines[i])
+                i += 1
+            steps.append(Step("\n".join(command), "\n".join(expected)))
+    return steps
+
+
+def _complete(command: str) -> bool:
+    if command.endswith(("\\", "|")):
+        return False
+    return subprocess.run(["bash", "-n", "-c", command], capture_output=True).returncode == 0
+
+
+def _masked(text: str) -> str:
+    return _VOLATILE.sub(lambda m: f'"{m.group(1)}": <varies>', text)
+
+
+def _pattern(expected: str, ids: dict[str, str]) -> str:
+    """A regular expression for ``expected``: ids already learnt stand for this run's,
+    new ones for any id (captured, to be learnt)."""
+    parts, at = [], 0
+    for found in _ID.finditer(expected):
+        parts.append(re.escape(expected[at : found.start()]))
+        known = ids.get(found.group())
+        parts.append(re.escape(known) if known is not None else _ANY_ID)
+        at = found.end()
+    parts.append(re.escape(expected[at:]))
+    return "".join(parts)
+
+
+def _learn(expected: str, match: re.Match[str], ids: dict[str, str]) -> None:
+    new = [found.group() for found in _ID.finditer(expected) if found.group() not in ids]
+    for documented, actual in zip(new, match.groups(), strict=True):
+        ids[documented] = actual
+
+
+def matches(expected: str, actual: str, ids: dict[str, str]) -> bool:
+    """Whether ``actual`` is what the README shows, learning the ids it introduces."""
+    expected, actual = _masked(expected), _masked(actual.rstrip("\n"))
+    if "…" not in expected:
+        found = re.fullmatch(_pattern(expected, ids), actual)
+        if found is None:
+            return False
+        _learn(expected, found, ids)
+        return True
+    # abbreviated: the README wraps the one-line JSON (continuations start with a space)
+    lines = expected.split("\n")
+    joined = lines[0] + "".join(line[1:] if line.startswith(" ") else line for line in lines[1:])
+    at = 0
+    known = dict(ids)  # learnt for good only if every part is there
+    for fragment in joined.split("…"):
+        if not fragment:
+            continue
+        found = re.compile(_pattern(fragment, known)).search(actual, at)
+        if found is None:
+            return False
+        _learn(fragment, found, known)
+        at = found.end()
+    ids.update(known)
+    return True
+
+
+@pytest.fixture(scope="module")
+def tour_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``segue serve`` as the tour starts it: one process, the tour's keys, no demo."""
+    folder = tmp_path_factory.mktemp("tour")
+    port = free_port()
+    env = dict(
+        os.environ,
+        SEGUE_ADMIN_KEY=ADMIN_KEY,
+        SEGUE_WRITE_KEY=WRITE_KEY,
+        SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
+    )
+    cmd = [sys.executable, "-m", "segue", "serve", "--port", str(port)]
+    cmd += ["--data", str(folder / "segue-data")]
+    log = (folder / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (folder / "server.log").read_text()
+            try:
+                if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "segue did not become ready"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+
+
+def test_the_tour_parses_into_its_commands() -> None:
+    """The parser sees every command of the tour (a README edit that broke a block's
+    shape would otherwise shrink the tour the other test runs)."""
+    steps = tour_steps(README.read_text())
+    assert len(steps) >= 20
+    assert all(step.command.startswith(("curl", "echo")) for step in steps)
+    assert sum("…" in step.expected for step in steps) >= 3
+    # the commands with a continuation kept theirs
+    assert any("\n" in step.command for step in steps)
+
+
+def test_every_command_of_the_readme_tour_prints_what_the_readme_shows(
+    tour_server: str,
+) -> None:
+    env = dict(os.environ, S=tour_server, PUB=PUBLISHABLE_KEY)
+    ids: dict[str, str] = {}
+    for step in tour_steps(README.read_text()):
+        command = _ID.sub(lambda m: ids.get(m.group(), m.group()), step.command)
+        unknown = [i for i in _ID.findall(command) if i not in ids.values()]
+        assert not unknown, f"{step.command}\nnames {unknown}, which no earlier output gave"
+        reads = _WRITES.search(command) is None
+        deadline = time.monotonic() + (20 if reads else 0)
+        while True:
+            out = subprocess.run(
+                ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
+            )
+            if matches(step.expected, out.stdout, ids) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        assert matches(step.expected, out.stdout, ids), (
+            f"$ {step.command}\n--- the README shows:\n{step.expected}\n"
+            f"--- this run printed:\n{out.stdout}{out.stderr}"
+        )
+
+
+def test_the_comparison_fails_on_what_the_readme_does_not_allow_to_differ() -> None:
+    """Controls for ``matches``: what may differ passes, anything else fails."""
+    shown = (
+        '{"profile_id": "p_cfc40d54bd4f5b1920bc629a", "event_count": 4, "created_at": "2026-11-25"}'
+    )
+    ids: dict[str, str] = {}
+    run = (
+        '{"profile_id": "p_0123456789abcdef01234567", "event_count": 4, "created_at": "2026-12-07"}'
+    )
+    assert matches(shown, run, ids)
+    assert ids == {"p_cfc40d54bd4f5b1920bc629a": "p_0123456789abcdef01234567"}
+    # a count that differs, and the same README id as another profile of this run
+    assert not matches(shown, run.replace('"event_count": 4', '"event_count": 5'), dict(ids))
+    assert not matches(shown, run.replace("p_0123", "p_9999"), dict(ids))
+    # abbreviated: the parts must all be there, in order
+    short = '{"ok":true,"entries":…,"reason":null}'
+    assert matches(short, '{"ok":true,"entries":12,"first_bad_seq":null,"reason":null}', {})
+    assert not matches(short, '{"ok":false,"entries":12,"reason":null}', {})
+    assert not matches(short, '{"reason":null,"ok":true,"entries":12}', {})
