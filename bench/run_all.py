@@ -155,6 +155,7 @@ _FULL: list[tuple[str, list[str]]] = [
     ("features.py", []),
     ("item_sessions.py", []),
     ("spike.py", []),
+    ("idle.py", []),
 ]
 _QUICK: list[tuple[str, list[str]]] = [
     ("worker.py", ["--events", "10000", "--runs", "1"]),
@@ -164,6 +165,7 @@ _QUICK: list[tuple[str, list[str]]] = [
     ("features.py", ["--events", "20000", "--runs", "1"]),
     ("item_sessions.py", ["--phases", "1", "--views", "5000"]),
     ("spike.py", ["--quick"]),
+    ("idle.py", ["--seconds", "3", "--settle", "2"]),
 ]
 
 

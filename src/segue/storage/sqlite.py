@@ -28,7 +28,7 @@ from segue.core.model import (
 from segue.errors import StaleState
 from segue.storage._block_index import BlockIndex
 from segue.storage._group_commit import GroupCommitter
-from segue.storage._sqlite_db import SqliteFile, in_chunks, transaction
+from segue.storage._sqlite_db import CommitWatch, SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteEventLog", "SqliteProfileStore", "SqliteQuarantine"]
 
@@ -100,6 +100,8 @@ class SqliteEventLog:
         #: the next offset to hand out; only the writer thread reads or moves it
         self._next = 1
         self._waiters: set[asyncio.Future[None]] = set()
+        #: another process's appends, seen without a query while nothing moves
+        self._watch = CommitWatch(self._db.path)
 
     async def open(self) -> None:
         await self._db.open()
@@ -188,7 +190,7 @@ class SqliteEventLog:
         self._waiters.add(future)
         try:
             while not future.done():
-                if await self.last_offset() > after:
+                if self._watch.moved() and await self.last_offset() > after:
                     return
                 left = deadline - loop.time()
                 if left <= 0:
@@ -223,6 +225,7 @@ class SqliteEventLog:
 
     async def aclose(self) -> None:
         await self._committer.flush()
+        self._watch.close()
         await self._db.aclose()
 
 

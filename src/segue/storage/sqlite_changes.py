@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from segue.core.changes import Change, encode_change
-from segue.storage._sqlite_db import SqliteFile, transaction
+from segue.storage._sqlite_db import CommitWatch, SqliteFile, transaction
 
 __all__ = ["SqliteChangeFeed"]
 
@@ -55,6 +55,8 @@ class SqliteChangeFeed:
             Path(folder) / "changes.db", _SCHEMA, synchronous="NORMAL", secure_delete=True
         )
         self._seen = 0
+        #: notes of other processes, seen without a query while nothing moves
+        self._watch = CommitWatch(self._db.path)
         self._applied_at = 0.0
         self._published = 0
         self._origin = ""
@@ -118,7 +120,7 @@ class SqliteChangeFeed:
         deadline = loop.time() + timeout
         while True:
             seen = self._seen
-            rows = await self._db.read(partial(_after, seen=seen))
+            rows = await self._db.read(partial(_after, seen=seen)) if self._watch.moved() else []
             if rows:
                 notes = [bytes(body) for _, body in rows]
                 if rows[0][0] > seen + 1 and seen > 0:  # trimmed before this process read
@@ -148,6 +150,7 @@ class SqliteChangeFeed:
         await self._db.write(
             lambda conn: conn.execute("DELETE FROM readers WHERE origin = ?", (origin,))
         )
+        self._watch.close()
         await self._db.aclose()
 
 
