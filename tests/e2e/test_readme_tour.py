@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +177,8 @@ def test_the_tour_parses_into_its_commands() -> None:
 def test_every_command_of_the_readme_tour_prints_what_the_readme_shows(
     tour_server: str,
 ) -> None:
+    missing = [tool for tool in ("bash", "curl", "gzip", "python3") if shutil.which(tool) is None]
+    assert not missing, f"the tour's commands need {missing} on PATH (e.g. apt-get install curl)"
     env = dict(os.environ, S=tour_server, PUB=PUBLISHABLE_KEY)
     ids: dict[str, str] = {}
     for step in tour_steps(README.read_text()):
