@@ -190,7 +190,9 @@ class SqliteEventLog:
         self._waiters.add(future)
         try:
             while not future.done():
-                if self._watch.moved() and await self.last_offset() > after:
+                # the head another waiter's look moved counts too: the watch tells only
+                # the first to look that the file moved
+                if self._head > after or (self._watch.moved() and await self.last_offset() > after):
                     return
                 left = deadline - loop.time()
                 if left <= 0:
