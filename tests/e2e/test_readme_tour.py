@@ -1,9 +1,10 @@
 """The README's 5-minute tour, run as written against a fresh server.
 
 The README says every output in the tour comes from a real run; this test keeps that true.
-It starts ``segue serve`` with the tour's keys, runs each ``$`` command of the tour's
-console blocks in bash and compares what it prints with the README, except for what the
-README itself says will differ: profile ids, request ids, decision ids and server times.
+It starts ``segue serve`` as the tour's first block does (and checks what it prints),
+runs each ``$`` command of the tour's console blocks in bash and compares what it prints
+with the README, except for what the README itself says will differ: profile ids, request
+ids, decision ids, server times, the port, the data folder and generated keys.
 An id in an output is learnt (the README's id → this run's), and later commands that name
 it get this run's. Outputs abbreviated with ``…`` must hold their other parts in order.
 Reads are retried for a while, as the reader of the tour may wait for the processor;
@@ -30,7 +31,6 @@ from tests.e2e.server import free_port
 README = Path(__file__).resolve().parents[2] / "README.md"
 ADMIN_KEY = "admin-secret"
 WRITE_KEY = "web-write-key"
-PUBLISHABLE_KEY = "tour-publishable-key-0123456789"
 
 #: values the README says differ from run to run (server times, generated ids, timings)
 _VOLATILE = re.compile(
@@ -50,13 +50,22 @@ class Step:
     expected: str
 
 
+def _tour_blocks(text: str) -> list[str]:
+    section = text.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
+    return list(re.findall(r"```console\n(.*?)```", section, re.S))
+
+
+def tour_start(text: str) -> Step:
+    """The first block: the command that starts segue and what it prints."""
+    command, _, printed = _tour_blocks(text)[0].rstrip("\n").partition("\n")
+    return Step(command.removeprefix("$ "), printed)
+
+
 def tour_steps(text: str) -> list[Step]:
     """The tour's commands and their printed outputs, in order, without the first block
-    (it starts the server, which this test does itself)."""
-    section = text.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```console\n(.*?)```", section, re.S)
+    (it starts the server, which the fixture does as that block says)."""
     steps: list[Step] = []
-    for block in blocks[1:]:
+    for block in _tour_blocks(text)[1:]:
         lines = block.rstrip("\n").split("\n")
         i = 0
         while i < len(lines):
@@ -129,26 +138,36 @@ def matches(expected: str, actual: str, ids: dict[str, str]) -> bool:
     return True
 
 
+@dataclass
+class Started:
+    url: str
+    #: what segue printed when it started
+    printed: str
+    #: the publishable key it generated and printed (the tour's ``$PUB``)
+    publishable: str
+
+
 @pytest.fixture(scope="module")
-def tour_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``segue serve`` as the tour starts it: one process, the tour's keys, no demo."""
+def tour_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """``segue serve`` as the tour's first block starts it: one process, no demo, the keys
+    its variables set (segue generates the publishable key), on a free port."""
+    start = tour_start(README.read_text())
+    variables = dict(re.findall(r"(SEGUE_[A-Z_]+)=(\S+)", start.command))
+    assert variables == {"SEGUE_ADMIN_KEY": ADMIN_KEY, "SEGUE_WRITE_KEY": WRITE_KEY}
     folder = tmp_path_factory.mktemp("tour")
     port = free_port()
-    env = dict(
-        os.environ,
-        SEGUE_ADMIN_KEY=ADMIN_KEY,
-        SEGUE_WRITE_KEY=WRITE_KEY,
-        SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
+    env.update(variables)
     cmd = [sys.executable, "-m", "segue", "serve", "--port", str(port)]
     cmd += ["--data", str(folder / "segue-data")]
-    log = (folder / "server.log").open("wb")
+    log_path = folder / "server.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, (folder / "server.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
                     break
@@ -156,11 +175,28 @@ def tour_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "segue did not become ready"
             time.sleep(0.05)
-        yield url
+        printed = log_path.read_text()
+        key = re.search(r"publishable key +(\S+)", printed)
+        assert key is not None, printed
+        yield Started(url, printed, key.group(1))
     finally:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def test_segue_starts_printing_what_the_readme_shows(tour_server: Started) -> None:
+    """The tour's first block: the URLs, the data folder and the generated key, as the
+    README prints them (its port, folder and key are the reader's own)."""
+    shown = tour_start(README.read_text()).expected.split("\n")
+
+    def mine(line: str) -> str:
+        line = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:<port>", line)
+        line = re.sub(r"^( +data +).*$", r"\1<folder>", line)
+        return re.sub(r"^( +publishable key +)\S+$", r"\1<key>", line)
+
+    printed = tour_server.printed.split("\n")[: len(shown)]
+    assert [mine(line) for line in printed] == [mine(line) for line in shown]
 
 
 def test_the_tour_parses_into_its_commands() -> None:
@@ -175,11 +211,11 @@ def test_the_tour_parses_into_its_commands() -> None:
 
 
 def test_every_command_of_the_readme_tour_prints_what_the_readme_shows(
-    tour_server: str,
+    tour_server: Started,
 ) -> None:
     missing = [tool for tool in ("bash", "curl", "gzip", "python3") if shutil.which(tool) is None]
     assert not missing, f"the tour's commands need {missing} on PATH (e.g. apt-get install curl)"
-    env = dict(os.environ, S=tour_server, PUB=PUBLISHABLE_KEY)
+    env = dict(os.environ, S=tour_server.url, PUB=tour_server.publishable)
     ids: dict[str, str] = {}
     for step in tour_steps(README.read_text()):
         command = _ID.sub(lambda m: ids.get(m.group(), m.group()), step.command)
