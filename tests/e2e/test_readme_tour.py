@@ -39,7 +39,7 @@ _VOLATILE = re.compile(
 )
 #: generated ids: profiles (p_ and 24 hex digits) and privacy requests (pr_ and 32)
 _ID = re.compile(r"\b(?:p_[0-9a-f]{24}|pr_[0-9a-f]{32})\b")
-_ANY_ID = r"(p_[0-9a-f]{24}|pr_[0-9a-f]{32})"
+_ANY_ID = r"(?:p_[0-9a-f]{24}|pr_[0-9a-f]{32})"
 #: a command that sends nothing only reads: it may be repeated until the server caught up
 _WRITES = re.compile(r"(^|\s)(-d|--data|--data-binary|-X)(\s|$)")
 
@@ -93,34 +93,44 @@ def _masked(text: str) -> str:
     return _VOLATILE.sub(lambda m: f'"{m.group(1)}": <varies>', text)
 
 
-def _pattern(expected: str, ids: dict[str, str]) -> str:
-    """A regular expression for ``expected``: ids already learnt stand for this run's,
-    new ones for any id (captured, to be learnt)."""
+def _pattern(expected: str, ids: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A regular expression for ``expected`` and its groups: ids already learnt stand for
+    this run's, a new one for any id (a named group; the same id again must be the same)."""
     parts, at = [], 0
+    groups: dict[str, str] = {}
     for found in _ID.finditer(expected):
         parts.append(re.escape(expected[at : found.start()]))
-        known = ids.get(found.group())
-        parts.append(re.escape(known) if known is not None else _ANY_ID)
+        documented = found.group()
+        if documented in ids:
+            parts.append(re.escape(ids[documented]))
+        elif documented in groups:
+            parts.append(f"(?P={groups[documented]})")
+        else:
+            groups[documented] = f"id{len(groups)}"
+            parts.append(f"(?P<{groups[documented]}>{_ANY_ID})")
         at = found.end()
     parts.append(re.escape(expected[at:]))
-    return "".join(parts)
+    return "".join(parts), groups
 
 
-def _learn(expected: str, match: re.Match[str], ids: dict[str, str]) -> None:
-    new = [found.group() for found in _ID.finditer(expected) if found.group() not in ids]
-    for documented, actual in zip(new, match.groups(), strict=True):
+def _learn(groups: dict[str, str], match: re.Match[str], ids: dict[str, str]) -> bool:
+    """Record the new ids; False when one of this run's ids already stands for another
+    README id (two of the README's profiles would be one here)."""
+    for documented, name in groups.items():
+        actual = match.group(name)
+        if actual in ids.values():
+            return False
         ids[documented] = actual
+    return True
 
 
 def matches(expected: str, actual: str, ids: dict[str, str]) -> bool:
     """Whether ``actual`` is what the README shows, learning the ids it introduces."""
     expected, actual = _masked(expected), _masked(actual.rstrip("\n"))
     if "…" not in expected:
-        found = re.fullmatch(_pattern(expected, ids), actual)
-        if found is None:
-            return False
-        _learn(expected, found, ids)
-        return True
+        pattern, groups = _pattern(expected, ids)
+        found = re.fullmatch(pattern, actual)
+        return found is not None and _learn(groups, found, ids)
     # abbreviated: the README wraps the one-line JSON (continuations start with a space)
     lines = expected.split("\n")
     joined = lines[0] + "".join(line[1:] if line.startswith(" ") else line for line in lines[1:])
@@ -129,10 +139,10 @@ def matches(expected: str, actual: str, ids: dict[str, str]) -> bool:
     for fragment in joined.split("…"):
         if not fragment:
             continue
-        found = re.compile(_pattern(fragment, known)).search(actual, at)
-        if found is None:
+        pattern, groups = _pattern(fragment, known)
+        found = re.compile(pattern).search(actual, at)
+        if found is None or not _learn(groups, found, known):
             return False
-        _learn(fragment, found, known)
         at = found.end()
     ids.update(known)
     return True
@@ -250,6 +260,14 @@ def test_the_comparison_fails_on_what_the_readme_does_not_allow_to_differ() -> N
     # a count that differs, and the same README id as another profile of this run
     assert not matches(shown, run.replace('"event_count": 4', '"event_count": 5'), dict(ids))
     assert not matches(shown, run.replace("p_0123", "p_9999"), dict(ids))
+    # two README profiles that are one profile in this run, and one README id that
+    # stands for two ids in one answer
+    two = '"a": "p_cfc40d54bd4f5b1920bc629a", "b": "p_66f87351ad893fe271eac6d4"'
+    same = '"a": "p_0123456789abcdef01234567", "b": "p_0123456789abcdef01234567"'
+    assert not matches(two, same, {})
+    once = '"a": "p_cfc40d54bd4f5b1920bc629a", "b": "p_cfc40d54bd4f5b1920bc629a"'
+    assert not matches(once, same.replace('"b": "p_0123', '"b": "p_9999'), {})
+    assert matches(once, same, {})
     # abbreviated: the parts must all be there, in order
     short = '{"ok":true,"entries":…,"reason":null}'
     assert matches(short, '{"ok":true,"entries":12,"first_bad_seq":null,"reason":null}', {})
