@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,19 @@ def summary_of(stdout: str) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith('{"demo":"summary"')]
     assert lines, stdout
     return json.loads(lines[-1])
+
+
+def readme_banner() -> list[str]:
+    """What the README shows ``make run`` printing first: the URLs and the data folder."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("$ make run\n", 1)[1].split("```", 1)[0].split("\n")
+    return block[: block.index(next(line for line in block if line.startswith("  data"))) + 1]
+
+
+def _site(line: str) -> str:
+    """A banner line without what differs per run: the port and the data folder."""
+    line = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:<port>", line)
+    return re.sub(r"^( +data +).*$", r"\1<folder>", line)
 
 
 def children_of(pid: int) -> list[int]:
@@ -120,6 +134,12 @@ def test_serve_demo_runs_traffic_beside_the_server_and_stops_with_it(tmp_path):
     assert srv.proc.returncode in (0, -15), srv.log()
     log = srv.log()
     assert "segue is running at" in log
+    # the banner the README shows for `make run` (URLs, dashboard included, and the folder)
+    shown = readme_banner()
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("segue is running at"))
+    printed = lines[start : start + len(shown)]
+    assert [_site(line) for line in printed] == [_site(line) for line in shown], log
     assert "demo  simulating visitors until stopped" in log
     summary = summary_of(log)  # the demo printed its summary: it stopped cleanly, first
     assert summary["http_errors"] == 0, log
