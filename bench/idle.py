@@ -20,13 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Server, machine, save
+from _common import Server, _ticks, machine, save
 
 
 def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def _role(pid: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.readme import README, banner_line
 from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, WRITE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
@@ -25,15 +25,8 @@ def summary_of(stdout: str) -> dict:
 
 def readme_banner() -> list[str]:
     """What the README shows ``make run`` printing first: the URLs and the data folder."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("$ make run\n", 1)[1].split("```", 1)[0].split("\n")
+    block = README.read_text().split("$ make run\n", 1)[1].split("```", 1)[0].split("\n")
     return block[: block.index(next(line for line in block if line.startswith("  data"))) + 1]
-
-
-def _site(line: str) -> str:
-    """A banner line without what differs per run: the port and the data folder."""
-    line = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:<port>", line)
-    return re.sub(r"^( +data +).*$", r"\1<folder>", line)
 
 
 def children_of(pid: int) -> list[int]:
@@ -139,7 +132,7 @@ def test_serve_demo_runs_traffic_beside_the_server_and_stops_with_it(tmp_path):
     lines = log.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("segue is running at"))
     printed = lines[start : start + len(shown)]
-    assert [_site(line) for line in printed] == [_site(line) for line in shown], log
+    assert [banner_line(line) for line in printed] == [banner_line(line) for line in shown], log
     assert "demo  simulating visitors until stopped" in log
     summary = summary_of(log)  # the demo printed its summary: it stopped cleanly, first
     assert summary["http_errors"] == 0, log

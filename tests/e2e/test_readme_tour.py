@@ -21,14 +21,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e.readme import README, banner_line
 from tests.e2e.server import free_port
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 ADMIN_KEY = "admin-secret"
 WRITE_KEY = "web-write-key"
 
@@ -199,14 +198,8 @@ def test_segue_starts_printing_what_the_readme_shows(tour_server: Started) -> No
     """The tour's first block: the URLs, the data folder and the generated key, as the
     README prints them (its port, folder and key are the reader's own)."""
     shown = tour_start(README.read_text()).expected.split("\n")
-
-    def mine(line: str) -> str:
-        line = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:<port>", line)
-        line = re.sub(r"^( +data +).*$", r"\1<folder>", line)
-        return re.sub(r"^( +publishable key +)\S+$", r"\1<key>", line)
-
     printed = tour_server.printed.split("\n")[: len(shown)]
-    assert [mine(line) for line in printed] == [mine(line) for line in shown]
+    assert [banner_line(line) for line in printed] == [banner_line(line) for line in shown]
 
 
 def test_the_tour_parses_into_its_commands() -> None:
