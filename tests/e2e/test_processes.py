@@ -61,6 +61,71 @@ def test_requests_are_spread_over_the_api_processes(cluster):
     assert len(processes_seen(cluster)) == 2
 
 
+def _pid(origin: str) -> int:
+    """The process id in ``/v1/stats``' ``process`` (``host:pid:nonce``)."""
+    return int(origin.split(":")[-2])
+
+
+def test_a_burst_of_connections_is_spread_over_the_api_processes(cluster):
+    # 32 clients connecting at once, as a load generator or a pool does: with one shared
+    # listening socket, the process that woke first could take them all (32/0 in 2 of 8
+    # tries); each API process now listens on its own socket of one SO_REUSEPORT group
+    if not sys.platform.startswith("linux"):
+        pytest.skip("connections are spread by SO_REUSEPORT on Linux only")
+    clients = [httpx.Client(base_url=cluster.url, timeout=30) for _ in range(32)]
+    try:
+        for client in clients:  # connected, all of them, before the first request
+            client.get("/healthz")
+        answered: dict[str, int] = {}
+        for client in clients:
+            origin = client.get("/v1/stats", headers=ADMIN).json()["process"]
+            answered[origin] = answered.get(origin, 0) + 1
+    finally:
+        for client in clients:
+            client.close()
+    assert len(answered) == 2, answered
+    # the kernel hashes each connection to a socket: 32 coin tosses; fewer than 4 on one
+    # side happens about once in a million runs
+    assert min(answered.values()) >= 4, answered
+
+
+def test_each_api_process_keeps_to_a_core_of_its_own(cluster):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: nothing to spread the API processes over")
+    pids = {_pid(origin) for origin in processes_seen(cluster)}
+    assert len(pids) == 2
+    cores = []
+    for pid in pids:
+        # every thread, not only the main one: SQLite's threads must share its core
+        masks = {
+            frozenset(os.sched_getaffinity(int(task.name)))
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        }
+        assert len(masks) == 1, f"process {pid}'s threads run on different cores: {masks}"
+        (mask,) = masks
+        assert len(mask) == 1, f"process {pid} may run on {sorted(mask)}"
+        cores.append(next(iter(mask)))
+    assert len(set(cores)) == 2, f"both API processes on core {cores[0]}"
+
+
+def test_a_second_segue_on_the_port_is_refused_and_takes_no_connection(cluster, tmp_path):
+    # a SO_REUSEPORT group admits any process of the same user that asks to join it
+    segue = Path(sys.executable).with_name("segue")
+    command = [str(segue), "serve", "--workers", "2", "--no-worker", "--port", str(cluster.port)]
+    command += ["--host", "127.0.0.1", "--data", str(tmp_path / "other")]
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SEGUE_ADMIN_KEY": "another-admin-key-of-32-chars-xx"},
+    )
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{cluster.port}" in proc.stderr
+    for _ in range(16):  # every connection still reaches the cluster's processes
+        assert fresh(cluster, "GET", "/v1/stats", headers=ADMIN).status_code == 200
+
+
 def test_a_revocation_answered_by_one_process_holds_for_the_next_request_to_any(cluster):
     with cluster.writer() as w:
         batch = [

@@ -18,7 +18,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import structlog  # imported after the BLAS setting above, on purpose
 
 from segue.cli.gc_tuning import freeze_startup_heap, tune_gc
-from segue.cli.processes import die_with_parent, print_banner, run_worker, supervise
+from segue.cli.processes import (
+    die_with_parent,
+    pin_to_cpu,
+    print_banner,
+    run_worker,
+    supervise,
+)
 from segue.errors import ConfigError
 from segue.runtime import Runtime
 from segue.settings import Settings, load_settings
@@ -87,11 +93,15 @@ def _serve(args: argparse.Namespace) -> int:
         if args.demo:
             print("--demo runs with one process; drop --workers", file=sys.stderr)
             return 2
-        return supervise(settings, _passed_on(args), args.workers, not args.no_worker)
+        return supervise(
+            settings, _passed_on(args), args.workers, not args.no_worker, pin=not args.no_pin
+        )
     # The processor folds in worker threads of this process; a short GIL switch interval
     # lets the event loop answer requests between its slices (latency over throughput).
     sys.setswitchinterval(0.001)
     tune_gc()
+    if args.cpu is not None:  # first: threads started before keep every core
+        pin_to_cpu(args.cpu)
     if args.fd is not None:
         die_with_parent()
     if args.demo:  # the demo shop's experiments, unless the configuration has its own
@@ -249,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--role", choices=["all", "api"], default="all", help=argparse.SUPPRESS)
     serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="with --workers: leave the API processes to the scheduler instead of giving "
+        "each its own core",
+    )
     serve.set_defaults(run=_serve)
     worker = sub.add_parser(
         "worker",
