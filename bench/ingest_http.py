@@ -11,7 +11,14 @@ same process. The load generator runs pinned to core 1:
    unique bodies; latency is measured from the scheduled send time (no coordinated omission).
 
 Before each run the processor is allowed to catch up so every run starts from the same state.
+
+``--api-processes N``: ``segue serve --workers N --no-worker`` and no processor at all (as
+when ``segue worker`` runs on other machines): nothing is pinned by the harness, the
+supervisor gives each API process its own core, and ``wrk`` and the fixed-rate client share
+the machine with them. This measures what the write side acknowledges durably; the folding
+is measured by ``bench/processor.py`` and ``bench/worker.py``.
 Usage: python bench/ingest_http.py [--runs 3] [--duration 10] [--connections 32]
+       [--worker | --api-processes N]
 """
 
 from __future__ import annotations
@@ -91,10 +98,20 @@ def wrk(
     raise RuntimeError(f"no report from wrk:\n{out.stdout}\n{out.stderr}")
 
 
+def _folding(server: Server) -> bool:
+    """Whether something folds the log (not with ``--api-processes``)."""
+    return "--workers" not in server.args or server.worker is not None
+
+
+def _api_pids(server: Server) -> list[int]:
+    """The processes that answer requests (not a ``segue worker`` beside them)."""
+    return [p for p in server.pids() if server.worker is None or p != server.worker.pid]
+
+
 def batch_run(server: Server, seconds: float, connections: int, users: int) -> dict[str, Any]:
-    caught_up = server.wait_caught_up()
+    caught_up = server.wait_caught_up() if _folding(server) else 0.0
     before = server.stats()["events_received"]
-    with CpuWatch(server.pid) as watch:
+    with CpuWatch(*_api_pids(server)) as watch:
         report = wrk(
             server,
             "/v1/batch",
@@ -103,6 +120,7 @@ def batch_run(server: Server, seconds: float, connections: int, users: int) -> d
             connections,
             args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
             headers=[f"Authorization: {BASIC}"],
+            pin=server.core is not None,
         )
     report["cpu"] = watch.result
     stored = server.stats()["events_received"] - before
@@ -188,8 +206,9 @@ def run_fixed_rate(
     rate = events_per_s / BATCH
     traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
     bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
-    server.wait_caught_up()
-    with CpuWatch(server.pid) as watch:
+    if _folding(server):
+        server.wait_caught_up()
+    with CpuWatch(*_api_pids(server)) as watch:
         result = asyncio.run(fixed_rate(server.port, bodies, rate, connections))
     result["cpu"] = watch.result
     result["target_events_per_s"] = events_per_s
@@ -207,17 +226,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="the processor as its own `segue worker` on core 1 (the API alone on core 0)",
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=0,
+        help="`serve --workers N --no-worker`, no processor, nothing pinned by the harness",
+    )
     args = parser.parse_args(argv)
-    pin_to(CLIENT_CORE)
+    if args.api_processes:
+        server_at = Server(core=None, args=["--workers", str(args.api_processes), "--no-worker"])
+        topology = f"serve --workers {args.api_processes} --no-worker, no processor"
+    else:
+        server_at = Server(worker_core=CLIENT_CORE if args.worker else None)
+        topology = "serve --no-worker + segue worker" if args.worker else "serve"
+        pin_to(CLIENT_CORE)
     result: dict[str, Any] = {
         "machine": machine(),
         "batch_size": BATCH,
         "connections": args.connections,
         "duration_s": args.duration,
-        "topology": "serve --no-worker + segue worker" if args.worker else "serve",
+        "topology": topology,
         "other_cpu_busy_before": cpu_busy(),
     }
-    with Server(worker_core=CLIENT_CORE if args.worker else None) as server:
+    with server_at as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
         batch_run(server, 2.0, args.connections, args.users)  # warm-up
@@ -233,10 +264,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             runs.append(report)
         ceiling = []
-        server.wait_caught_up()
+        if _folding(server):
+            server.wait_caught_up()
         for i in range(args.runs):
-            with CpuWatch(server.pid) as watch:
-                report = wrk(server, "/healthz", "wrk_get.lua", args.duration, args.connections)
+            with CpuWatch(*_api_pids(server)) as watch:
+                report = wrk(
+                    server,
+                    "/healthz",
+                    "wrk_get.lua",
+                    args.duration,
+                    args.connections,
+                    pin=server.core is not None,
+                )
             report["cpu"] = watch.result
             lat = report["latency_us"]
             print(
