@@ -125,7 +125,7 @@ def supervise(
             loop and back for every statement; on one core that is a plain switch, across
             two it is a wake-up on the other core each time (43 voluntary context switches
             a request against 3): ingest cost 64 µs of CPU an event unpinned against 47
-            pinned, and ``--workers 2`` on 2 cores took 17,000–34,000 events/s unpinned
+            pinned, and ``--workers 2`` on 2 cores took 16,700–33,800 events/s unpinned
             against 36,500–39,500 pinned. The worker is left to the scheduler.
     """
     s = settings
