@@ -198,6 +198,26 @@ def test_catalog_writes_and_profile_changes_reach_every_process(cluster):
     assert names == {"Grace"}
 
 
+def test_connections_for_a_killed_api_process_wait_for_its_successor(tmp_path):
+    # the supervisor keeps each API process's listening socket open: connections the kernel
+    # hands to a process that died wait in its queue and are answered by the one restarted
+    # on that socket, instead of being refused
+    with SegueServer(tmp_path / "data", args=["--workers", "2", "--no-worker"]) as server:
+        pids = {_pid(origin) for origin in processes_seen(server)}
+        assert len(pids) == 2
+        time.sleep(5.5)  # older than a quick death, which is restarted only after a pause
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        answered: set[int] = set()
+        for _ in range(24):
+            r = fresh(server, "GET", "/v1/stats", headers=ADMIN)
+            assert r.status_code == 200
+            answered.add(_pid(r.json()["process"]))
+        assert victim not in answered
+        # the successor answered some: its socket's connections were not lost meanwhile
+        assert len(answered - pids) == 1, answered
+
+
 # --- two workers, one killed mid-batch ----------------------------------------------------
 
 
