@@ -98,18 +98,16 @@ def wrk(
     raise RuntimeError(f"no report from wrk:\n{out.stdout}\n{out.stderr}")
 
 
-def _folding(server: Server) -> bool:
-    """Whether something folds the log (not with ``--api-processes``)."""
-    return "--workers" not in server.args or server.worker is not None
-
-
 def _api_pids(server: Server) -> list[int]:
     """The processes that answer requests (not a ``segue worker`` beside them)."""
     return [p for p in server.pids() if server.worker is None or p != server.worker.pid]
 
 
-def batch_run(server: Server, seconds: float, connections: int, users: int) -> dict[str, Any]:
-    caught_up = server.wait_caught_up() if _folding(server) else 0.0
+def batch_run(
+    server: Server, seconds: float, connections: int, users: int, *, folding: bool = True
+) -> dict[str, Any]:
+    """``folding``: something folds the log, and each run starts once it has caught up."""
+    caught_up = server.wait_caught_up() if folding else 0.0
     before = server.stats()["events_received"]
     with CpuWatch(*_api_pids(server)) as watch:
         report = wrk(
@@ -201,12 +199,18 @@ async def fixed_rate(
 
 
 def run_fixed_rate(
-    server: Server, events_per_s: float, seconds: float, connections: int, seed: int
+    server: Server,
+    events_per_s: float,
+    seconds: float,
+    connections: int,
+    seed: int,
+    *,
+    folding: bool = True,
 ) -> dict[str, Any]:
     rate = events_per_s / BATCH
     traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
     bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
-    if _folding(server):
+    if folding:
         server.wait_caught_up()
     with CpuWatch(*_api_pids(server)) as watch:
         result = asyncio.run(fixed_rate(server.port, bodies, rate, connections))
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="`serve --workers N --no-worker`, no processor, nothing pinned by the harness",
     )
     args = parser.parse_args(argv)
+    folding = not args.api_processes  # no processor with --api-processes
     if args.api_processes:
         server_at = Server(core=None, args=["--workers", str(args.api_processes), "--no-worker"])
         topology = f"serve --workers {args.api_processes} --no-worker, no processor"
@@ -251,10 +256,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with server_at as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
-        batch_run(server, 2.0, args.connections, args.users)  # warm-up
+        batch_run(server, 2.0, args.connections, args.users, folding=folding)  # warm-up
         runs = []
         for i in range(args.runs):
-            report = batch_run(server, args.duration, args.connections, args.users)
+            report = batch_run(server, args.duration, args.connections, args.users, folding=folding)
             lat = report["latency_us"]
             print(
                 f"  batch run {i + 1}: {report['events_per_s']:,.0f} events/s acked "
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             runs.append(report)
         ceiling = []
-        if _folding(server):
+        if folding:
             server.wait_caught_up()
         for i in range(args.runs):
             with CpuWatch(*_api_pids(server)) as watch:
@@ -287,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_eps = median([r["events_per_s"] for r in runs])
         fixed = []
         for i in range(args.runs):
-            report = run_fixed_rate(server, max_eps / 2, args.duration, 64, seed=100 + i)
+            report = run_fixed_rate(
+                server, max_eps / 2, args.duration, 64, seed=100 + i, folding=folding
+            )
             print(
                 f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
                 f"p50 {report['p50_ms']:.1f} ms, p99 {report['p99_ms']:.1f} ms "

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import unavailable
 from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +72,7 @@ def test_a_burst_of_connections_is_spread_over_the_api_processes(cluster):
     # listening socket, the process that woke first could take them all (32/0 in 2 of 8
     # tries); each API process now listens on its own socket of one SO_REUSEPORT group
     if not sys.platform.startswith("linux"):
-        pytest.skip("connections are spread by SO_REUSEPORT on Linux only")
+        unavailable("connections are spread by SO_REUSEPORT on Linux only")
     clients = [httpx.Client(base_url=cluster.url, timeout=30) for _ in range(32)]
     try:
         for client in clients:  # connected, all of them, before the first request
@@ -91,7 +92,7 @@ def test_a_burst_of_connections_is_spread_over_the_api_processes(cluster):
 
 def test_each_api_process_keeps_to_a_core_of_its_own(cluster):
     if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one core: nothing to spread the API processes over")
+        unavailable("one core: nothing to spread the API processes over")
     pids = {_pid(origin) for origin in processes_seen(cluster)}
     assert len(pids) == 2
     cores = []

@@ -141,19 +141,19 @@ def supervise(
         print(f"segue: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     base = [sys.executable, "-m", "segue"]
-    # one socket per API process (the same one for all where there is no SO_REUSEPORT); a
-    # process restarted gets its predecessor's socket back, with the connections queued on it
-    commands = [
-        [*base, "serve", "--role", "api", "--fd", str(sockets[n % len(sockets)].fileno()), *argv]
-        for n in range(workers)
-    ]
     cpus = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
-    if len(cpus) > 1:
-        for n, command in enumerate(commands):
-            command[4:4] = ["--cpu", str(cpus[n % len(cpus)])]
+
+    def api(n: int) -> tuple[list[str], tuple[int, ...]]:
+        # its own socket (the one shared socket where there is no SO_REUSEPORT): a process
+        # restarted gets its predecessor's back, with the connections queued on it
+        fd = sockets[n % len(sockets)].fileno()
+        pinned = ["--cpu", str(cpus[n % len(cpus)])] if len(cpus) > 1 else []
+        return [*base, "serve", "--role", "api", *pinned, "--fd", str(fd), *argv], (fd,)
+
+    #: each child's command and the descriptors it inherits
+    commands = [api(n) for n in range(workers)]
     if with_worker:
-        commands.append([*base, "worker", *argv])
-    children: list[tuple[list[str], subprocess.Popen[bytes], float]] = []
+        commands.append(([*base, "worker", *argv], ()))
     stopping = False
 
     def stop(sig: int, frame: FrameType | None) -> None:
@@ -172,32 +172,33 @@ def supervise(
         PROMETHEUS_MULTIPROC_DIR=str(shared_metrics),
     )
 
-    def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-        fds = (int(command[command.index("--fd") + 1]),) if "--fd" in command else ()
-        return subprocess.Popen(command, pass_fds=fds, env=env)  # noqa: S603 - our own argv
+    def spawn(n: int) -> tuple[subprocess.Popen[bytes], float]:
+        command, fds = commands[n]
+        proc = subprocess.Popen(command, pass_fds=fds, env=env)  # noqa: S603 - our own argv
+        return proc, time.time()
 
-    for command in commands:
-        children.append((command, spawn(command), time.time()))
+    #: each child's process and when it started, in the order of ``commands``
+    children = [spawn(n) for n in range(len(commands))]
     print_banner(
         s, keys, generated, f" ({workers} API processes{' and a worker' if with_worker else ''})"
     )
     try:
         while not stopping:
             time.sleep(0.2)
-            for n, (command, proc, started) in enumerate(children):
+            for n, (proc, started) in enumerate(children):
                 code = proc.poll()
                 if code is None or stopping:
                     continue
-                _log.warning("process_died", command=command[3], code=code)
+                _log.warning("process_died", command=commands[n][0][3], code=code)
                 if time.time() - started < _QUICK_DEATH_S:
                     time.sleep(1.0)  # a crash loop must not spin
-                children[n] = (command, spawn(command), time.time())
+                children[n] = spawn(n)
     finally:
-        for _, proc, _ in children:
+        for proc, _ in children:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         deadline = time.time() + 20
-        for _, proc, _ in children:
+        for proc, _ in children:
             try:
                 proc.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
