@@ -114,10 +114,10 @@ def sealing_cost(samples: int = 20000) -> dict[str, float]:
     now = datetime.now(UTC)
     bodies = []
     for message in traffic.messages(samples):
-        msg, event = prepare_message(
+        msg, event, body = prepare_message(
             orjson.dumps(message), parsed, limits=Limits(), received_at=now, new_id=lambda: "x"
         )
-        bodies.append(to_record("default", msg, event, time.time()).body)
+        bodies.append(to_record("default", msg, event, time.time(), body).body)
     aead = AESGCM(os.urandom(32))
     needles = (b'"email"', b'"phone"')
     start = time.perf_counter()

@@ -58,10 +58,10 @@ def make_records(events: int, users: int) -> list[NewRecord]:
         parsed = parse_request(body, None)
         received = datetime.fromtimestamp(now, UTC)
         for _, raw in parsed.messages:
-            message, event = prepare_message(
+            message, event, body = prepare_message(
                 raw, parsed, limits=limits, received_at=received, new_id=lambda: "unused"
             )
-            records.append(to_record("default", message, event, now))
+            records.append(to_record("default", message, event, now, body))
         now += 0.01
     return records
 

@@ -167,6 +167,41 @@ def test_tracking_plan_from_config_quarantines_and_replay_fixes(tmp_path):
             ]
 
 
+def test_a_drop_properties_plan_stores_the_message_without_the_undeclared_property(tmp_path):
+    # ingest stores the JSON it validated; a plan that changes the message must not let
+    # the text from before the change through
+    config = tmp_path / "segue.yaml"
+    config.write_text(
+        "sources:\n"
+        "  - name: web\n"
+        "    write_key: web-key\n"
+        "    tracking_plan:\n"
+        "      mode: drop_properties\n"
+        "      events:\n"
+        "        Order Completed:\n"
+        "          type: object\n"
+        "          properties: {order_id: {type: string}}\n"
+    )
+    with SegueServer(tmp_path / "data", args=["--config", str(config)]) as srv:
+        with httpx.Client(base_url=srv.url, auth=("web-key", "")) as web:
+            message = {
+                "type": "track",
+                "userId": "1",
+                "event": "Order Completed",
+                "properties": {"order_id": "o1", "secret_note": "keep-me-out"},
+            }
+            r = web.post("/v1/batch", json={"batch": [message, {**message, "event": "Other"}]})
+        assert r.status_code == 200, r.text
+        assert "rejected" not in r.json()
+        with srv.admin() as a:
+            log = a.get("/v1/admin/log", params={"limit": 10}).json()
+        stored = {m["event"]: m["properties"] for m in (e["message"] for e in log["records"])}
+        assert stored == {
+            "Order Completed": {"order_id": "o1"},
+            "Other": {"order_id": "o1", "secret_note": "keep-me-out"},  # not in the plan
+        }
+
+
 def test_keys_are_generated_once_stored_and_printed_once(tmp_path):
     data = tmp_path / "data"
     env = {"SEGUE_ADMIN_KEY": "", "SEGUE_WRITE_KEY": "", "SEGUE_PUBLISHABLE_KEY": ""}

@@ -289,11 +289,12 @@ def test_the_screen_records_consent_once_and_strips_events_without_analytics_con
             msg(mid="3", traits={"email": "x@y.z"}, context={"location": {"country": "DE"}}),
             msg(mid="4", traits={"email": "ok@y.z"}, context={"ip": "10.0.0.1"}),
         ]
-        await screen.screen("web", batch)
+        changed = await screen.screen("web", batch)
         history = await service.history(["user_id:u1"])
-        return [m for m, _ in batch], history, screen
+        return [m for m, _ in batch], history, screen, changed
 
-    messages, history, screen = asyncio.run(scenario())
+    messages, history, screen, changed = asyncio.run(scenario())
+    assert list(changed) == [0, 1, 2, 3]  # ingest encodes these four again
     assert len(history) == 1  # the same preference on the next event is not recorded again
     assert history[0].purposes == {"analytics": False}
     assert history[0].source == "event:web"
@@ -333,10 +334,11 @@ def test_the_screen_keeps_opt_in_regions_out_until_granted_and_opt_out_regions_i
             msg("us-silent", {"location": {"country": "US", "region": "CA"}}),
             msg("unknown-region", {}),
         ]
-        await screen.screen("web", batch)
-        return {m["userId"]: m["context"].get("segue") for m, _ in batch}
+        changed = await screen.screen("web", batch)
+        return {m["userId"]: m["context"].get("segue") for m, _ in batch}, changed
 
-    marks = asyncio.run(scenario())
+    marks, changed = asyncio.run(scenario())
+    assert list(changed) == [0]  # only the stripped message is encoded again
     assert marks == {
         "eu-silent": {"attach": False, "reason": "no_consent_opt_in_region"},
         "eu-granted": None,

@@ -14,7 +14,11 @@ LIMITS = Limits()
 
 def prepare(raw: bytes, parsed=None):
     parsed = parsed or parse_request(b'{"batch": []}', None)
-    return prepare_message(raw, parsed, limits=LIMITS, received_at=NOW, new_id=lambda: "generated")
+    message, event, body = prepare_message(
+        raw, parsed, limits=LIMITS, received_at=NOW, new_id=lambda: "generated"
+    )
+    assert body == msgspec.json.encode(message)  # what the log stores, encoded once
+    return message, event
 
 
 def test_batch_context_and_integrations_merge_into_each_message_own_keys_win():

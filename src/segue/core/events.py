@@ -26,6 +26,7 @@ __all__ = [
     "Track",
     "event_time",
     "to_event",
+    "to_event_and_body",
 ]
 
 EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -113,12 +114,19 @@ def to_event(message: dict[str, Any]) -> Event:
     Raises:
         InvalidEvent: with ``field`` set to the JSON path at fault.
     """
+    return to_event_and_body(message)[0]
+
+
+def to_event_and_body(message: dict[str, Any]) -> tuple[Event, bytes]:
+    """:func:`to_event`, and the message as JSON: ingest stores exactly that text, so
+    it need not encode the message a second time."""
+    body = _encode(message)
     try:
         # through JSON, which is what the log stores and the processor decodes: msgspec
         # decodes JSON into the typed union about four times faster than it converts the
         # dict (a typical track: 8.4 µs converted, 3.5 µs encoded and decoded), and ingest
         # validates every message
-        event: Event = _event_decoder.decode(_encode(message))
+        event: Event = _event_decoder.decode(body)
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = None
@@ -129,7 +137,7 @@ def to_event(message: dict[str, Any]) -> Event:
             field = f"{field or '$'}.{text.split('`')[1]}"
         raise InvalidEvent(text, field=field) from None
     _check_semantics(event)
-    return event
+    return event, body
 
 
 def _check_semantics(event: Event) -> None:

@@ -7,7 +7,7 @@ every rejected one is durable in the quarantine, so nothing a client sends is si
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -88,6 +88,17 @@ def _names_erased(suppression: Suppression, body: bytes) -> bool:
     return suppression.blocks_message(message)
 
 
+def _planned(
+    plan: TrackingPlan, event: Event, message: dict[str, Any], body: bytes | None
+) -> tuple[Event, dict[str, Any], bytes | None]:
+    """The tracking plan applied; the JSON body is dropped when the plan changed the
+    message (it returns a new one then, and never changes one in place)."""
+    planned_event, planned = plan.apply(event, message)
+    if planned is not message or planned_event is not event:
+        body = None
+    return planned_event, planned, body
+
+
 class IngestService:
     """Turns collection requests into durable log records.
 
@@ -119,10 +130,11 @@ class IngestService:
         self._plans = dict(plans or {})
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self.counters = IngestCounters()
-        #: the consent step (privacy.screen): runs on accepted messages before they are logged
-        self.screen: Callable[[str, list[tuple[dict[str, Any], Event]]], Awaitable[None]] | None = (
-            None
-        )
+        #: the consent step (privacy.screen): runs on accepted messages before they are
+        #: logged, and answers the positions of the messages it changed
+        self.screen: (
+            Callable[[str, list[tuple[dict[str, Any], Event]]], Awaitable[Collection[int]]] | None
+        ) = None
         #: the suppression list: messages of erased people are dropped silently (acknowledged
         #: with 200 so SDKs stop retrying; counted in ``counters.suppressed``)
         self.suppression: Suppression | None = None
@@ -147,14 +159,17 @@ class IngestService:
         received = datetime.fromtimestamp(now, UTC)
         plan = self._plans.get(source)
         prepared: list[tuple[dict[str, Any], Event]] = []
+        #: each prepared message as JSON, None where a step changed the message after
+        bodies: list[bytes | None] = []
         rejected: list[Rejected] = []
+        body: bytes | None
         for index, raw in parsed.messages:
             try:
-                message, event = prepare_message(
+                message, event, body = prepare_message(
                     raw, parsed, limits=self.limits, received_at=received, new_id=self._new_id
                 )
                 if plan is not None:
-                    event, message = plan.apply(event, message)
+                    event, message, body = _planned(plan, event, message, body)
             except SegueError as exc:
                 bad = reject(index, raw, exc, parsed.kind)
                 if self.suppression is not None and _names_erased(self.suppression, bad.body):
@@ -166,11 +181,16 @@ class IngestService:
                 self.counters.suppressed += 1
                 continue
             prepared.append((message, event))
+            bodies.append(body)
         offsets: list[int | None] = []
         with self._writing(len(prepared) + len(rejected)):
             if self.screen is not None and prepared:
-                await self.screen(source, prepared)
-            records = [to_record(source, message, event, now) for message, event in prepared]
+                for at in await self.screen(source, prepared):
+                    bodies[at] = None
+            records = [
+                to_record(source, message, event, now, body)
+                for (message, event), body in zip(prepared, bodies, strict=True)
+            ]
             self.counters.received += len(parsed.messages)
             # log first, quarantine second: a failure between them makes the client retry,
             # and the retry is de-duplicated by the log, so the quarantine never holds a
@@ -234,23 +254,24 @@ class IngestService:
         records: list[NewRecord] = []
         problems = [(line, body, error) for line, body, error in failed]
         messages = 0
+        body: bytes | None
         for line, row_messages in mapped:
             for row_message in row_messages:
                 messages += 1
                 raw = msgspec.json.encode(row_message)
                 try:
-                    message, event = prepare_message(
+                    message, event, body = prepare_message(
                         raw, parsed, limits=self.limits, received_at=received, new_id=self._new_id
                     )
                     if plan is not None:
-                        event, message = plan.apply(event, message)
+                        event, message, body = _planned(plan, event, message, body)
                 except SegueError as exc:
                     problems.append((line, raw, exc))
                     continue
                 if self.suppression is not None and self.suppression.blocks(event):
                     self.counters.suppressed += 1
                     continue
-                records.append(to_record(source, message, event, now))
+                records.append(to_record(source, message, event, now, body))
         problems.sort(key=lambda p: p[0])
         entries = [
             QuarantineEntry(
@@ -310,7 +331,8 @@ class IngestService:
             kind=None,
         )
         now = self._clock.now()
-        message, event = prepare_message(
+        body: bytes | None
+        message, event, body = prepare_message(
             raw,
             parsed,
             limits=self.limits,
@@ -319,9 +341,9 @@ class IngestService:
         )
         plan = self._plans.get(entry.source)
         if plan is not None:
-            event, message = plan.apply(event, message)
+            event, message, body = _planned(plan, event, message, body)
         with self._writing(1):
-            offsets = await self._log.append([to_record(entry.source, message, event, now)])
+            offsets = await self._log.append([to_record(entry.source, message, event, now, body)])
         await self._quarantine.remove(entry_id)
         self.counters.stored += sum(1 for o in offsets if o is not None)
         return offsets[0]

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from segue.core.events import EVENT_TYPES, Event, to_event
+from segue.core.events import EVENT_TYPES, Event, to_event_and_body
 from segue.core.model import NewRecord
 from segue.errors import InvalidEvent, InvalidInput, PayloadTooLarge, SegueError
 
@@ -170,12 +170,16 @@ def prepare_message(
     limits: Limits,
     received_at: datetime,
     new_id: Callable[[], str],
-) -> tuple[dict[str, Any], Event]:
+) -> tuple[dict[str, Any], Event, bytes]:
     """Normalise and validate one message.
 
     Normalising merges the batch's ``context``/``integrations`` (the message's own keys
     win), sets ``type`` for single endpoints, assigns a ``messageId`` when the sender gave
     none and stamps ``receivedAt``.
+
+    Returns:
+        the normalised message, its typed form, and the message as JSON (what the log
+        stores, unless a later step changes the message).
 
     Raises:
         PayloadTooLarge: the message is over ``limits.max_message_bytes``.
@@ -227,7 +231,8 @@ def prepare_message(
     elif len(message_id) > 256:
         raise InvalidEvent("messageId is longer than 256 characters", field="$.messageId")
     message["receivedAt"] = _iso_ms(received_at)
-    return message, to_event(message)
+    event, body = to_event_and_body(message)
+    return message, event, body
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,14 +249,25 @@ def partition_key(event: Event) -> str:
     return f"anonymous_id:{event.aid}"
 
 
-def to_record(source: str, message: dict[str, Any], event: Event, received_at: float) -> NewRecord:
-    """Serialise a validated message for the event log."""
+def to_record(
+    source: str,
+    message: dict[str, Any],
+    event: Event,
+    received_at: float,
+    body: bytes | None = None,
+) -> NewRecord:
+    """A validated message as a log record.
+
+    Args:
+        body: ``message`` as JSON, when the caller has it (``prepare_message`` does);
+            encoded here when None.
+    """
     return NewRecord(
         source=source,
         message_id=event.message_id,
         received_at=received_at,
         key=partition_key(event),
-        body=msgspec.json.encode(message),
+        body=msgspec.json.encode(message) if body is None else body,
     )
 
 

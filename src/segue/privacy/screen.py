@@ -54,11 +54,18 @@ class ConsentScreen:
         self.unattached = 0
         self.recorded = 0
 
-    async def screen(self, source: str, prepared: Sequence[tuple[dict[str, Any], Event]]) -> None:
-        """Record consent signals and mark/strip messages without analytics consent."""
+    async def screen(
+        self, source: str, prepared: Sequence[tuple[dict[str, Any], Event]]
+    ) -> list[int]:
+        """Record consent signals and mark/strip messages without analytics consent.
+
+        Returns:
+            the positions of the messages changed (ingest encodes those again).
+        """
+        changed: list[int] = []
         if source == PREFERENCE_SOURCE:
-            return  # the person's own statement, given for personalization: not analytics
-        for message, event in prepared:
+            return changed  # the person's own statement, given for personalization
+        for at, (message, event) in enumerate(prepared):
             context = message.get("context")
             context = context if isinstance(context, dict) else {}
             subjects = _subjects(event)
@@ -89,7 +96,9 @@ class ConsentScreen:
             verdict = self.consent.evaluate("analytics", state, signal.request())
             if not verdict.allowed:
                 self._strip(message, verdict.reason)
+                changed.append(at)
                 self.unattached += 1
+        return changed
 
     def _strip(self, message: dict[str, Any], reason: str) -> None:
         for path in self._drop:

@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from segue.core.model import LogRecord, NewRecord
 from segue.core.ports import EventLog, KeyStore
-from segue.privacy.envelope import Envelope, derive_key, key_id, open_split, seal_body, split
+from segue.privacy.envelope import (
+    Envelope,
+    derive_key,
+    key_id,
+    nonces,
+    open_split,
+    seal_body,
+    split,
+)
 
 __all__ = ["SealedEventLog"]
 
@@ -85,16 +93,16 @@ class SealedEventLog:
         missing = [k for k in dict.fromkeys(kids) if k not in self._cache]
         if missing:
             await self._fetch(self.keys.create, missing)
-        cache = self._cache
+        cache, needles = self._cache, self._needles
         sealed = [
             NewRecord(
                 r.source,
                 r.message_id,
                 r.received_at,
                 r.key,
-                seal_body(r.body, kid, cache[kid], self._needles),
+                seal_body(r.body, kid, cache[kid], needles, nonce),
             )
-            for r, kid in zip(records, kids, strict=True)
+            for r, kid, nonce in zip(records, kids, nonces(len(records)), strict=True)
         ]
         return await self.inner.append(sealed)
 
