@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segue.errors import InvalidInput, PayloadTooLarge, SegueError
+from segue.errors import InvalidEvent, InvalidInput, PayloadTooLarge, SegueError
 from segue.ingest.validate import Limits, parse_request, prepare_message
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
@@ -82,6 +82,34 @@ def test_numeric_message_id_becomes_text_and_non_object_is_rejected():
     with pytest.raises(SegueError) as caught:
         prepare(b"[1]")
     assert caught.value.field == "$"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # members segue's event types do not know are read all the same
+        b'{"type": "track", "userId": "1", "event": "A", "extra": 1e999}',
+        b'{"type": "identify", "userId": "1", "properties": {"n": 1e999}}',
+        b'{"type": "track", "userId": "1", "event": "A", "properties": {"n": -1e999}}',
+        b'{"type": 1e999, "userId": "1"}',
+        b'{"type": "track", "userId": "1", "event": "A", "messageId": 1e999}',
+    ],
+)
+def test_a_number_no_reader_could_decode_is_rejected_wherever_it_is(raw):
+    with pytest.raises(InvalidEvent):
+        prepare(raw)
+
+
+def test_members_are_stored_as_sent_known_or_not():
+    raw = (
+        b'{"type":"page","anonymousId":"a","name":"Home","_metadata":{"bundled":["x"]},'
+        b'"channel":"web","properties":{"price":12.50,"big":123456789012345678901234567890}}'
+    )
+    message, event = prepare(raw)
+    assert message["_metadata"] == {"bundled": ["x"]}
+    assert message["channel"] == "web"
+    assert message["properties"] == {"price": 12.5, "big": 123456789012345678901234567890}
+    assert event.properties["big"] == 123456789012345678901234567890
 
 
 json_values = st.recursive(
