@@ -25,33 +25,16 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.e2e.console import Step, block_steps, blocks, check_steps, matches
 from tests.e2e.readme import README, banner_line
 from tests.e2e.server import free_port
 
 ADMIN_KEY = "admin-secret"
 WRITE_KEY = "web-write-key"
 
-#: values the README says differ from run to run (server times, generated ids, timings)
-_VOLATILE = re.compile(
-    r'"(receivedAt|received_at|created_at|updated_at|at|last_seen|uptime_s|duration_ms|process|'
-    r'decision_id)":\s*("[^"]*"|-?[0-9][0-9.eE+-]*|null)'
-)
-#: generated ids: profiles (p_ and 24 hex digits) and privacy requests (pr_ and 32)
-_ID = re.compile(r"\b(?:p_[0-9a-f]{24}|pr_[0-9a-f]{32})\b")
-_ANY_ID = r"(?:p_[0-9a-f]{24}|pr_[0-9a-f]{32})"
-#: a command that sends nothing only reads: it may be repeated until the server caught up
-_WRITES = re.compile(r"(^|\s)(-d|--data|--data-binary|-X)(\s|$)")
-
-
-@dataclass
-class Step:
-    command: str
-    expected: str
-
 
 def _tour_blocks(text: str) -> list[str]:
-    section = text.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
-    return list(re.findall(r"```console\n(.*?)```", section, re.S))
+    return blocks(text.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0])
 
 
 def tour_start(text: str) -> Step:
@@ -63,88 +46,7 @@ def tour_start(text: str) -> Step:
 def tour_steps(text: str) -> list[Step]:
     """The tour's commands and their printed outputs, in order, without the first block
     (it starts the server, which the fixture does as that block says)."""
-    steps: list[Step] = []
-    for block in _tour_blocks(text)[1:]:
-        lines = block.rstrip("\n").split("\n")
-        i = 0
-        while i < len(lines):
-            assert lines[i].startswith("$ "), f"not a command: {lines[i]!r}"
-            command = [lines[i][2:]]
-            i += 1
-            while not _complete("\n".join(command)):
-                command.append(lines[i])
-                i += 1
-            expected = []
-            while i < len(lines) and not lines[i].startswith("$ "):
-                expected.append(lines[i])
-                i += 1
-            steps.append(Step("\n".join(command), "\n".join(expected)))
-    return steps
-
-
-def _complete(command: str) -> bool:
-    if command.endswith(("\\", "|")):
-        return False
-    return subprocess.run(["bash", "-n", "-c", command], capture_output=True).returncode == 0
-
-
-def _masked(text: str) -> str:
-    return _VOLATILE.sub(lambda m: f'"{m.group(1)}": <varies>', text)
-
-
-def _pattern(expected: str, ids: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """A regular expression for ``expected`` and its groups: ids already learnt stand for
-    this run's, a new one for any id (a named group; the same id again must be the same)."""
-    parts, at = [], 0
-    groups: dict[str, str] = {}
-    for found in _ID.finditer(expected):
-        parts.append(re.escape(expected[at : found.start()]))
-        documented = found.group()
-        if documented in ids:
-            parts.append(re.escape(ids[documented]))
-        elif documented in groups:
-            parts.append(f"(?P={groups[documented]})")
-        else:
-            groups[documented] = f"id{len(groups)}"
-            parts.append(f"(?P<{groups[documented]}>{_ANY_ID})")
-        at = found.end()
-    parts.append(re.escape(expected[at:]))
-    return "".join(parts), groups
-
-
-def _learn(groups: dict[str, str], match: re.Match[str], ids: dict[str, str]) -> bool:
-    """Record the new ids; False when one of this run's ids already stands for another
-    README id (two of the README's profiles would be one here)."""
-    for documented, name in groups.items():
-        actual = match.group(name)
-        if actual in ids.values():
-            return False
-        ids[documented] = actual
-    return True
-
-
-def matches(expected: str, actual: str, ids: dict[str, str]) -> bool:
-    """Whether ``actual`` is what the README shows, learning the ids it introduces."""
-    expected, actual = _masked(expected), _masked(actual.rstrip("\n"))
-    if "…" not in expected:
-        pattern, groups = _pattern(expected, ids)
-        found = re.fullmatch(pattern, actual)
-        return found is not None and _learn(groups, found, ids)
-    # abbreviated: the README wraps the one-line JSON (continuations start with a space)
-    lines = expected.split("\n")
-    joined = lines[0] + "".join(line[1:] if line.startswith(" ") else line for line in lines[1:])
-    at = 0
-    known = dict(ids)  # learnt for good only if every part is there
-    for fragment in joined.split("…"):
-        if not fragment:
-            continue
-        pattern, groups = _pattern(fragment, known)
-        found = re.compile(pattern).search(actual, at)
-        if found is None or not _learn(groups, found, known):
-            return False
-        at = found.end()
-    ids.update(known)
-    return True
+    return [step for block in _tour_blocks(text)[1:] for step in block_steps(block)]
 
 
 @dataclass
@@ -219,24 +121,7 @@ def test_every_command_of_the_readme_tour_prints_what_the_readme_shows(
     missing = [tool for tool in ("bash", "curl", "gzip", "python3") if shutil.which(tool) is None]
     assert not missing, f"the tour's commands need {missing} on PATH (e.g. apt-get install curl)"
     env = dict(os.environ, S=tour_server.url, PUB=tour_server.publishable)
-    ids: dict[str, str] = {}
-    for step in tour_steps(README.read_text()):
-        command = _ID.sub(lambda m: ids.get(m.group(), m.group()), step.command)
-        unknown = [i for i in _ID.findall(command) if i not in ids.values()]
-        assert not unknown, f"{step.command}\nnames {unknown}, which no earlier output gave"
-        reads = _WRITES.search(command) is None
-        deadline = time.monotonic() + (20 if reads else 0)
-        while True:
-            out = subprocess.run(
-                ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
-            )
-            if matches(step.expected, out.stdout, ids) or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        assert matches(step.expected, out.stdout, ids), (
-            f"$ {step.command}\n--- the README shows:\n{step.expected}\n"
-            f"--- this run printed:\n{out.stdout}{out.stderr}"
-        )
+    check_steps(tour_steps(README.read_text()), env, {})
 
 
 def test_the_comparison_fails_on_what_the_readme_does_not_allow_to_differ() -> None:

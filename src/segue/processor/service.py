@@ -276,7 +276,7 @@ class Processor:
         (they derive from each profile's first identifier).
 
         Returns:
-            the ids of the profiles the survivor was split into.
+            the ids of the profiles the survivor was split into, ``profile_id`` first.
 
         Raises:
             NotFound: no such profile, or it has no record of merging ``merged_id``.
@@ -344,7 +344,9 @@ class Processor:
             for profile in ws.profiles.values():
                 self.linker.index_profile(profile, changes)
         await self._store.commit(changes, self._consumer, offset, expected=version)
-        return sorted(ws.profiles)
+        # the profile unmerged first (it keeps its id: ids derive from a profile's first
+        # identifier), then the ones split off
+        return sorted(ws.profiles, key=lambda pid: (pid != profile_id, pid))
 
     async def decide_match(
         self, match_id: int, accept: bool, reason: str = "manual"
