@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.console import Step, block_steps, check_steps
+from tests.e2e.console import Step, block_steps, check_steps, matches
 from tests.e2e.server import free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -131,3 +131,28 @@ def test_the_golden_record_examples_print_what_the_page_shows(tmp_path: Path) ->
         assert pos is not None, printed
         env = dict(os.environ, S=url, POS_WRITE_KEY=pos.group(1))
         check_steps(page_steps(True), env, {})
+
+
+def test_json_answers_compare_as_json_and_only_a_member_named_so_may_be_left_out() -> None:
+    """Controls for ``matches`` on JSON: layout may differ, content may not."""
+    shown = '{"identities": [{"type": "email", "value": "a@b.c"}], "traits": {"plan": "pro"}}'
+    printed = '{\n    "identities": [\n        {"type": "email", "value": "a@b.c"}\n    ],\n'
+    printed += '    "traits": {"plan": "pro"}\n}'
+    assert matches(shown, printed, {})
+    assert not matches(shown, printed.replace('"pro"', '"free"'), {})
+    assert not matches(shown, printed.replace('"traits"', '"extra": 1, "traits"'), {})
+    # members in another order are a different answer
+    assert not matches(shown, '{"traits": {"plan": "pro"}, "identities": []}', {})
+    # "…" lets the object it is in hold more members, and only that object
+    short = '{"traits": {"plan": "pro", "…": "other traits"}, "event_count": 2}'
+    assert matches(short, '{"traits": {"plan": "pro", "email": "a@b.c"}, "event_count": 2}', {})
+    assert not matches(short, '{"traits": {"plan": "pro"}, "event_count": 2, "more": 1}', {})
+    assert not matches(short, '{"traits": {"email": "a@b.c"}, "event_count": 2}', {})
+    # ids are learnt inside JSON as in text
+    ids: dict[str, str] = {}
+    assert matches(
+        '{"profile_id": "p_8c6885373551a4d9d3f83204"}',
+        '{"profile_id":"p_0123456789abcdef01234567"}',
+        ids,
+    )
+    assert ids == {"p_8c6885373551a4d9d3f83204": "p_0123456789abcdef01234567"}
