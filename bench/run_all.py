@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 HERE = Path(__file__).resolve().parent
 #: (script, arguments) run after the summary; quick runs are smoke tests of the commands
 _FULL: list[tuple[str, list[str]]] = [
+    ("ingest_steps.py", []),
     ("worker.py", []),
     ("identity.py", ["--profiles", "100000"]),
     ("matching.py", []),
@@ -158,6 +159,7 @@ _FULL: list[tuple[str, list[str]]] = [
     ("idle.py", []),
 ]
 _QUICK: list[tuple[str, list[str]]] = [
+    ("ingest_steps.py", ["--messages", "2000", "--repeat", "2"]),
     ("worker.py", ["--events", "10000", "--runs", "1"]),
     ("identity.py", ["--profiles", "5000", "--arrivals", "1000"]),
     ("decide.py", ["--items", "20000", "--requests", "2000"]),
