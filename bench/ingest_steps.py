@@ -107,7 +107,9 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     loop.run_until_complete(seal_all())  # every person's data key created and cached
     figures = {
-        "parse_request_us": best_us(lambda: [parse_request(b, None) for b in bodies], events, args.repeat),
+        "parse_request_us": best_us(
+            lambda: [parse_request(b, None) for b in bodies], events, args.repeat
+        ),
         "prepare_and_record_us": best_us(prepare, events, args.repeat),
         "seal_us": best_us(lambda: loop.run_until_complete(seal_all()), events, args.repeat),
     }
