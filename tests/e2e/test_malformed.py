@@ -1068,6 +1068,17 @@ PROCESSOR_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "nested_traits": ("identify", {"traits": {"a": {"b": [1, {"c": None}]}, "e": []}}),
     "nul_trait": ("identify", {"traits": {"k\u0000": "v\u0000"}}),
     "float_ids": ("identify", {"userId": 4.5, "anonymousId": 1e300}),
+    # the crypto envelope's member name inside the sender's own object: it stopped every
+    # reader of the log when nothing else in the message was sealed
+    "member_named_sealed": ("track", {"properties": {"a": 1, "_sealed": {"k": "z"}}}),
+    "envelope_shaped_member": (
+        "track",
+        {"properties": {"list": [{"_sealed": {"k": "z", "n": "AAAA", "c": "AAAA"}}]}},
+    ),
+    "member_named_sealed_with_context": (
+        "track",
+        {"context": {"ip": "10.1.2.3"}, "properties": {"a": 1, "_sealed": 3}},
+    ),
 }
 
 

@@ -62,6 +62,27 @@ def test_a_body_with_nothing_personal_is_left_alone_and_a_forged_envelope_is_dro
     assert b"_sealed" not in seal_body(forged, "kid", KEY)
 
 
+@pytest.mark.parametrize(
+    "nested",
+    [
+        {"k": "x", "n": "AAAA", "c": "AAAA"},  # shaped like an envelope
+        {"k": "x"},
+        3,
+        [{"_sealed": {"k": "x", "n": "AAAA", "c": "AAAA"}}],
+    ],
+)
+def test_a_member_named_sealed_inside_an_object_is_the_senders_not_an_envelope(nested):
+    for original in (
+        body(properties={"sku": "s", "_sealed": nested}),  # nothing personal: stored as sent
+        body(properties={"list": [{"a": 1, "_sealed": nested}]}),
+        body(traits={"email": "x@y.z"}, properties={"sku": "s", "_sealed": nested}),
+    ):
+        sealed = seal_body(original, "kid", KEY, NEEDLES)
+        opened = open_body(sealed, {"kid": KEY}.get)
+        assert msgspec.json.decode(opened) == msgspec.json.decode(original)
+        assert sealed_key_id(sealed) == (None if sealed is original else "kid")
+
+
 def test_tampering_or_the_wrong_key_is_detected():
     sealed = seal_body(body(traits={"email": "x@y.z"}), "kid", KEY)
     with pytest.raises(InvalidTag):

@@ -128,11 +128,22 @@ def sealed_key_id(body: bytes) -> str | None:
 
 
 def split(body: bytes) -> tuple[int, Envelope] | None:
-    """Where the envelope of a sealed body starts, and the envelope (None: not sealed)."""
+    """Where the envelope of a sealed body starts, and the envelope (None: not sealed).
+
+    A body with nothing personal is stored as sent, and a sender may have put a
+    ``"_sealed"`` member inside one of its objects (``properties``, say). Such a member is
+    never the envelope: the envelope is the last member of the body itself, so what follows
+    its mark is one object and the body's closing brace, while after a nested one come at
+    least the closing braces of its own object and of the body. It does not decode as an
+    envelope, and the body is read as not sealed (it used to stop every reader of the log).
+    """
     pos = body.rfind(MARK)
     if pos < 0:
         return None
-    return pos, _envelope.decode(body[pos + len(MARK) : -1])
+    try:
+        return pos, _envelope.decode(body[pos + len(MARK) : -1])
+    except msgspec.DecodeError:  # a member the sender named so, not an envelope
+        return None
 
 
 def open_split(body: bytes, pos: int, envelope: Envelope, aead: AESGCM | None) -> bytes:
