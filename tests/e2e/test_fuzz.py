@@ -64,11 +64,14 @@ LEAVES = (
     | st.floats()  # NaN and ±Infinity make the document invalid JSON: a 400, not a 500
     | st.text(max_size=20)
 )
+#: member names: any, and the ones segue itself gives meaning to inside a message (the crypto
+#: envelope's ``_sealed`` once stopped every reader of the log from inside ``properties``)
+KEYS = st.text(max_size=8) | st.sampled_from(
+    ["_sealed", "segue", "attach", "traits", "context", "email", "properties", "writeKey"]
+)
 JSONISH = st.recursive(
     LEAVES,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
     max_leaves=12,
 )
 TRICKY = st.sampled_from(
@@ -100,7 +103,7 @@ TRICKY = st.sampled_from(
         {},
     ]
 )
-VALUES = TRICKY | JSONISH | st.dictionaries(st.text(max_size=8), TRICKY | JSONISH, max_size=3)
+VALUES = TRICKY | JSONISH | st.dictionaries(KEYS, TRICKY | JSONISH, max_size=3)
 OFFSETS = st.sampled_from(
     [
         None,
@@ -116,7 +119,7 @@ TIMES = st.builds(
     st.sampled_from(["seconds", "milliseconds", "microseconds"]),
 )
 IDS = st.text(max_size=30) | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-OBJECTS = st.dictionaries(st.text(max_size=8), VALUES, max_size=4)
+OBJECTS = st.dictionaries(KEYS, VALUES, max_size=4)
 TEXTS = st.text(max_size=40)
 # per field, a value of the right shape (still odd: any text, any int, any date, any object)
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
