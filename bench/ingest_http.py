@@ -5,7 +5,9 @@ durable acks (event log ``synchronous=FULL`` + group commit) and the processor r
 same process. The load generator runs pinned to core 1:
 
 1. max throughput: ``wrk`` with ``bench/wrk_batch.lua`` (a fresh 100-message body per request,
-   unique messageIds), several runs; acknowledged events/s = requests/s × 100.
+   unique messageIds: random UUIDs as the SDKs make them, or with ``--ids sequential`` the
+   ordered ones every run before 2026-12-07 late evening used, which the log's dedupe index
+   takes far more cheaply), several runs; acknowledged events/s = requests/s × 100.
 2. ceiling: the same ``wrk`` against ``GET /healthz`` on the same server stack.
 3. fixed rate: an open-loop Python generator at half the measured maximum, with precomputed
    unique bodies; latency is measured from the scheduled send time (no coordinated omission).
@@ -18,7 +20,7 @@ supervisor gives each API process its own core, and ``wrk`` and the fixed-rate c
 the machine with them. This measures what the write side acknowledges durably; the folding
 is measured by ``bench/processor.py`` and ``bench/worker.py``.
 Usage: python bench/ingest_http.py [--runs 3] [--duration 10] [--connections 32]
-       [--worker | --api-processes N]
+       [--ids uuid|sequential] [--worker | --api-processes N]
 """
 
 from __future__ import annotations
@@ -104,7 +106,13 @@ def _api_pids(server: Server) -> list[int]:
 
 
 def batch_run(
-    server: Server, seconds: float, connections: int, users: int, *, folding: bool = True
+    server: Server,
+    seconds: float,
+    connections: int,
+    users: int,
+    *,
+    folding: bool = True,
+    ids: str = "seq",
 ) -> dict[str, Any]:
     """``folding``: something folds the log, and each run starts once it has caught up."""
     caught_up = server.wait_caught_up() if folding else 0.0
@@ -116,7 +124,7 @@ def batch_run(
             "wrk_batch.lua",
             seconds,
             connections,
-            args=[uuid.uuid4().hex[:8], str(users), str(BATCH)],
+            args=[uuid.uuid4().hex[:8], str(users), str(BATCH), ids],
             headers=[f"Authorization: {BASIC}"],
             pin=server.core is not None,
         )
@@ -226,6 +234,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument(
+        "--ids",
+        choices=("uuid", "sequential"),
+        default="uuid",
+        help="messageIds of the wrk runs: random UUIDs as the SDKs send (default), or the "
+        "sequential ones of the runs before 2026-12-07 late evening (the fixed-rate client "
+        "keeps its sequential ones)",
+    )
+    parser.add_argument(
         "--worker",
         action="store_true",
         help="the processor as its own `segue worker` on core 1 (the API alone on core 0)",
@@ -251,15 +267,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "connections": args.connections,
         "duration_s": args.duration,
         "topology": topology,
+        "message_ids": args.ids,
         "other_cpu_busy_before": cpu_busy(),
     }
     with server_at as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
-        batch_run(server, 2.0, args.connections, args.users, folding=folding)  # warm-up
+        ids = "uuid" if args.ids == "uuid" else "seq"
+        batch_run(server, 2.0, args.connections, args.users, folding=folding, ids=ids)  # warm-up
         runs = []
         for i in range(args.runs):
-            report = batch_run(server, args.duration, args.connections, args.users, folding=folding)
+            report = batch_run(
+                server, args.duration, args.connections, args.users, folding=folding, ids=ids
+            )
             lat = report["latency_us"]
             print(
                 f"  batch run {i + 1}: {report['events_per_s']:,.0f} events/s acked "

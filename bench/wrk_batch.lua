@@ -5,7 +5,11 @@
 -- dedupe never short-cuts a write. Users start anonymous, get identified (identify with both
 -- ids and traits), then send tracks/pages carrying both ids.
 --
--- Usage: wrk -s bench/wrk_batch.lua -H "Authorization: Basic ..." URL -- NONCE [USERS] [SIZE]
+-- With IDS = "uuid", each messageId is a random version-4 UUID instead, as the Segment and
+-- RudderStack SDKs make them: the log's dedupe index then takes each insert on a random page
+-- (BENCHMARKS.md, ingest: what that costs).
+--
+-- Usage: wrk -s bench/wrk_batch.lua -H "Authorization: Basic ..." URL -- NONCE [USERS] [SIZE] [IDS]
 -- done() prints one line "WRKJSON {...}" with requests, duration, errors and latency
 -- percentiles (microseconds) for bench/ingest_http.py to parse.
 
@@ -18,7 +22,7 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local nonce, users, size
+local nonce, users, size, uuids
 local counter = 0
 local identified = {}
 local anon_gen = {}
@@ -36,7 +40,9 @@ function init(args)
    nonce = args[1] or tostring(os.time())
    users = tonumber(args[2] or "50000")
    size = tonumber(args[3] or "100")
-   math.randomseed(os.time() * 1000 + (tid or 0))
+   uuids = args[4] == "uuid"
+   -- the run's nonce too: two runs in the same second must not draw the same UUIDs
+   math.randomseed(os.time() * 1000 + (tid or 0) + (tonumber(string.sub(nonce, 1, 6), 16) or 0))
    wrk.method = "POST"
    wrk.path = "/v1/batch"
    wrk.headers["Content-Type"] = "application/json"
@@ -59,10 +65,21 @@ local function context(page)
       locales[math.random(#locales)], p, p, page)
 end
 
+local function uuid4()
+   local r = math.random
+   return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x", r(0, 65535), r(0, 65535),
+      r(0, 65535), r(0, 4095), r(32768, 49151), r(0, 65535), r(0, 65535), r(0, 65535))
+end
+
 local function message(i, now, ms)
    local u = math.random(users)
    local page = pages[math.random(#pages)]
-   local mid = string.format('"messageId":"%s-%d-%d-%d"', nonce, tid, counter, i)
+   local mid
+   if uuids then
+      mid = string.format('"messageId":"%s"', uuid4())
+   else
+      mid = string.format('"messageId":"%s-%d-%d-%d"', nonce, tid, counter, i)
+   end
    local ts = iso(now, ms)
    local gen = anon_gen[u] or 0
    local aid = string.format('"anonymousId":"anon-%d-%d-%d"', tid, u, gen)
