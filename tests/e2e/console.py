@@ -11,11 +11,20 @@ processor; writes run once.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.e2e.server import free_port
 
 #: values the pages say differ from run to run (server times, generated ids, timings)
 VOLATILE = re.compile(
@@ -36,6 +45,38 @@ _NOT_JSON = object()
 class Step:
     command: str
     expected: str
+
+
+@contextmanager
+def serving(folder: Path, keys: dict[str, str], args: list[str]) -> Iterator[tuple[str, str]]:
+    """``segue serve`` as a page starts it: the ``SEGUE_*`` variables in ``keys`` (no
+    others from this environment), ``args``, a free port, the data folder
+    ``folder/segue-data`` and ``folder`` as its working directory. Yields its URL and what
+    it printed when it started."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
+    env.update(keys)
+    cmd = [sys.executable, "-m", "segue", "serve", "--port", str(port)]
+    cmd += ["--data", str(folder / "segue-data"), *args]
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "segue did not become ready"
+            time.sleep(0.05)
+        yield url, log_path.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def blocks(text: str) -> list[str]:

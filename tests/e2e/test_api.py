@@ -98,19 +98,29 @@ def test_operations_endpoints(server):
     assert "segue_processor_lag_events" in metrics
 
 
-def test_tracking_plan_from_config_quarantines_and_replay_fixes(tmp_path):
+def planned_source(tmp_path, mode: str, order_completed: str):
+    """A ``segue.yaml`` with one source ``web`` (key ``web-key``) whose tracking plan, in
+    ``mode``, plans ``Order Completed`` with the schema lines given (YAML, indented)."""
     config = tmp_path / "segue.yaml"
     config.write_text(
         "sources:\n"
         "  - name: web\n"
         "    write_key: web-key\n"
         "    tracking_plan:\n"
-        "      mode: quarantine\n"
+        f"      mode: {mode}\n"
         "      events:\n"
         "        Order Completed:\n"
-        "          type: object\n"
+        "          type: object\n" + order_completed
+    )
+    return config
+
+
+def test_tracking_plan_from_config_quarantines_and_replay_fixes(tmp_path):
+    config = planned_source(
+        tmp_path,
+        "quarantine",
         "          properties: {order_id: {type: string}, revenue: {type: number}}\n"
-        "          required: [order_id]\n"
+        "          required: [order_id]\n",
     )
     with SegueServer(tmp_path / "data", args=["--config", str(config)]) as srv:
         with httpx.Client(base_url=srv.url, auth=("web-key", "")) as web:
@@ -170,17 +180,8 @@ def test_tracking_plan_from_config_quarantines_and_replay_fixes(tmp_path):
 def test_a_drop_properties_plan_stores_the_message_without_the_undeclared_property(tmp_path):
     # ingest stores the JSON it validated; a plan that changes the message must not let
     # the text from before the change through
-    config = tmp_path / "segue.yaml"
-    config.write_text(
-        "sources:\n"
-        "  - name: web\n"
-        "    write_key: web-key\n"
-        "    tracking_plan:\n"
-        "      mode: drop_properties\n"
-        "      events:\n"
-        "        Order Completed:\n"
-        "          type: object\n"
-        "          properties: {order_id: {type: string}}\n"
+    config = planned_source(
+        tmp_path, "drop_properties", "          properties: {order_id: {type: string}}\n"
     )
     with SegueServer(tmp_path / "data", args=["--config", str(config)]) as srv:
         with httpx.Client(base_url=srv.url, auth=("web-key", "")) as web:

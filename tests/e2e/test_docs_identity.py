@@ -14,17 +14,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.console import Step, block_steps, check_steps, matches
-from tests.e2e.server import free_port
+from tests.e2e.console import Step, block_steps, check_steps, matches, serving
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGE = DOCS / "identity.md"
@@ -72,34 +66,6 @@ def example_configuration() -> str:
     return found.group(1)
 
 
-def _serve(folder: Path, env_keys: dict[str, str], args: list[str]) -> Iterator[tuple[str, str]]:
-    """``segue serve`` on a free port: its URL and what it printed when it started."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
-    env.update(env_keys)
-    cmd = [sys.executable, "-m", "segue", "serve", "--port", str(port)]
-    cmd += ["--data", str(folder / "segue-data"), *args]
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "segue did not become ready"
-            time.sleep(0.05)
-        yield url, log_path.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
 @pytest.fixture(autouse=True)
 def _tools() -> None:
     missing = [tool for tool in ("bash", "curl", "python3") if shutil.which(tool) is None]
@@ -119,14 +85,14 @@ def test_every_example_but_the_golden_record_prints_what_the_page_shows(
     tmp_path: Path,
 ) -> None:
     keys = {"SEGUE_ADMIN_KEY": "admin-secret", "SEGUE_WRITE_KEY": "web-write-key"}
-    for url, _ in _serve(tmp_path, keys, []):
+    with serving(tmp_path, keys, []) as (url, _):
         check_steps(page_steps(False), dict(os.environ, S=url), {})
 
 
 def test_the_golden_record_examples_print_what_the_page_shows(tmp_path: Path) -> None:
     (tmp_path / "segue.yaml").write_text(example_configuration())
     keys = {"SEGUE_ADMIN_KEY": "admin-secret", "SEGUE_WRITE_KEY": "default-write-key"}
-    for url, printed in _serve(tmp_path, keys, ["--config", "segue.yaml"]):
+    with serving(tmp_path, keys, ["--config", "segue.yaml"]) as (url, printed):
         pos = re.search(r"write key \(pos\) (\S+)", printed)
         assert pos is not None, printed
         env = dict(os.environ, S=url, POS_WRITE_KEY=pos.group(1))

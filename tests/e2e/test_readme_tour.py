@@ -16,18 +16,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
-from tests.e2e.console import Step, block_steps, blocks, check_steps, matches
+from tests.e2e.console import Step, block_steps, blocks, check_steps, matches, serving
 from tests.e2e.readme import README, banner_line
-from tests.e2e.server import free_port
 
 ADMIN_KEY = "admin-secret"
 WRITE_KEY = "web-write-key"
@@ -66,34 +61,10 @@ def tour_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     variables = dict(re.findall(r"(SEGUE_[A-Z_]+)=(\S+)", start.command))
     assert variables == {"SEGUE_ADMIN_KEY": ADMIN_KEY, "SEGUE_WRITE_KEY": WRITE_KEY}
     folder = tmp_path_factory.mktemp("tour")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
-    env.update(variables)
-    cmd = [sys.executable, "-m", "segue", "serve", "--port", str(port)]
-    cmd += ["--data", str(folder / "segue-data")]
-    log_path = folder / "server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "segue did not become ready"
-            time.sleep(0.05)
-        printed = log_path.read_text()
+    with serving(folder, variables, []) as (url, printed):
         key = re.search(r"publishable key +(\S+)", printed)
         assert key is not None, printed
         yield Started(url, printed, key.group(1))
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
 
 
 def test_segue_starts_printing_what_the_readme_shows(tour_server: Started) -> None:
