@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -438,10 +439,15 @@ class Traffic:
     ``alias``. Every message has a unique ``messageId``.
     """
 
-    def __init__(self, users: int, seed: int = 7, prefix: str = "m") -> None:
+    def __init__(
+        self, users: int, seed: int = 7, prefix: str = "m", *, uuid_ids: bool = False
+    ) -> None:
         self.rng = random.Random(seed)
         self.users = users
         self.prefix = prefix
+        #: random UUID messageIds, as the SDKs send, instead of ``prefix-count`` (the log's
+        #: dedupe index takes those far more cheaply)
+        self.uuid_ids = uuid_ids
         self.count = 0
         self.anon = [f"anon-{seed}-{u}-0" for u in range(users)]
         self.identified = [False] * users
@@ -461,7 +467,7 @@ class Traffic:
         self.now += 0.001
         page = rng.choice(PAGES)
         base: dict[str, Any] = {
-            "messageId": f"{self.prefix}-{self.count}",
+            "messageId": str(uuid.uuid4()) if self.uuid_ids else f"{self.prefix}-{self.count}",
             "timestamp": _iso(self.now),
             "sentAt": _iso(self.now + 0.2),
         }

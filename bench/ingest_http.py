@@ -7,7 +7,8 @@ same process. The load generator runs pinned to core 1:
 1. max throughput: ``wrk`` with ``bench/wrk_batch.lua`` (a fresh 100-message body per request,
    unique messageIds: random UUIDs as the SDKs make them, or with ``--ids sequential`` the
    ordered ones every run before 2026-12-07 late evening used, which the log's dedupe index
-   takes far more cheaply), several runs; acknowledged events/s = requests/s × 100.
+   takes far more cheaply; the fixed-rate client below sends the same kind), several runs;
+   acknowledged events/s = requests/s × 100.
 2. ceiling: the same ``wrk`` against ``GET /healthz`` on the same server stack.
 3. fixed rate: an open-loop Python generator at half the measured maximum, with precomputed
    unique bodies; latency is measured from the scheduled send time (no coordinated omission).
@@ -214,9 +215,12 @@ def run_fixed_rate(
     seed: int,
     *,
     folding: bool = True,
+    ids: str = "seq",
 ) -> dict[str, Any]:
     rate = events_per_s / BATCH
-    traffic = Traffic(users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}")
+    traffic = Traffic(
+        users=50_000, seed=seed, prefix=f"fr{seed}-{uuid.uuid4().hex[:6]}", uuid_ids=ids == "uuid"
+    )
     bodies = [traffic.batch(BATCH) for _ in range(max(1, round(rate * seconds)))]
     if folding:
         server.wait_caught_up()
@@ -237,9 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--ids",
         choices=("uuid", "sequential"),
         default="uuid",
-        help="messageIds of the wrk runs: random UUIDs as the SDKs send (default), or the "
-        "sequential ones of the runs before 2026-12-07 late evening (the fixed-rate client "
-        "keeps its sequential ones)",
+        help="messageIds: random UUIDs as the SDKs send (default), or the sequential ones "
+        "of every run before 2026-12-07 late evening",
     )
     parser.add_argument(
         "--worker",
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fixed = []
         for i in range(args.runs):
             report = run_fixed_rate(
-                server, max_eps / 2, args.duration, 64, seed=100 + i, folding=folding
+                server, max_eps / 2, args.duration, 64, seed=100 + i, folding=folding, ids=ids
             )
             print(
                 f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
