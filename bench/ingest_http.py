@@ -113,7 +113,7 @@ def batch_run(
     users: int,
     *,
     folding: bool = True,
-    ids: str = "seq",
+    ids: str = "uuid",
 ) -> dict[str, Any]:
     """``folding``: something folds the log, and each run starts once it has caught up."""
     caught_up = server.wait_caught_up() if folding else 0.0
@@ -215,7 +215,7 @@ def run_fixed_rate(
     seed: int,
     *,
     folding: bool = True,
-    ids: str = "seq",
+    ids: str = "uuid",
 ) -> dict[str, Any]:
     rate = events_per_s / BATCH
     traffic = Traffic(
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with server_at as server:
         result["server_pid"] = server.pid
         print(f"segue pid {server.pid} on core 0, data {server.data}", flush=True)
-        ids = "uuid" if args.ids == "uuid" else "seq"
+        ids = args.ids
         batch_run(server, 2.0, args.connections, args.users, folding=folding, ids=ids)  # warm-up
         runs = []
         for i in range(args.runs):

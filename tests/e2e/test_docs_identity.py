@@ -28,10 +28,8 @@ CONFIGURED = ("Golden record",)
 
 def sections(text: str) -> dict[str, str]:
     """The page's ``##`` sections by title."""
-    return {
-        part.split("\n", 1)[0].strip(): part.split("\n", 1)[1] if "\n" in part else ""
-        for part in text.split("\n## ")[1:]
-    }
+    parts = (part.partition("\n") for part in text.split("\n## ")[1:])
+    return {title.strip(): body for title, _, body in parts}
 
 
 def section_steps(body: str) -> list[Step]:
