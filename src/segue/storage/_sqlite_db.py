@@ -144,6 +144,11 @@ class SqliteFile:
             self._local.conn = conn
         return conn
 
+    def connection(self) -> sqlite3.Connection:
+        """The calling thread's own connection, for synchronous work on a thread the caller
+        owns (another file's writer thread, which must not wait for a hand-off)."""
+        return self._conn()
+
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -28,6 +28,7 @@ from segue.core.model import (
 from segue.errors import StaleState
 from segue.storage._block_index import BlockIndex
 from segue.storage._group_commit import GroupCommitter
+from segue.storage._seen_ids import SeenIds, message_key
 from segue.storage._sqlite_db import CommitWatch, SqliteFile, in_chunks, transaction
 
 __all__ = ["SqliteEventLog", "SqliteProfileStore", "SqliteQuarantine"]
@@ -41,16 +42,18 @@ CREATE TABLE IF NOT EXISTS events (
     key         TEXT NOT NULL,
     body        BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (source, message_id);
 CREATE TABLE IF NOT EXISTS log_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 # explicit offsets: after an erasure removed the newest records, SQLite would hand their
-# offsets out again, and a processor checkpointed past them would never read the new ones
+# offsets out again, and a processor checkpointed past them would never read the new ones;
+# de-duplication is decided before the insert (SeenIds)
 _INSERT = (
     'INSERT INTO events ("offset", source, message_id, received_at, key, body) '
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, message_id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
+#: the unique index that de-duplicated logs written before 2026-12-07 (see SeenIds)
+_OLD_DEDUPE_INDEX = "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = 'events_dedupe'"
 _SELECT = 'SELECT "offset", source, message_id, received_at, key, body FROM events'
 T = TypeVar("T")
 
@@ -89,12 +92,22 @@ _TAKE_LEASE = (
 
 
 class SqliteEventLog:
-    """The event log in ``<folder>/events.db``."""
+    """The event log in ``<folder>/events.db``, de-duplicated with ``<folder>/dedupe.db``.
 
-    def __init__(self, folder: Path, *, synchronous: str = "FULL") -> None:
+    Args:
+        synchronous: ``FULL`` (the default) makes an append survive power loss.
+        recent_ids: how many message ids the de-duplication keeps in memory before it
+            merges the older half into ``dedupe.db`` (see ``SeenIds``).
+    """
+
+    def __init__(
+        self, folder: Path, *, synchronous: str = "FULL", recent_ids: int = 200_000
+    ) -> None:
         self._db = SqliteFile(
             folder / "events.db", _LOG_SCHEMA, synchronous=synchronous, secure_delete=True
         )
+        self._seen = SeenIds(folder, recent_limit=recent_ids)
+        self._settling: asyncio.Task[None] | None = None
         self._committer: GroupCommitter[NewRecord, int | None] = GroupCommitter(self._write)
         self._head = 0
         #: the next offset to hand out; only the writer thread reads or moves it
@@ -105,9 +118,19 @@ class SqliteEventLog:
 
     async def open(self) -> None:
         await self._db.open()
-
+        await self._seen.open()
+        if await self._db.read(lambda c: c.execute(_OLD_DEDUPE_INDEX).fetchone() is not None):
+            await self._db.write(lambda conn: transaction(conn, self._drop_unique_index))
         self._head = await self._db.read(_stored_head)
         self._next = self._head + 1
+
+    def _drop_unique_index(self, conn: sqlite3.Connection) -> None:
+        """Migrate a log from before ``SeenIds``: every message id into ``dedupe.db``,
+        then the unique index goes (under the write lock: another process may try too)."""
+        if conn.execute(_OLD_DEDUPE_INDEX).fetchone() is None:
+            return
+        self._seen.sync(conn, _stored_head(conn))
+        conn.execute("DROP INDEX events_dedupe")
 
     async def append(self, records: Sequence[NewRecord]) -> list[int | None]:
         if not records:
@@ -115,27 +138,43 @@ class SqliteEventLog:
         return await self._committer.submit(records)
 
     async def _write(self, groups: list[Sequence[NewRecord]]) -> list[list[int | None]]:
+        seen = self._seen
+        added: list[tuple[bytes, int]] = []
+
         def body(conn: sqlite3.Connection) -> list[list[int | None]]:
-            cur = conn.cursor()
-            out: list[list[int | None]] = []
+            keys = [message_key(r.source, r.message_id) for records in groups for r in records]
             # under the write lock: another process (``serve --workers``) may have appended
-            nxt = max(self._next, _stored_head(conn) + 1)
+            head = _stored_head(conn)
+            seen.sync(conn, head)
+            fresh = iter(seen.fresh(keys))
+            key = iter(keys)
+            rows = []
+            out: list[list[int | None]] = []
+            nxt = max(self._next, head + 1)
             for records in groups:
                 offsets: list[int | None] = []
                 for r in records:
-                    cur.execute(
-                        _INSERT, (nxt, r.source, r.message_id, r.received_at, r.key, r.body)
-                    )
-                    if cur.rowcount == 1:
+                    k = next(key)
+                    if next(fresh):
+                        rows.append((nxt, r.source, r.message_id, r.received_at, r.key, r.body))
+                        added.append((k, nxt))
                         offsets.append(nxt)
                         nxt += 1
                     else:
                         offsets.append(None)
                 out.append(offsets)
+            conn.executemany(_INSERT, rows)
             self._next = nxt
             return out
 
-        results = await self._db.write(lambda conn: transaction(conn, body))
+        def write(conn: sqlite3.Connection) -> list[list[int | None]]:
+            out = transaction(conn, body)
+            seen.committed(added, self._next - 1)
+            return out
+
+        results = await self._db.write(write)
+        if seen.wants_settling() and self._settling is None:
+            self._settling = asyncio.get_running_loop().create_task(self._settle())
         top = max((o for group in results for o in group if o is not None), default=0)
         if top > self._head:
             self._head = top
@@ -143,6 +182,12 @@ class SqliteEventLog:
                 if not waiter.done():
                     waiter.set_result(None)
         return results
+
+    async def _settle(self) -> None:
+        try:
+            await self._seen.settle()
+        finally:
+            self._settling = None
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
         # A reader a few records behind this process's own appends reads them on the
@@ -207,28 +252,41 @@ class SqliteEventLog:
         if not wanted:
             return 0
 
+        keys: list[bytes] = []
+
         def body(conn: sqlite3.Connection) -> int:
             head = _stored_head(conn)
             removed = 0
             for chunk, marks in in_chunks(wanted, 500):
-                sql = f'DELETE FROM events WHERE "offset" IN ({marks})'  # noqa: S608
-                removed += conn.execute(sql, chunk).rowcount
+                where = f'WHERE "offset" IN ({marks})'
+                found = conn.execute(f"SELECT source, message_id FROM events {where}", chunk)  # noqa: S608
+                keys.extend(message_key(source, message_id) for source, message_id in found)
+                removed += conn.execute(f"DELETE FROM events {where}", chunk).rowcount  # noqa: S608
             # the head survives the removal of the newest records, across restarts too
             conn.execute(
                 "INSERT INTO log_meta (name, value) VALUES ('head', ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
                 (head,),
             )
+            self._seen.erased(conn, keys)
             return removed
 
-        removed = await self._db.write(lambda conn: transaction(conn, body))
+        try:
+            removed = await self._db.write(lambda conn: transaction(conn, body))
+        except BaseException:
+            await self._db.write(lambda _conn: self._seen.invalidate())
+            raise
         await self._db.truncate_wal()
+        await self._seen.forget_settled(keys)
         return removed
 
     async def aclose(self) -> None:
         await self._committer.flush()
+        if self._settling is not None:
+            await self._settling
         self._watch.close()
         await self._db.aclose()
+        await self._seen.aclose()
 
 
 _BLOCK_SET = "SELECT keys FROM profile_blocks WHERE profile_id = ?"
