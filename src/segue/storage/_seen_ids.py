@@ -97,17 +97,20 @@ def _erasures(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _merge(conn: sqlite3.Connection, keys: list[bytes], upto: int) -> int:
-    """Add ``keys`` (those of every record up to ``upto``) to ``settled``; return the
-    watermark after it, which another process may have moved further."""
+def _merge(conn: sqlite3.Connection, entries: list[tuple[bytes, int]], upto: int) -> int:
+    """Add the keys of ``entries`` (key, offset: every record up to ``upto``) to
+    ``settled``; return the watermark after it. Keys another process merged already (at or
+    below the watermark it finds) are skipped: with ``serve --workers`` every process
+    holds every key and fills up at about the same time."""
 
     def body(c: sqlite3.Connection) -> int:
+        mark = _watermark(c)
+        keys = sorted(k for k, offset in entries if offset > mark)
         if keys:
             c.execute(_MERGE, (len(keys) - 1, b"".join(keys)))
         c.execute(_SET_WATERMARK, (upto,))
         return _watermark(c)
 
-    keys.sort()
     return transaction(conn, body)
 
 
@@ -139,7 +142,7 @@ class SeenIds:
         #: the log's erasure counter as this process last accounted for it
         self._erasures = 0
         #: the older half of ``_recent`` waiting to be merged, with its highest offset
-        self._snapshot: tuple[list[bytes], int] | None = None
+        self._snapshot: tuple[list[tuple[bytes, int]], int] | None = None
         self._settling = False
         #: merges this process has run (tests and benchmarks read it)
         self.merges = 0
@@ -193,7 +196,7 @@ class SeenIds:
             and len(recent) > self._limit
         ):
             half = list(itertools.islice(recent.items(), len(recent) // 2))
-            self._snapshot = ([k for k, _ in half], half[-1][1])
+            self._snapshot = (half, half[-1][1])
 
     def erased(self, conn: sqlite3.Connection, keys: Iterable[bytes]) -> None:
         """Records with these keys were deleted in the current transaction: count the
@@ -240,7 +243,7 @@ class SeenIds:
             recent[message_key(source, message_id)] = offset
             self._seen_head = offset
             if merge_on is not None and len(recent) > self._limit:
-                upto = _merge(merge_on, list(recent), offset)
+                upto = _merge(merge_on, list(recent.items()), offset)
                 self.merges += 1
                 recent.clear()
                 self._settled_upto = self._dropped = max(self._dropped, upto)
@@ -282,10 +285,11 @@ class SeenIds:
         if snapshot is None:
             return
         self._settling = True
-        keys, upto = snapshot
+        entries, upto = snapshot
         try:
             self._settled_upto = max(
-                self._settled_upto, await self._file.write(lambda conn: _merge(conn, keys, upto))
+                self._settled_upto,
+                await self._file.write(lambda conn: _merge(conn, entries, upto)),
             )
             self.merges += 1
         except Exception:  # the keys stay in recent: nothing is lost, the next merge retries
