@@ -235,6 +235,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="events/s of the fixed-rate runs (default: half the measured maximum), to "
+        "compare two versions at one load",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument(
@@ -316,7 +323,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fixed = []
         for i in range(args.runs):
             report = run_fixed_rate(
-                server, max_eps / 2, args.duration, 64, seed=100 + i, folding=folding, ids=ids
+                server,
+                args.rate or max_eps / 2,
+                args.duration,
+                64,
+                seed=100 + i,
+                folding=folding,
+                ids=ids,
             )
             print(
                 f"  fixed rate {report['target_events_per_s']:,.0f} events/s run {i + 1}: "
@@ -341,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "healthz_p50_ms": median([r["latency_us"]["p50"] for r in ceiling]) / 1000,
             "healthz_p99_ms": median([r["latency_us"]["p99"] for r in ceiling]) / 1000,
             "batch_rps_over_healthz_rps": (max_eps / BATCH) / healthz_rps,
-            "fixed_rate_events_per_s": max_eps / 2,
+            "fixed_rate_events_per_s": args.rate or max_eps / 2,
             "fixed_rate_p50_ms": median([r["p50_ms"] for r in fixed]),
             "fixed_rate_p99_ms": median([r["p99_ms"] for r in fixed]),
             "server_cpu_us_per_event": median([r["server_cpu_us_per_event"] for r in runs]),

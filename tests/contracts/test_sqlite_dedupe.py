@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segue.core.model import NewRecord
+from segue.storage import _seen_ids
 from segue.storage.sqlite import SqliteEventLog
 from tests.contracts.conftest import Sync
 
@@ -38,7 +39,8 @@ def settled_keys(folder: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM settled").fetchone()[0])
 
 
-def test_ids_merged_out_of_memory_still_deduplicate(tmp_path):
+def test_ids_merged_out_of_memory_still_deduplicate(tmp_path, monkeypatch):
+    monkeypatch.setattr(_seen_ids, "_MERGE_CHUNK", 3)  # several statements a merge
     log = open_log(tmp_path)
     ids = [f"m{i}" for i in range(40)]
     for start in range(0, 40, 5):
@@ -145,7 +147,8 @@ _ops = st.lists(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=_ops, limit=st.integers(2, 6))
-def test_matches_the_model_under_any_interleaving(tmp_path_factory, ops, limit):
+def test_matches_the_model_under_any_interleaving(tmp_path_factory, monkeypatch, ops, limit):
+    monkeypatch.setattr(_seen_ids, "_MERGE_CHUNK", 2)
     folder = tmp_path_factory.mktemp("log")
     logs = {"a": open_log(folder, limit), "b": open_log(folder, limit)}
     stored: dict[tuple[str, str], int] = {}  # the model: what the log holds, by pair
