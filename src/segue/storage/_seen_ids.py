@@ -49,6 +49,7 @@ import hashlib
 import itertools
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -103,16 +104,17 @@ def _erasures(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _merge(conn: sqlite3.Connection, entries: list[tuple[bytes, int]], upto: int) -> int:
-    """Add the keys of ``entries`` (key, offset: every record up to ``upto``) to
-    ``settled``; return the watermark after it. Keys another process merged already (at or
-    below the watermark it finds) are skipped: with ``serve --workers`` every process
-    holds every key and fills up at about the same time."""
+def _merge(conn: sqlite3.Connection, entries: dict[bytes, int], upto: int) -> int:
+    """Add the keys of ``entries`` (key → offset: every record up to ``upto`` after the last
+    merge) to ``settled``; return the watermark after it. Keys another process merged
+    already (at or below the watermark it finds) are skipped: with ``serve --workers``
+    every process holds every key and fills up at about the same time."""
 
     def body(c: sqlite3.Connection) -> int:
         mark = _watermark(c)
-        for start in range(0, len(entries), _MERGE_CHUNK):
-            keys = [k for k, offset in entries[start : start + _MERGE_CHUNK] if offset > mark]
+        items = iter(entries.items())
+        while chunk := list(itertools.islice(items, _MERGE_CHUNK)):
+            keys = [k for k, offset in chunk if offset > mark]
             if keys:
                 c.execute(_MERGE, (len(keys) - 1, b"".join(keys)))
         c.execute(_SET_WATERMARK, (upto,))
@@ -121,13 +123,21 @@ def _merge(conn: sqlite3.Connection, entries: list[tuple[bytes, int]], upto: int
     return transaction(conn, body)
 
 
+_NOTHING: dict[bytes, int] = {}
+
+
 class SeenIds:
     """The two tiers of one event log's de-duplication (see the module's docstring).
 
+    The recent tier is two generations of dicts: new keys go into ``newer``; when it holds
+    half the bound it becomes ``older`` as it is (no copy), a merge writes ``older`` into
+    ``settled`` on ``dedupe.db``'s own thread, and once that committed ``older`` is let go
+    (no deletions). Copying the older half out of one dict and deleting it afterwards held
+    the log's writer for 30–45 ms a merge, a stall for every request waiting on a commit.
+
     Args:
         folder: the data folder; the settled tier is ``<folder>/dedupe.db``.
-        recent_limit: how many keys ``recent`` holds before its older half is merged
-            (about 120 bytes each).
+        recent_limit: about how many keys the recent tier holds (about 120 bytes each).
     """
 
     def __init__(self, folder: Path, *, recent_limit: int = 200_000) -> None:
@@ -137,19 +147,25 @@ class SeenIds:
             folder / "dedupe.db", _SCHEMA, synchronous="NORMAL", readers=1, secure_delete=True
         )
         self._limit = recent_limit
-        #: key → offset of every record after ``_dropped`` this process knows, in offset
-        #: order; None until the first append loads it
-        self._recent: dict[bytes, int] | None = None
-        #: the highest offset whose record ``_recent`` (or ``settled``) accounts for
+        #: key → offset of the newest records this process knows; None until the first
+        #: append loads it
+        self._newer: dict[bytes, int] | None = None
+        #: the generation before, until its merge committed; never changed once here (an
+        #: erasure replaces it with a copy), so a merge may read it on another thread
+        self._older: dict[bytes, int] | None = None
+        #: the highest offset ``_older`` accounts for
+        self._older_upto = 0
+        #: the highest offset whose record this process accounts for
         self._seen_head = 0
-        #: keys up to this offset have left ``_recent`` (they are in ``settled``)
+        #: keys of records up to this offset are only in ``settled``
         self._dropped = 0
         #: the watermark of the last merge this process saw commit
         self._settled_upto = 0
         #: the log's erasure counter as this process last accounted for it
         self._erasures = 0
-        #: the older half of ``_recent`` waiting to be merged, with its highest offset
-        self._snapshot: tuple[list[tuple[bytes, int]], int] | None = None
+        #: ``_older`` waits for ``settle`` (not before this monotonic time, after a failure)
+        self._pending = False
+        self._retry_at = 0.0
         self._settling = False
         #: merges this process has run (tests and benchmarks read it)
         self.merges = 0
@@ -163,25 +179,28 @@ class SeenIds:
     # --- on the event log's writer thread, inside its transaction -------------------
 
     def sync(self, conn: sqlite3.Connection, head: int) -> None:
-        """Make ``recent`` account for every record up to ``head`` (the log's stored head,
-        read under its write lock)."""
+        """Make the recent tier account for every record up to ``head`` (the log's stored
+        head, read under its write lock)."""
         erasures = _erasures(conn)
-        if self._recent is None or erasures != self._erasures:
+        if self._newer is None or erasures != self._erasures:
             self._load(conn, erasures)
         elif head > self._seen_head:
             self._take(conn.execute(_AFTER, (self._seen_head,)))
-        self._drop(self._settled_upto)
+        if self._older is not None and self._settled_upto >= self._older_upto:
+            self._dropped = max(self._dropped, self._older_upto)
+            self._older = None  # merged: only ``settled`` needs to hold those keys now
 
     def fresh(self, keys: Sequence[bytes]) -> list[bool]:
         """Which of ``keys`` the log does not hold yet (a repeat within ``keys`` is not)."""
-        recent = self._recent
-        assert recent is not None, "sync first"
-        unknown = [k for k in keys if k not in recent]
+        newer = self._newer
+        assert newer is not None, "sync first"
+        older = self._older if self._older is not None else _NOTHING
+        unknown = [k for k in keys if k not in newer and k not in older]
         settled = self._in_settled(unknown) if unknown and self._dropped else set()
         batch: set[bytes] = set()
         verdicts: list[bool] = []
         for k in keys:
-            new = k not in recent and k not in settled and k not in batch
+            new = k not in newer and k not in older and k not in settled and k not in batch
             if new:
                 batch.add(k)
             verdicts.append(new)
@@ -190,23 +209,14 @@ class SeenIds:
     def committed(self, added: Iterable[tuple[bytes, int]], head: int) -> None:
         """The transaction that stored ``added`` (key, offset) committed; ``head`` is the
         highest offset handed out in it."""
-        recent = self._recent
-        assert recent is not None
+        newer = self._newer
+        assert newer is not None
         for key, offset in added:
-            recent[key] = offset
+            newer[key] = offset
         self._seen_head = max(self._seen_head, head)
-        settled_all = self._settled_upto <= self._dropped  # no merge waits to be dropped
-        if (
-            self._snapshot is None
-            and not self._settling
-            and settled_all
-            and len(recent) > self._limit
-        ):
-            half: list[tuple[bytes, int]] = []
-            items, wanted = iter(recent.items()), len(recent) // 2
-            while len(half) < wanted:  # in chunks: one C call for all held the GIL ~8 ms
-                half.extend(itertools.islice(items, min(_MERGE_CHUNK, wanted - len(half))))
-            self._snapshot = (half, half[-1][1])
+        if self._older is None and len(newer) >= self._limit // 2:
+            self._older, self._older_upto, self._newer = newer, self._seen_head, {}
+            self._pending = True
 
     def erased(self, conn: sqlite3.Connection, keys: Iterable[bytes]) -> None:
         """Records with these keys were deleted in the current transaction: count the
@@ -218,26 +228,31 @@ class SeenIds:
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (counter,),
         )
-        self._snapshot = None  # it may hold these keys: the next merge takes a new one
-        if self._recent is None or before != self._erasures:
-            self._recent = None  # another process erased too: reload at the next append
+        if self._newer is None or before != self._erasures:
+            self.invalidate()  # another process erased too: reload at the next append
             return
-        for key in keys:
-            self._recent.pop(key, None)
+        gone = set(keys)
+        for key in gone:
+            self._newer.pop(key, None)
+        older = self._older
+        if older is not None and not gone.isdisjoint(older):
+            # a copy: a merge running now reads the old one (``forget_settled`` runs after
+            # it on the same thread and removes these keys again)
+            self._older = {k: o for k, o in older.items() if k not in gone}
         self._erasures = counter
 
     def invalidate(self) -> None:
-        """A transaction failed after changing ``recent``: rebuild it at the next append."""
-        self._recent = None
-        self._snapshot = None
+        """A transaction failed after changing the recent tier: rebuild it at the next
+        append."""
+        self._newer = self._older = None
+        self._pending = False
 
     def _load(self, conn: sqlite3.Connection, erasures: int) -> None:
-        """Rebuild ``recent`` from the log: every record after the settled watermark,
+        """Rebuild the recent tier from the log: every record after the settled watermark,
         merging as it goes so memory stays bounded (a missing ``dedupe.db``, or the
         migration of a log that had a unique index, reads the whole log)."""
         lookup = self._file.connection()
-        self._recent = {}
-        self._snapshot = None
+        self._newer, self._older, self._pending = {}, None, False
         self._settled_upto = self._dropped = self._seen_head = _watermark(lookup)
         self._erasures = erasures
         self._take(conn.execute(_AFTER, (self._seen_head,)), lookup)
@@ -245,32 +260,18 @@ class SeenIds:
     def _take(
         self, rows: Iterable[tuple[int, str, str]], merge_on: sqlite3.Connection | None = None
     ) -> None:
-        """Add another process's (or the loaded log's) records to ``recent``; with
+        """Add another process's (or the loaded log's) records to the recent tier; with
         ``merge_on``, merge whenever it passes its bound (loading, on this thread)."""
-        recent = self._recent
-        assert recent is not None
+        newer = self._newer
+        assert newer is not None
         for offset, source, message_id in rows:
-            recent[message_key(source, message_id)] = offset
+            newer[message_key(source, message_id)] = offset
             self._seen_head = offset
-            if merge_on is not None and len(recent) > self._limit:
-                upto = _merge(merge_on, list(recent.items()), offset)
+            if merge_on is not None and len(newer) > self._limit:
+                upto = _merge(merge_on, newer, offset)
                 self.merges += 1
-                recent.clear()
+                newer = self._newer = {}
                 self._settled_upto = self._dropped = max(self._dropped, upto)
-
-    def _drop(self, upto: int) -> None:
-        """Keys of records up to ``upto`` are in ``settled``: let ``recent`` forget them."""
-        recent = self._recent
-        if recent is None or upto <= self._dropped:
-            return
-        gone = []
-        for key, offset in recent.items():
-            if offset > upto:
-                break
-            gone.append(key)
-        for key in gone:
-            del recent[key]
-        self._dropped = upto
 
     def _in_settled(self, keys: list[bytes]) -> set[bytes]:
         conn = self._file.connection()
@@ -283,27 +284,23 @@ class SeenIds:
     # --- on the event loop ------------------------------------------------------------
 
     def wants_settling(self) -> bool:
-        return self._snapshot is not None and not self._settling
+        return self._pending and not self._settling and time.monotonic() >= self._retry_at
 
     async def settle(self) -> None:
-        """Merge the snapshot ``committed`` took into ``settled`` on ``dedupe.db``'s own
-        writer thread; the log's writer drops those keys from ``recent`` at its next
-        append. A failure leaves them in ``recent`` for the next try."""
-        if self._settling:
+        """Merge ``older`` into ``settled`` on ``dedupe.db``'s own writer thread; the log's
+        writer lets ``older`` go at its next append. A failure keeps ``older`` for a later
+        try: nothing is lost, the recent tier only grows meanwhile."""
+        older, upto = self._older, self._older_upto
+        if self._settling or not self._pending or older is None:
             return
-        snapshot, self._snapshot = self._snapshot, None
-        if snapshot is None:
-            return
-        self._settling = True
-        entries, upto = snapshot
+        self._pending, self._settling = False, True
         try:
-            self._settled_upto = max(
-                self._settled_upto,
-                await self._file.write(lambda conn: _merge(conn, entries, upto)),
-            )
+            merged = await self._file.write(lambda conn: _merge(conn, older, upto))
+            self._settled_upto = max(self._settled_upto, merged)
             self.merges += 1
-        except Exception:  # the keys stay in recent: nothing is lost, the next merge retries
-            log.exception("merging message ids into dedupe.db failed")
+        except Exception:
+            log.exception("merging message ids into dedupe.db failed; retrying in 5 s")
+            self._pending, self._retry_at = True, time.monotonic() + 5.0
         finally:
             self._settling = False
 
