@@ -96,8 +96,8 @@ class SqliteEventLog:
 
     Args:
         synchronous: ``FULL`` (the default) makes an append survive power loss.
-        recent_ids: how many message ids the de-duplication keeps in memory before it
-            merges the older half into ``dedupe.db`` (see ``SeenIds``).
+        recent_ids: about how many message ids the de-duplication keeps in memory, in
+            two generations; a full one is merged into ``dedupe.db`` (see ``SeenIds``).
     """
 
     def __init__(
