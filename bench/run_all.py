@@ -145,6 +145,8 @@ HERE = Path(__file__).resolve().parent
 #: (script, arguments) run after the summary; quick runs are smoke tests of the commands
 _FULL: list[tuple[str, list[str]]] = [
     ("ingest_steps.py", []),
+    ("log_append.py", []),
+    ("log_append.py", ["--ids", "sequential"]),
     ("worker.py", []),
     ("identity.py", ["--profiles", "100000"]),
     ("matching.py", []),
@@ -160,6 +162,7 @@ _FULL: list[tuple[str, list[str]]] = [
 ]
 _QUICK: list[tuple[str, list[str]]] = [
     ("ingest_steps.py", ["--messages", "2000", "--repeat", "2"]),
+    ("log_append.py", ["--records", "20000"]),
     ("worker.py", ["--events", "10000", "--runs", "1"]),
     ("identity.py", ["--profiles", "5000", "--arrivals", "1000"]),
     ("decide.py", ["--items", "20000", "--requests", "2000"]),

@@ -12,14 +12,15 @@ Two tiers, together exact and permanent (the port's promise: a message id is sto
 for the whole life of the log):
 
 recent
-    In memory: the key of every record after the *watermark*, mapped to its offset,
-    in offset order. Rebuilt at the first append from the records after the watermark.
+    In memory: the key of every record after the *watermark*, mapped to its offset, in two
+    generations (see :class:`SeenIds`). Rebuilt at the first append from the records after
+    the watermark.
 settled
     ``dedupe.db``: the keys of every record up to the watermark, in one table whose primary
-    key is the key itself. When ``recent`` passes its bound, its older half is merged in,
-    sorted, in one transaction on a thread of its own, and the watermark moves with it (in
-    the same transaction). A sorted bulk insert touches each leaf page once for many keys,
-    where an append touched one page per key; the merge never holds the log's write lock.
+    key is the key itself. A full generation is merged in, sorted, in one transaction on a
+    thread of its own, and the watermark moves with it (in the same transaction). A sorted
+    bulk insert touches each leaf page once for many keys, where an append touched one page
+    per key; the merge never holds the log's write lock.
 
 A new record is looked up in ``recent`` and, if not there, in ``settled`` (one ``IN``
 query for the whole group commit): reads, which cost no page writes. The key is 128 bits
@@ -35,12 +36,13 @@ Several processes may append to one log (``serve --workers``). Each keeps its ow
 ``recent``, and before it decides anything, under the log's write lock, it reads the
 records other processes appended since it last looked (``sync``): so its ``recent`` and
 ``settled`` together hold every record of the log. A merge by one process moves the
-shared watermark; the others drop what it covers when they next merge. An erasure bumps a
+shared watermark; the others skip the keys it covers when they merge. An erasure bumps a
 counter in ``log_meta``; a process that sees it move without having erased reloads its
 ``recent`` from the log.
 
-Everything here but :meth:`SeenIds.settle` and :meth:`SeenIds.forget_settled` runs on
-the event log's writer thread, inside its transactions: ``recent`` has one owner.
+Everything here but :meth:`SeenIds.wants_settling`, :meth:`SeenIds.settle` and
+:meth:`SeenIds.forget_settled` (on the event loop) runs on the event log's writer thread,
+inside its transactions: ``recent`` has one owner.
 """
 
 from __future__ import annotations
