@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from segue.decide.ranking import FEATURES, LinearThompson
+from segue.decide.ranking import FEATURES, LinearThompson, _in_top_counts
 
 
 def _features(n: int, similarity: list[float] | None = None) -> np.ndarray:
@@ -46,6 +48,31 @@ def test_propensities_are_resample_frequencies() -> None:
     # (times in the top 10 of the 8 other samples + 1) / 9: multiples of 1/9 in [1/9, 1]
     assert np.allclose(propensity * 9, np.round(propensity * 9))
     assert ((propensity >= 1 / 9 - 1e-12) & (propensity <= 1 + 1e-12)).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    samples=st.integers(1, 9),
+    k=st.integers(1, 70),
+    levels=st.integers(1, 6),
+    scale=st.sampled_from([1e-3, 1.0, 40.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_top_counts_match_a_stable_sort_of_every_sample(
+    n: int, samples: int, k: int, levels: int, scale: float, seed: int
+) -> None:
+    """The partition with positions as tie-breaks counts what a stable sort of each
+    sample counts, on scores with many ties (few levels) and on distinct ones."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, levels, size=(n, samples)) * scale
+    if levels == 6:  # distinct scores, with negative ones
+        scores = rng.normal(0.0, scale, size=(n, samples))
+    top = min(k, n)
+    expected = np.zeros(n)
+    for column in scores.T:
+        expected[np.argsort(-column, kind="stable")[:top]] += 1
+    assert _in_top_counts(scores, k).tolist() == expected.tolist()
 
 
 def test_the_kept_posterior_mean_follows_updates_and_the_saved_state() -> None:

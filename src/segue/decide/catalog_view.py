@@ -212,98 +212,127 @@ _SIMILAR = (
 )
 
 
+#: ids a bucket of the row table holds: their fingerprints, then their rows, in 64 bytes
+_SLOTS: Final = 4
+#: the byte offset of a row's entry in the flattened buckets gathered for a probe
+_ROW_AT: Final = np.arange(0, 2 * _SLOTS * 1000, 2 * _SLOTS) + _SLOTS
+
+
 class _RowTable:
-    """Ids → rows by fingerprint, in numpy: an open-addressing table (linear probing, at
-    most a quarter full) of fingerprints and their rows, probed for all candidates at once.
+    """Ids → rows by fingerprint, in numpy: a hash table of buckets of four ids, each
+    bucket one 64-byte cache line (four fingerprints, then their four rows), probed for all
+    candidates at once. The rare id whose bucket is full waits in a dict (``spill``).
 
     Why not the dict: with a 100,000-item catalog each lookup of a candidate id misses the
     cache three times (the dict's index, its entry, the key to compare), one id after the
-    other; 500 of them took ~0.3 ms of a ~0.9 ms decision. Here the probes of all ids are
-    two gathers that the processor overlaps: ~2.5× faster when the catalog is not in
-    cache. The price is that a fingerprint stands for the id: when two of the catalog's
-    ids share one, the table is not used; an id outside the catalog with the fingerprint
-    of one inside (about 1 in 10^14 per candidate at 100,000 items) gets that item's row,
-    which is why the engine checks the items it shows (:meth:`Columns.holds`) and, if one
-    is not what it seems, starts over with :meth:`Columns.exact_rows`.
+    other; 500 of them took ~0.3 ms of a ~0.9 ms decision. Here the probe of all ids is
+    one gather of their buckets that the processor overlaps, then a compare: one cache
+    line an id, and a dozen numpy calls whatever the ids (linear probing took five rounds
+    of eight calls, as many as the longest chain). The price is that a fingerprint stands
+    for the id: when two of the catalog's ids share one, the table is not used; an id
+    outside the catalog with the fingerprint of one inside (about 1 in 10^14 per candidate
+    at 100,000 items) gets that item's row, which is why the engine checks the items it
+    shows (:meth:`Columns.holds`) and, if one is not what it seems, starts over with
+    :meth:`Columns.exact_rows`.
     """
 
     def __init__(self, ids: list[str]) -> None:
         n = len(ids)
-        # at most a quarter full: the probe of all ids loops as often as the longest
-        # chain among them is long (~10 rounds at half full, ~5 here; 30 % faster);
-        # that holds with the quarter more ids Columns makes room for
-        size = 1 << max(4, (5 * n).bit_length())
-        self.mask = size - 1
+        # at least a bucket for each id, counting the quarter more Columns makes room
+        # for: ≤ 1 id a bucket on average, so few ids spill (at 100,000 items, ~170 of them)
+        buckets = 1 << max(2, (n + n // 4 + 16).bit_length())
+        self.mask = buckets - 1
+        self.spill: dict[int, int] = {}
+        self.count = n
         prints = np.fromiter(map(fingerprint, ids), dtype=np.int64, count=n)
         self.usable = len(np.unique(prints)) == n
-        self.prints = np.zeros(size, dtype=np.int64)
-        # -1: an empty slot, -2: a removed id's (see drop)
-        self.rows_at = np.full(size, -1, dtype=np.int32)
-        self.count = n
+        self.buckets = _aligned_int64(buckets, 2 * _SLOTS)
+        # an empty slot: fingerprint 0 and row -1 (an id whose fingerprint is 0 spills)
+        self.buckets[:, _SLOTS:] = -1
         if not self.usable:
             return
-        slot = prints & self.mask
-        pending = np.arange(n)
-        while len(pending):  # place every id at its first free slot from its home
-            at = slot[pending]
-            free = self.rows_at[at] < 0
-            taken, first = np.unique(at[free], return_index=True)
-            winners = pending[free][first]  # one id per free slot
-            self.prints[taken] = prints[winners]
-            self.rows_at[taken] = winners
-            placed = np.zeros(n, dtype=bool)
-            placed[winners] = True
-            pending = pending[~placed[pending]]
-            slot[pending] = (slot[pending] + 1) & self.mask
+        home = prints & self.mask
+        order = np.argsort(home, kind="stable")
+        homes = home[order]
+        starts = np.flatnonzero(np.r_[True, homes[1:] != homes[:-1]])
+        slot = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))  # rank at home
+        fits = (slot < _SLOTS) & (prints[order] != 0)
+        placed = order[fits]
+        self.buckets[homes[fits], slot[fits]] = prints[placed]
+        self.buckets[homes[fits], _SLOTS + slot[fits]] = placed
+        for row in order[~fits].tolist():
+            self.spill[int(prints[row])] = row
+
+    def _slot(self, wanted: int) -> tuple[int, int]:
+        """The bucket of a fingerprint and its slot there (-1: not in the bucket)."""
+        bucket = wanted & self.mask
+        held = self.buckets[bucket]
+        for slot in range(_SLOTS):
+            if held[slot] == wanted and held[_SLOTS + slot] >= 0:
+                return bucket, slot
+        return bucket, -1
 
     def add(self, item_id: str, row: int) -> bool:
-        """Place one more id; False if the table is unusable or would pass a quarter full,
-        or if the id's fingerprint is taken (the rebuild then sees the collision)."""
-        if not self.usable or (self.count + 1) * 4 > len(self.prints):
+        """Place one more id; False if the table is unusable or would hold more ids than
+        buckets, or if the id's fingerprint is taken (the rebuild then sees the collision)."""
+        if not self.usable or self.count + 1 > len(self.buckets):
             return False
         wanted = fingerprint(item_id)
-        slot = wanted & self.mask
-        reuse = -1  # the first slot of a removed id on the way
-        while self.rows_at[slot] != -1:
-            if self.rows_at[slot] == -2:
-                reuse = slot if reuse < 0 else reuse
-            elif self.prints[slot] == wanted:
-                return False
-            slot = (slot + 1) & self.mask
-        if reuse >= 0:
-            slot = reuse
-        else:
-            self.count += 1  # removed ids' slots count as taken: they lengthen probes
-        self.prints[slot] = wanted
-        self.rows_at[slot] = row
+        bucket, slot = self._slot(wanted)
+        if slot >= 0 or wanted in self.spill:
+            return False
+        self.count += 1
+        held = self.buckets[bucket]
+        free = np.flatnonzero(held[_SLOTS:] < 0)
+        if wanted == 0 or not len(free):
+            self.spill[wanted] = row
+            return True
+        held[free[0]] = wanted
+        held[_SLOTS + free[0]] = row
         return True
 
     def drop(self, item_id: str) -> None:
-        """Forget an id: its slot is marked removed (-2), so probes go on past it."""
+        """Forget an id: its slot is emptied (no probe goes past it) or it leaves the spill."""
         if not self.usable:
             return
         wanted = fingerprint(item_id)
-        slot = wanted & self.mask
-        while self.rows_at[slot] != -1:
-            if self.rows_at[slot] >= 0 and self.prints[slot] == wanted:
-                self.rows_at[slot] = -2
-                return
-            slot = (slot + 1) & self.mask
+        bucket, slot = self._slot(wanted)
+        if slot >= 0:
+            self.buckets[bucket, slot] = 0
+            self.buckets[bucket, _SLOTS + slot] = -1
+            self.count -= 1
+        elif self.spill.pop(wanted, None) is not None:
+            self.count -= 1
 
     def rows(self, item_ids: Sequence[str], unknown: int) -> NDArray[np.intp]:
         n = len(item_ids)
         wanted = np.fromiter(map(fingerprint, item_ids), dtype=np.int64, count=n)
-        slot = wanted & self.mask
-        out = np.full(n, unknown, dtype=np.intp)
-        todo = np.arange(n)
-        while len(todo):  # an empty slot ends a probe: the id is not in the catalog
-            row = self.rows_at[slot]
-            same = self.prints[slot] == wanted
-            found = same & (row >= 0)
-            out[todo[found]] = row[found]
-            on = ~same & (row != -1)  # past other ids and removed ones (-2)
-            todo, wanted, slot = todo[on], wanted[on], (slot[on] + 1) & self.mask
+        held = self.buckets.take(wanted & self.mask, axis=0)  # (n, 8): a cache line an id
+        same = held[:, :_SLOTS] == wanted[:, None]
+        found = same.view(np.uint32).ravel() != 0  # four booleans are one 32-bit word
+        at = same.argmax(axis=1)
+        at += _ROW_AT[:n] if n <= len(_ROW_AT) else np.arange(0, 8 * n, 8) + _SLOTS
+        row = held.take(at)
+        # an empty slot holds fingerprint 0 and row -1: a wanted id with fingerprint 0
+        # matches it, and must not be found there
+        found &= row >= 0
+        out: NDArray[np.intp] = np.where(found, row, unknown)
+        spill = self.spill
+        if spill and not found.all():
+            for i in np.flatnonzero(~found).tolist():
+                r = spill.get(int(wanted[i]))
+                if r is not None:
+                    out[i] = r
         return out
+
+
+def _aligned_int64(rows: int, width: int) -> NDArray[np.int64]:
+    """Zeros of shape (rows, width) whose first byte sits on a 64-byte boundary, so that a
+    bucket of 8 int64 is one cache line, not two halves."""
+    raw = np.zeros(rows * width + 8, dtype=np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    out: NDArray[np.int64] = raw[skip : skip + rows * width].reshape(rows, width)
+    return out
 
 
 class CatalogView:

@@ -119,11 +119,7 @@ class LinearThompson:
         chosen = _top(scores[:, 0], k)
         mean_scores = x @ self.mean
         if explore and propensity_samples:
-            # the top k of every other sample, ties to the earlier candidate as in the
-            # choice itself: one sorted row per sample
-            resampled = np.negative(scores[:, 1:].T, order="C")
-            tops = np.argsort(resampled, axis=1, kind="stable")[:, :k]
-            in_top = np.bincount(tops.ravel(), minlength=n).astype(np.float64)
+            in_top = _in_top_counts(scores[:, 1:], k)
             propensity = (in_top[chosen] + 1.0) / (propensity_samples + 1.0)
         else:
             propensity = np.ones(len(chosen))
@@ -168,3 +164,26 @@ def _top(scores: NDArray[np.float64], k: int) -> NDArray[np.intp]:
     eight resamples of the propensities), and a sort of 500 is cheap whatever the ties.
     """
     return np.argsort(-scores, kind="stable")[:k]
+
+
+def _in_top_counts(samples: NDArray[np.float64], k: int) -> NDArray[np.float64]:
+    """How many of the sampled score columns put each candidate in their top ``k``.
+
+    A partition per sample, not a sort: only who is in the top ``k`` counts, not their
+    order (a stable sort of the 8 × 500 scores was ~40 % of the ranking). Ties go to the
+    earlier candidate, as in the choice: each candidate's negated score is raised by its
+    position times a step far below any score's own gaps (1e-11 of the largest score's
+    scale; a pair of different scores closer than ~5e-9 of it may be counted the other
+    way, which moves an estimate of the propensity, never the choice), so the scores are
+    distinct and partition does not slow down on equal ones.
+    """
+    n = samples.shape[0]
+    if k >= n:
+        return np.full(n, float(samples.shape[1]))
+    scale = 1.0 + float(np.abs(samples).max())
+    step = np.arange(n, dtype=np.float64)
+    step *= 1e-11 * scale
+    keyed = np.subtract(step, samples.T)  # (samples, n): smaller is better
+    tops = np.argpartition(keyed, k - 1, axis=1)[:, :k]
+    counts: NDArray[np.float64] = np.bincount(tops.ravel(), minlength=n).astype(np.float64)
+    return counts
