@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,13 +149,22 @@ def batch_run(
 
 # --- open-loop fixed-rate generator ---------------------------------------------------------
 async def fixed_rate(
-    port: int, bodies: list[bytes], rate: float, connections: int
+    port: int,
+    bodies: list[bytes],
+    rate: float,
+    connections: int,
+    *,
+    path: str = "/v1/batch",
+    auth: str = BASIC,
+    answered: Callable[[bytes], bool] = lambda payload: payload == b'{"success":true}',
 ) -> dict[str, Any]:
-    """Send ``bodies`` at ``rate`` requests/s; latency counts from each scheduled send time."""
+    """Send ``bodies`` at ``rate`` requests/s, evenly spaced (open loop: a slow answer does
+    not delay the next send); latency counts from each scheduled send time. A 200 must
+    carry a body ``answered`` accepts."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await Connection(port).connect())
-    headers = {"Authorization": BASIC, "Content-Type": "application/json"}
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
     from_schedule: list[float] = []
     from_send: list[float] = []
     bad: list[int] = []
@@ -163,7 +173,7 @@ async def fixed_rate(
     async def one(scheduled: float, body: bytes) -> None:
         conn = await pool.get()
         sent = time.perf_counter()
-        status, payload = await conn.request("POST", "/v1/batch", body, headers)
+        status, payload = await conn.request("POST", path, body, headers)
         done = time.perf_counter()
         pool.put_nowait(conn)
         if status == 503:
@@ -171,7 +181,7 @@ async def fixed_rate(
             nonlocal shed
             shed += 1
             return
-        if status != 200 or payload != b'{"success":true}':
+        if status != 200 or not answered(payload):
             bad.append(status)
         from_schedule.append(done - scheduled)
         from_send.append(done - sent)
