@@ -403,6 +403,8 @@ class Decisioning:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 self.engine.settle(self.runtime.clock.now())
+                if self.runtime.role != "worker":  # a worker does not decide
+                    self.view.prepare()  # not in a decision (after an import, a re-sync)
                 ticks += 1
                 try:
                     if ticks % 30 == 0:
@@ -474,6 +476,8 @@ async def start_decisioning(runtime: Runtime) -> Decisioning:
     """Load the catalog mirror and the learned state; hook the processor; start upkeep."""
     view = CatalogView()
     await view.load(runtime.catalog)
+    if runtime.role != "worker":  # a worker does not decide
+        view.prepare()
     blob = await runtime.store.load_blob(_MODELS_BLOB)
     models = ItemModels.from_bytes(blob) if blob else ItemModels()
     decisioning = Decisioning(runtime, view, models)
