@@ -108,7 +108,7 @@ class Reporting:
     async def find_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
         """Decisions by id: this process's recent ones, else the decision log."""
         recent = self.runtime.engine.recent
-        found = {d: recent[d] for d in decision_ids if d in recent}
+        found = {d: decision for d in decision_ids if (decision := recent.get(d)) is not None}
         missing = [d for d in decision_ids if d not in found]
         logged = await asyncio.gather(*(self.runtime.decisions.get_decision(d) for d in missing))
         found.update({d.decision_id: d for d in logged if d is not None})

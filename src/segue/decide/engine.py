@@ -15,7 +15,6 @@ records the experiment and the arm.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
@@ -29,6 +28,7 @@ from segue.core.model import Decision, Identifier, Item
 from segue.core.ports import Clock, DecisionStore
 from segue.decide.catalog_view import CatalogView, Columns
 from segue.decide.ranking import FEATURES, LinearThompson
+from segue.decide.recent import RecentDecisions
 from segue.decide.rules import Candidate, PlacementRules, fill_slots
 from segue.decide.signals import ItemSignals, PersonSignals
 from segue.experiments.assignment import HOLDOUT, Assignment, Experiments, Variant
@@ -143,8 +143,7 @@ class DecideEngine:
         self._pending: list[Decision] = []
         self._flushing: asyncio.Task[None] | None = None
         #: recent decisions by id, for feedback without a store round trip
-        self.recent: OrderedDict[str, Decision] = OrderedDict()
-        self.recent_size = 50_000
+        self.recent = RecentDecisions(50_000)
         #: decision id → (exposure time, items shown, items clicked) awaiting the window
         self._exposed: dict[str, tuple[float, tuple[str, ...], set[str]]] = {}
         #: seconds after an exposure at which unclicked items count as not chosen
@@ -541,9 +540,7 @@ class DecideEngine:
         return learned
 
     def _log_decision(self, decision: Decision) -> None:
-        self.recent[decision.decision_id] = decision
-        while len(self.recent) > self.recent_size:
-            self.recent.popitem(last=False)
+        self.recent.put(decision)
         self._pending.append(decision)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush())
@@ -568,9 +565,8 @@ class DecideEngine:
         if self._flushing is not None and not self._flushing.done():
             await self._flushing
         self._pending = [d for d in self._pending if d.profile_id not in ids]
-        gone = [d for d, decision in self.recent.items() if decision.profile_id in ids]
+        gone = self.recent.forget(ids)
         for decision_id in gone:
-            del self.recent[decision_id]
             self._exposed.pop(decision_id, None)
         return len(gone)
 
