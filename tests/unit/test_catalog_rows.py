@@ -40,6 +40,8 @@ def test_rows_match_the_dict_for_known_unknown_and_dropped_ids() -> None:
     wanted = [*random.Random(1).sample(ids, 700), "", "nope", "sku-5000", "SKU-1", ids[0]]
     assert cols.rows(wanted).tolist() == _by_dict(cols, wanted)
     assert cols.rows([]).tolist() == []
+    many = [*ids[:1400], "nope", *ids[-99:]]  # past the 1,000 a pool holds
+    assert cols.rows(many).tolist() == _by_dict(cols, many)
 
 
 @settings(max_examples=60, deadline=None)

@@ -214,7 +214,7 @@ _SIMILAR = (
 
 #: ids a bucket of the row table holds: their fingerprints, then their rows, in 64 bytes
 _SLOTS: Final = 4
-#: the byte offset of a row's entry in the flattened buckets gathered for a probe
+#: where slot 0's row of the i-th gathered bucket sits once the (n, 8) block is flattened
 _ROW_AT: Final = np.arange(0, 2 * _SLOTS * 1000, 2 * _SLOTS) + _SLOTS
 
 
@@ -311,7 +311,9 @@ class _RowTable:
         same = held[:, :_SLOTS] == wanted[:, None]
         found = same.view(np.uint32).ravel() != 0  # four booleans are one 32-bit word
         at = same.argmax(axis=1)
-        at += _ROW_AT[:n] if n <= len(_ROW_AT) else np.arange(0, 8 * n, 8) + _SLOTS
+        at += (
+            _ROW_AT[:n] if n <= len(_ROW_AT) else np.arange(0, 2 * _SLOTS * n, 2 * _SLOTS) + _SLOTS
+        )
         row = held.take(at)
         # an empty slot holds fingerprint 0 and row -1: a wanted id with fingerprint 0
         # matches it, and must not be found there

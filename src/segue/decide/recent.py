@@ -2,11 +2,12 @@
 
 Each is kept encoded (msgpack bytes, with its profile id beside it for erasure), not as a
 ``Decision``. Why: a decision is ~18 container objects (lists, the context dict and the
-lists in it). Kept live, the 50,000 most recent were what every young collection of the
-garbage collector walked and kept, collecting nothing: on a slow machine each young
-collection took 3–6 ms and each middle one 30–73 ms, a stall of the event loop that every
-request in flight waited for. Bytes and a tuple of atoms are not tracked by the
-collector. Feedback reads a decision back by id, far less often than decisions are made.
+lists in it). Kept live, the 50,000 most recent filled the garbage collector's young and
+middle generations with objects that survive, so its collections ran often and walked
+them, collecting nothing: on a slow machine each middle collection took 30–73 ms, a stall
+of the event loop that every request in flight waited for. Bytes and a tuple of atoms are
+not tracked by the collector. Feedback reads a decision back by id, far less often than
+decisions are made.
 """
 
 from __future__ import annotations
