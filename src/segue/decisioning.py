@@ -403,8 +403,7 @@ class Decisioning:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 self.engine.settle(self.runtime.clock.now())
-                if self.runtime.role != "worker":  # a worker does not decide
-                    self.view.prepare()  # not in a decision (after an import, a re-sync)
+                self.prepare_catalog()  # not in a decision (after an import, a re-sync)
                 ticks += 1
                 try:
                     if ticks % 30 == 0:
@@ -418,6 +417,12 @@ class Decisioning:
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
+
+    def prepare_catalog(self) -> None:
+        """Build the catalog's columns if they wait to be built, where decisions are made
+        (a worker makes none): see :meth:`CatalogView.prepare`."""
+        if self.runtime.role != "worker":
+            self.view.prepare()
 
     async def share_models(self) -> None:
         """Save the item models and tell the API processes to take them."""
@@ -476,11 +481,10 @@ async def start_decisioning(runtime: Runtime) -> Decisioning:
     """Load the catalog mirror and the learned state; hook the processor; start upkeep."""
     view = CatalogView()
     await view.load(runtime.catalog)
-    if runtime.role != "worker":  # a worker does not decide
-        view.prepare()
     blob = await runtime.store.load_blob(_MODELS_BLOB)
     models = ItemModels.from_bytes(blob) if blob else ItemModels()
     decisioning = Decisioning(runtime, view, models)
+    decisioning.prepare_catalog()  # before the process freezes its startup heap
     runtime.catalog = ViewedCatalog(
         runtime.catalog,
         view,

@@ -197,14 +197,14 @@ class SeenIds:
         newer = self._newer
         assert newer is not None, "sync first"
         older = self._older if self._older is not None else _NOTHING
-        unknown = [k for k in keys if k not in newer and k not in older]
-        settled = self._in_settled(unknown) if unknown and self._dropped else set()
-        batch: set[bytes] = set()
+        unknown = {k for k in keys if k not in newer and k not in older}
+        if unknown and self._dropped:
+            unknown -= self._in_settled(list(unknown))
         verdicts: list[bool] = []
         for k in keys:
-            new = k not in newer and k not in older and k not in settled and k not in batch
+            new = k in unknown
             if new:
-                batch.add(k)
+                unknown.discard(k)  # a repeat within ``keys`` is not new
             verdicts.append(new)
         return verdicts
 
