@@ -294,6 +294,55 @@ def test_served_models_equal_the_whole_state_less_what_only_learning_needs():
         _run(ItemModels.served_from_bytes(b"\x00nope"))
 
 
+def _busy_models(events: int = 20_000) -> ItemModels:
+    m = ItemModels()
+    for n in range(events):  # maps of thousands of entries, nested and flat, and a few small
+        m.apply(view(f"i{n % 9000}", "DE", category=f"c{n % 7}"), T + n, session_key=f"s{n % 3000}")
+        if n % 10 == 0:
+            m.apply(order(f"o{n}", f"i{n % 9000}", f"i{(n - 1) % 9000}"), T + n)
+    return m
+
+
+def test_saving_in_steps_gives_the_bytes_of_one_encode():
+    m = _busy_models()
+    steps, saved = _run(m.to_bytes_in_steps())
+    assert saved == m.to_bytes()
+    assert steps > 5  # the loop gets its turn while the state is encoded
+    assert ItemModels.from_bytes(saved).state == m.state
+    _, saved = _run(ItemModels().to_bytes_in_steps())  # empty maps too
+    assert saved == ItemModels().to_bytes()
+
+
+def test_events_folded_while_saving_in_steps_leave_a_state_that_decodes():
+    m = _busy_models()
+    steps = m.to_bytes_in_steps()
+    n = 0
+    while True:  # the processor folds events between the saver's steps
+        try:
+            next(steps)
+        except StopIteration as done:
+            saved: bytes = done.value
+            break
+        m.apply(view(f"new{n}", "DE", category="c1"), T + 20_000 + n, session_key=f"s{n}")
+        m.apply(view(f"i{n}"), T + 20_000 + n, session_key=f"s{n}")
+        n += 1
+    assert n > 5
+    copy = ItemModels.from_bytes(saved)
+    # what a map held when its slices were taken is there; later entries may be
+    assert set(copy.state.items) >= {f"i{j}" for j in range(9000)}
+    assert copy.state.anchor == m.state.anchor
+    assert copy.top(5, now=T + 30_000) != []
+
+
+def test_a_compaction_while_saving_in_steps_makes_one_consistent_encode():
+    m = _busy_models()
+    steps = m.to_bytes_in_steps()
+    next(steps)
+    m.compact(T + 40_000, rebase=True)  # rescales every score and moves the anchor
+    _, saved = _run(steps)
+    assert saved == m.to_bytes()  # not slices of two scales
+
+
 def test_a_new_half_life_applies_from_the_newest_event():
     m = ItemModels(ItemModelsConfig(popularity_half_life=DAY))
     m.apply(view("a"), T)

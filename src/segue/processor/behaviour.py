@@ -153,14 +153,15 @@ class BehaviourStage:
             b = get(pid)
             fold_features(b.features, event, at, self.item_lookup)
             region = _region(event)
-            self.models.apply(
-                event,
-                at,
-                session_key(pid, b.features),
-                region,
-                recent_purchases=b.features.purchased,
-                item_lookup=self.item_lookup,
-            )
+            with self.lock:  # readers on the event loop and the saver take it too
+                self.models.apply(
+                    event,
+                    at,
+                    session_key(pid, b.features),
+                    region,
+                    recent_purchases=b.features.purchased,
+                    item_lookup=self.item_lookup,
+                )
             if isinstance(event, Track):
                 found = self._feedback(event, pid, at)
                 if found is not None:
@@ -179,7 +180,8 @@ class BehaviourStage:
         """Consent-neutral aggregate counting: events that arrived without analytics consent
         teach item popularity only — no person, no session, no co-visitation."""
         for event, at in events:
-            self.models.apply(event, at, None, _region(event), item_lookup=self.item_lookup)
+            with self.lock:
+                self.models.apply(event, at, None, _region(event), item_lookup=self.item_lookup)
         return len(events)
 
     def _feedback(self, event: Track, pid: str, at: float) -> Feedback | None:
