@@ -298,7 +298,9 @@ class ItemModels:
         machine for 55,000 items and 20,000 open sessions) held its event loop: every
         request in flight waited for it. Large maps are encoded a slice at a time and the
         slices' entries joined under one header, so the bytes are the same as one encode's
-        when nothing changes between steps. What the processor folds between two steps may
+        when nothing changes between steps. A nested table is never split: the largest
+        one (a single region's popularity, in a shop that sells in one country, can hold
+        every item) is one step of its own. What the processor folds between two steps may
         reach a later slice and not an earlier one, as if those events had been folded
         during the save; a compaction meanwhile (it rescales every score) makes the state
         be encoded again at once.
