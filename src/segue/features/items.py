@@ -215,11 +215,6 @@ def _slices(keys: list[Any], values: list[Any]) -> Generator[tuple[int, list[Any
         start = end
 
 
-def _array_header_size(count: int) -> int:
-    """Bytes of the MessagePack header of an array of ``count`` items."""
-    return 1 if count < 16 else 3 if count < 0x10000 else 5
-
-
 _lazy_decoder = msgspec.msgpack.Decoder(
     msgspec.defstruct(
         "_LazyItemModelsState",
@@ -321,13 +316,15 @@ class ItemModels:
             if keys:
                 for entries, flat in _slices(keys, values):
                     encoded = _encoder.encode(flat)
-                    body.append(memoryview(encoded)[_array_header_size(len(flat)) :])
+                    # an array's header is as long as a map's of as many entries
+                    body.append(memoryview(encoded)[len(_map_header(len(flat))) :])
                     count += entries
                     yield
             parts.append(_map_header(count))
             parts.extend(body)
         if state is not self.state or state.compacted_at != compacted_at:
-            return self.to_bytes()  # rescaled midway: the slices would mix two scales
+            # rescaled (or replaced by loaded models) midway: the slices would mix two states
+            return self.to_bytes()
         return b"".join(parts)
 
     @classmethod
