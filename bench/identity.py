@@ -434,6 +434,7 @@ async def run(profiles: int, arrivals: int, batch: int, seed: int) -> dict[str, 
         truth[f"new-{j}"] = who
         incoming.append(record(j, f"new-{j}", traits, now))
     processor._batch_size = batch
+    processor.live_batch = batch  # every batch as large as asked, even a live one
     latencies: list[float] = []
     t1 = time.perf_counter()
     for start in range(0, arrivals, batch):

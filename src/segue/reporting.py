@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Reporting", "experiments_of", "start_reporting"]
 
 _log = structlog.get_logger("segue.reporting")
+#: the processor counts as folding live traffic this long after a batch that found records
+_LIVE_WITHIN_S = 1.0
 
 
 def experiments_of(settings: Settings) -> list[Experiment]:
@@ -146,6 +148,9 @@ async def start_reporting(runtime: Runtime, store: ReportStore, *, run: bool) ->
         # a standby worker folds nothing: its consumer waits as its processor does
         reporting.consumer.active = lambda: runtime.processor.active
         reporting.consumer.processor_behind = lambda: runtime.processor.behind
+        reporting.consumer.processor_live = lambda: (
+            runtime.clock.now() - runtime.processor.folded_at < _LIVE_WITHIN_S
+        )
         reporting.run()
     _log.info("reporting_ready", experiments=len(reporting.experiments.all), consumer=run)
     return reporting

@@ -167,6 +167,13 @@ class Processor:
         self.behind = False
         #: batches of at most this many records are decoded and folded on the event loop
         self.inline_up_to = 8
+        #: the most records a batch takes while the processor is less than
+        #: ``catch_up_after`` seconds behind (see :meth:`_limit`)
+        self.live_batch = 500
+        self.catch_up_after = 1.0
+        #: clock time of the last batch that folded records (the reports consumer keeps its
+        #: batches short while live traffic is being folded)
+        self.folded_at = float("-inf")
 
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -199,10 +206,12 @@ class Processor:
                 raise
 
     async def _step(self) -> int:
-        records = await self._log.read(self.position, self._batch_size)
-        self.behind = len(records) >= self._batch_size
+        limit = self._limit()
+        records = await self._log.read(self.position, limit)
+        self.behind = len(records) >= limit
         if not records:
             return 0
+        self.folded_at = self._clock.now()
         # decoding and folding are CPU work: off the event loop, so request latency stays
         # low, unless the batch is so small that a thread hand-off costs more (offload.py)
         inline = len(records) <= self.inline_up_to
@@ -238,6 +247,22 @@ class Processor:
         self.processed += len(records)
         self.last_received_at = last.received_at
         return len(records)
+
+    def _limit(self) -> int:
+        """How many records the next batch may take.
+
+        Every event of a batch becomes visible when the batch commits, so a batch's length
+        is a wait for its first events and for everything that arrives meanwhile. Live
+        traffic is folded in batches of at most ``live_batch`` (~0.1 s of work); only a
+        processor more than ``catch_up_after`` seconds behind (a restart, a backlog, a burst
+        it could not absorb) takes full batches, which cost about a sixth less CPU an event
+        (``bench/worker.py``: 134–136 µs against 162–164 µs with batches of 500).
+        """
+        if self._batch_size <= self.live_batch:
+            return self._batch_size
+        if self.behind and self._clock.now() - self.last_received_at > self.catch_up_after:
+            return self._batch_size
+        return self.live_batch
 
     def _fold(
         self,
