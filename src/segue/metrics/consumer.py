@@ -165,8 +165,8 @@ class ReportsConsumer:
 
         In one process a batch of reports holds the processor up while it runs: 4,000
         records are ~0.2 s, and every event arriving meanwhile becomes visible in its
-        profile that much later (a worker at 5,000 events/s: event → visible p99 0.62–0.79
-        s with such batches, 0.27–0.29 s with batches of 250, BENCHMARKS.md). So while the
+        profile that much later (a worker at 5,000 events/s: event → visible p99 0.37–0.49
+        s with such batches, 0.27–0.29 s with batches of 250; BENCHMARKS.md). So while the
         processor folds live traffic, reports go in short batches, and in full ones when it
         has nothing to fold (a backlog of reports after a restart drains at full speed).
         """
