@@ -24,8 +24,12 @@ __all__ = ["freeze_startup_heap", "tune_gc"]
 #: allocations (net) between two young collections: the default (700) makes a batch of
 #: a thousand events run hundreds of them, each walking what the batch still holds
 YOUNG = 10_000
-#: young collections between two middle-generation ones (CPython's default)
-MIDDLE = 10
+#: young collections between two middle-generation ones (CPython's default is 10). A
+#: middle collection walks what the young ones kept since the one before: in a worker, the
+#: profiles its batches created. Every third young one keeps each walk short for the same
+#: total (a worker at 5,000 events/s: the longest 52 against 113 ms, ~505 ms in 20 s
+#: either way; event → visible p99 276–354 against 361–450 ms, four pairs; BENCHMARKS.md)
+MIDDLE = 3
 #: middle collections before a full one is even considered (default 10)
 FULL = 1_000
 
