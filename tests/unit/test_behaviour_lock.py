@@ -24,9 +24,9 @@ class _Watched(ItemModels):
         self.lock = threading.Lock()
         self.held: list[bool] = []
 
-    def apply(self, *args: Any, **kwargs: Any) -> Any:
-        self.held.append(self.lock.locked())
-        return super().apply(*args, **kwargs)
+    def apply_parsed(self, *args: Any, **kwargs: Any) -> Any:
+        self.held.append(self.lock.locked())  # every change of the models goes through here
+        return super().apply_parsed(*args, **kwargs)
 
 
 def _track(name: str, **props: Any) -> Event:

@@ -10,6 +10,7 @@ like both halves.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 from segue.core.events import Event, Track
 from segue.features._ecommerce import (
@@ -44,6 +45,8 @@ class FeatureFolder:
         config: how profile features are computed.
         item_lookup: catalog lookup for the category, brand and price events omit; it must
             be pure for the fold to stay replayable (a snapshot or a cache of the catalog).
+        models_lock: held while the item models change (they are shared with readers on
+            other threads); the profile's features are the caller's alone.
     """
 
     def __init__(
@@ -51,10 +54,12 @@ class FeatureFolder:
         models: ItemModels,
         config: FeatureConfig = DEFAULT_CONFIG,
         item_lookup: ItemLookup | None = None,
+        models_lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.models = models
         self.config = config
         self.item_lookup = item_lookup
+        self.models_lock: AbstractContextManager[object] = models_lock or nullcontext()
 
     def fold(
         self,
@@ -83,12 +88,6 @@ class FeatureFolder:
         )
         fold_parsed(features, event, kind, lines, at, self.config)
         if kind in _TEACHING:
-            self.models.apply_parsed(
-                event,
-                kind,
-                lines,
-                at,
-                session_key(profile_id, features),
-                region,
-                features.purchased,
-            )
+            key = session_key(profile_id, features)
+            with self.models_lock:
+                self.models.apply_parsed(event, kind, lines, at, key, region, features.purchased)

@@ -25,8 +25,8 @@ from segue.features.aggregates import (
     fold_features,
     merge_features,
     relative_affinities,
-    session_key,
 )
+from segue.features.folder import FeatureFolder
 from segue.features.items import ItemModels
 
 __all__ = ["Behaviour", "BehaviourStage", "Feedback", "behaviour_signals", "decode_behaviour"]
@@ -109,6 +109,9 @@ class BehaviourStage:
         self.lock = lock or threading.Lock()
         self.item_lookup = item_lookup
         self.decision_items = decision_items
+        #: reads each event once for the profile and the item models, and asks the models
+        #: (and the session key) only about events that teach them
+        self._features = FeatureFolder(models, item_lookup=item_lookup, models_lock=self.lock)
 
     def fold(
         self,
@@ -151,17 +154,10 @@ class BehaviourStage:
         for _record, event, landed_in, at in landed:
             pid = resolve(landed_in)
             b = get(pid)
-            fold_features(b.features, event, at, self.item_lookup)
-            region = _region(event)
-            with self.lock:  # readers on the event loop and the saver take it too
-                self.models.apply(
-                    event,
-                    at,
-                    session_key(pid, b.features),
-                    region,
-                    recent_purchases=b.features.purchased,
-                    item_lookup=self.item_lookup,
-                )
+            if learn:  # the models' lock is taken around their update only
+                self._features.fold(pid, b.features, event, at, _region(event))
+            else:
+                fold_features(b.features, event, at, self.item_lookup)
             if isinstance(event, Track):
                 found = self._feedback(event, pid, at)
                 if found is not None:
