@@ -5,10 +5,12 @@ consumer keeps its batches short while the processor folds live traffic."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
+import pytest
 
-from segue.core.model import NewRecord
+from segue.core.model import LogRecord, NewRecord
 from segue.metrics.attribution import Attribution
 from segue.metrics.consumer import ReportsConsumer
 from segue.processor.service import Processor
@@ -137,3 +139,36 @@ def test_reports_take_short_batches_while_the_processor_folds_live_traffic() -> 
 
 async def _no_decisions() -> dict[str, object]:
     return {}
+
+
+def test_a_failed_live_batch_is_retried_record_by_record_for_its_own_length() -> None:
+    async def run() -> tuple[int, list[int], list[int]]:
+        clock = Clock(1_767_225_600.0)
+        log = MemoryEventLog()
+        await log.append(records(30, clock.t))
+        store = MemoryProfileStore()
+        processor = Processor(log, store, clock, b"secret", batch_size=40, matching=False)
+        processor.live_batch = 10
+        await processor.start()
+        apply = processor.folder.apply
+
+        def poisoned(ws: Any, record: LogRecord, *args: Any, **kwargs: Any) -> str | None:
+            if record.offset == 3:
+                raise ValueError("poison")
+            return apply(ws, record, *args, **kwargs)
+
+        processor.folder.apply = poisoned  # type: ignore[method-assign]
+        quarantined: list[int] = []
+
+        async def on_poison(record: LogRecord, error: Exception) -> None:
+            quarantined.append(record.offset)
+
+        with pytest.raises(ValueError, match="poison"):
+            await processor.step()  # the batch of 10 holding the poison record fails
+        await processor._isolate(on_poison)
+        return processor.position, quarantined, await steps(processor)
+
+    position, quarantined, after = asyncio.run(run())
+    assert quarantined == [3]
+    assert position == 10  # one at a time only through the batch that failed
+    assert after == [10, 10]

@@ -174,6 +174,9 @@ class Processor:
         #: clock time of the last batch that folded records (the reports consumer keeps its
         #: batches short while live traffic is being folded)
         self.folded_at = float("-inf")
+        #: how many records the last batch could take (a failed one is retried record by
+        #: record for that many)
+        self._read_limit = batch_size
 
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -206,7 +209,7 @@ class Processor:
                 raise
 
     async def _step(self) -> int:
-        limit = self._limit()
+        limit = self._read_limit = self._limit()
         records = await self._log.read(self.position, limit)
         self.behind = len(records) >= limit
         if not records:
@@ -518,9 +521,12 @@ class Processor:
                 await lease.release()
 
     async def _isolate(self, on_poison: PoisonHandler | None) -> None:
+        # one record at a time for as many as the batch that failed could hold (a live
+        # batch is shorter than a full one): then batches again
+        failed = self._read_limit
         saved, self._batch_size = self._batch_size, 1
         try:
-            for _ in range(saved):
+            for _ in range(failed):
                 try:
                     if await self.step() == 0:
                         return
