@@ -333,6 +333,11 @@ class Decisioning:
             await runtime.privacy_requests.reload_suppression()
         if change.keys_destroyed:
             runtime.forget_data_keys()
+        if change.erased:
+            # this process's decisions for the person: those in memory, and any it wrote
+            # to the log after the eraser deleted theirs
+            await self.engine.forget(change.erased)
+            await runtime.decisions.erase_decisions(change.erased)
 
     async def flush(self) -> None:
         """Drop every cache and re-read what others may have changed unheard."""

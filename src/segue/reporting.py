@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,8 +104,24 @@ class Reporting:
         )
         self._task: asyncio.Task[None] | None = None
 
-    def anonymous_unit(self, anonymous_id: str) -> str:
-        return self.would_be_profile(Identifier("anonymous_id", anonymous_id))
+    def visitor_unit(self, user: Mapping[str, str | int]) -> str | None:
+        """The profile id a visitor's first event will create, from the ids decide was sent.
+
+        The processor derives it from the event's highest-priority usable identifier (the
+        identity rules' order: a user id before an anonymous id), so a visitor sent with
+        both is assigned by the user id, as the profile their events create will be. Only
+        these two kinds count: others (email, phone) are normalised before they derive one.
+        """
+        rules = self.runtime.processor.folder.rules
+        found = [
+            Identifier(kind, text)
+            for kind in ("user_id", "anonymous_id")
+            if (value := user.get(kind)) is not None
+            and not isinstance(value, bool)
+            and (text := str(value))
+            and rules.usable(text)
+        ]
+        return self.would_be_profile(min(found, key=rules.sort_key)) if found else None
 
     async def find_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
         """Decisions by id: this process's recent ones, else the decision log."""
@@ -126,8 +142,13 @@ class Reporting:
         """Erase a person's report rows (their profiles' units and the units their
         identifiers would have given them before they had a profile) and their state."""
         people = set(profile_ids)
-        units = people | {self.would_be_profile(i) for i in identifiers}
-        return await self.consumer.forget(units, people)
+        return await self.consumer.forget(self.units_of(people, identifiers), people)
+
+    def units_of(self, profile_ids: Iterable[str], identifiers: Iterable[Identifier]) -> set[str]:
+        """Every unit a person's decisions and report rows can be under: their profiles'
+        ids, and the ids their identifiers would have given a profile (a visitor decide did
+        not know yet; :meth:`visitor_unit`)."""
+        return set(profile_ids) | {self.would_be_profile(i) for i in identifiers}
 
     async def aclose(self) -> None:
         self.consumer.stop()
@@ -142,7 +163,7 @@ async def start_reporting(runtime: Runtime, store: ReportStore, *, run: bool) ->
     await store.open()
     reporting = Reporting(runtime, store)
     runtime.engine.experiments = reporting.experiments
-    runtime.engine.anonymous_unit = reporting.anonymous_unit
+    runtime.engine.visitor_unit = reporting.visitor_unit
     await reporting.consumer.start()
     if run:
         # a standby worker folds nothing: its consumer waits as its processor does

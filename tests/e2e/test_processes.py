@@ -158,6 +158,38 @@ def test_a_revocation_answered_by_one_process_holds_for_the_next_request_to_any(
         assert answers == {grant}, f"round {round_}: a process answered from stale consent"
 
 
+def test_an_erasure_answered_by_one_process_takes_the_decisions_every_process_made(cluster):
+    with cluster.writer() as w:
+        page = {"type": "page", "userId": "ez", "anonymousId": "anon-ez"}
+        assert w.post("/v1/batch", json={"batch": [page]}).status_code == 200
+    cluster.wait_processed()
+    body = {"placement": "home", "user": {"user_id": "ez"}, "k": 2}
+    made = []  # on fresh connections: both processes make some (see the spreading tests)
+    for _ in range(30):
+        r = fresh(cluster, "POST", "/v1/decide", json=body, headers=PUB)
+        assert r.status_code == 200
+        made.append(r.json()["decision_id"])
+    erasure = {"type": "erasure", "user": {"user_id": "ez"}}
+    r = fresh(cluster, "POST", "/v1/privacy/requests", json=erasure, headers=ADMIN)
+    assert r.status_code in (200, 201, 202), r.text
+    request_id = r.json()["request_id"]
+    deadline = time.monotonic() + 30
+    while (
+        fresh(cluster, "GET", f"/v1/privacy/requests/{request_id}", headers=ADMIN).json()["status"]
+        != "done"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)  # the change feed's note reaches the other process
+    # each decision asked of both processes (a few fresh connections each): none knows it
+    for decision_id in made:
+        answers = {
+            fresh(cluster, "GET", f"/v1/decisions/{decision_id}", headers=ADMIN).status_code
+            for _ in range(6)
+        }
+        assert answers == {404}, f"{decision_id} still answered by some process"
+
+
 def test_catalog_writes_and_profile_changes_reach_every_process(cluster):
     item = {"item_id": "late-1", "title": "Late", "category": "Hats", "price": 5.0}
     assert fresh(cluster, "PUT", "/v1/catalog/items/late-1", json=item, headers=ADMIN).is_success

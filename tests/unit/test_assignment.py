@@ -144,7 +144,9 @@ def experiment_engine(
         seed=3,
     )
     e.experiments = book
-    e.anonymous_unit = lambda anonymous_id: f"p_from_{anonymous_id}"
+    e.visitor_unit = lambda user: (
+        f"p_from_{user['anonymous_id']}" if user.get("anonymous_id") else None
+    )
     return e
 
 

@@ -32,6 +32,9 @@ class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
         keys_destroyed: data keys were destroyed (an erasure): drop the cached keys and the
             records opened with them.
         flush: drop every cache (the sender cannot say what changed).
+        erased: the units (profile ids, and those a visitor's identifiers would give) of a
+            person just erased: every process drops its decisions for them, from memory
+            and from the decision log (one it wrote after the eraser's delete).
     """
 
     origin: str
@@ -45,6 +48,7 @@ class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
     suppressed: bool = False
     keys_destroyed: bool = False
     flush: bool = False
+    erased: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()

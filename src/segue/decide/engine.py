@@ -151,8 +151,9 @@ class DecideEngine:
         self.feedback_seen = {"exposure": 0, "click": 0, "conversion": 0, "learned": 0}
         #: experiments by placement; set by the composition root (None: no experiments)
         self.experiments: Experiments | None = None
-        #: anonymous id → the profile id it will get: the unit of a visitor not known yet
-        self.anonymous_unit: Callable[[str], str] | None = None
+        #: a request's ``user`` → the profile id their first event will create (None: no
+        #: identifier it could derive from): the unit of a visitor not known yet
+        self.visitor_unit: Callable[[Mapping[str, str | int]], str | None] | None = None
         self._variants: dict[tuple[str, str, str], Placement] = {}
 
     def ranker(self, placement: str) -> LinearThompson:
@@ -356,8 +357,10 @@ class DecideEngine:
 
         Only people whose personalization consent is given take part: their answer could
         differ by arm. A known person's unit is their profile id; a visitor not known yet
-        is assigned by the profile id their anonymous id will get (consent read from the
-        ledger under that id and the request's own signals).
+        is assigned by the profile id their first event will create, which the processor
+        derives from the event's highest-priority identifier: the user id when there is
+        one, else the anonymous id (consent read from the ledger under the request's
+        identifiers and from its own signals).
         """
         assert self.experiments is not None
         if self.experiments.running(request.placement, now) is None:
@@ -367,13 +370,14 @@ class DecideEngine:
                 return None
             unit = person.profile_id
         else:
-            anonymous = request.user.get("anonymous_id")
-            if self.anonymous_unit is None or anonymous in (None, ""):
+            would_be = None if self.visitor_unit is None else self.visitor_unit(request.user)
+            if would_be is None:
                 return None
-            verdict = await self._consent([f"anonymous_id:{anonymous}"], request.context, gpc)
+            subjects = [f"{k}:{v}" for k, v in request.user.items() if v not in (None, "")]
+            verdict = await self._consent(subjects, request.context, gpc)
             if not verdict.allowed:
                 return None
-            unit = self.anonymous_unit(str(anonymous))
+            unit = would_be
         arm = self.experiments.assign(request.placement, unit, now)
         return None if arm is None else (arm, unit)
 

@@ -357,11 +357,14 @@ class PrivacyRequests:
             if isinstance(rt.log, SealedEventLog):
                 log["data_keys"] = await rt.log.destroy_keys(str(i) for i in every)
             stores["event_log"] = log
+            # a decision made before the person had a profile is under the profile id their
+            # identifiers would give one (an experiment's unit for a visitor not known yet)
+            units = rt.reporting.units_of(profile_ids, every)
             # after the keys are gone: the other processes drop the ones they cached
-            stores["caches"] = await self._forget_cached(every, profile_ids)
-        in_memory = await rt.engine.forget(profile_ids)
+            stores["caches"] = await self._forget_cached(every, profile_ids, units)
+        in_memory = await rt.engine.forget(units)
         stores["decisions"] = {
-            "decisions": await rt.decisions.erase_decisions(profile_ids),
+            "decisions": await rt.decisions.erase_decisions(units),
             "in_memory": in_memory,
         }
         stores["reports"] = await rt.reporting.forget(profile_ids, every)
@@ -381,10 +384,10 @@ class PrivacyRequests:
         }
 
     async def _forget_cached(
-        self, identifiers: set[Identifier], profile_ids: set[str]
+        self, identifiers: set[Identifier], profile_ids: set[str], units: set[str]
     ) -> dict[str, int]:
         """Here and in every other process (through the change feed), with the data keys
-        the erasure destroyed."""
+        the erasure destroyed and the decisions the others hold for the person."""
         decisioning = self.rt.decisioning
         for identifier in identifiers:
             decisioning.identity_cache.invalidate(identifier)
@@ -398,6 +401,7 @@ class PrivacyRequests:
                 identifiers=sorted(str(i) for i in identifiers),
                 profiles=sorted(profile_ids),
                 keys_destroyed=isinstance(self.rt.log, SealedEventLog),
+                erased=sorted(units),
             )
         )
         return {"identity": len(identifiers), "signals": len(profile_ids)}
@@ -452,6 +456,13 @@ class PrivacyRequests:
             )
             body["event_count_in_log"] = len(records)
             profiles.append(body)
+        # decisions under no profile held now: those of profiles merged into theirs, and
+        # those made while they were a visitor decide did not know (an experiment's unit)
+        merged = {m for profile in found.values() for m in profile.merged_from}
+        earlier: list[Any] = []
+        for unit in sorted(rt.reporting.units_of(merged, every) - set(found)):
+            earlier += msgspec.to_builtins(await rt.decisions.decisions_for(unit, 100_000))
+        decisions += len(earlier)
         subjects = sorted({str(i) for i in every} | set(found))
         consent = await rt.consents.history(subjects)
         audit_entries: list[Any] = []
@@ -467,6 +478,7 @@ class PrivacyRequests:
             "generated_at": _iso(rt.clock.now()),
             "identifiers": sorted(str(i) for i in every),
             "profiles": profiles,
+            "decisions_outside_profiles": earlier,
             "events": events,
             "consent": msgspec.to_builtins(consent),
             "audit": msgspec.to_builtins(audit_entries),
