@@ -33,6 +33,7 @@ from segue.features._ecommerce import ItemInfo
 from segue.features.items import ItemModels
 from segue.features.view import features_view
 from segue.privacy.preferences import PREFERENCES_TRAIT, with_preferences
+from segue.privacy.suppression import normalise_identifier
 from segue.processor.behaviour import (
     BehaviourStage,
     Feedback,
@@ -175,8 +176,10 @@ class Decisioning:
         the request's identifiers and every identity of the profile (consent given under
         any of them is the person's)."""
         store: ProfileStore = self.runtime.store
-        for kind, value in user.items():
-            identifier = Identifier(kind, value)
+        rules = self.runtime.processor.folder.rules
+        # as the processor links them: ``Ann@Example.com`` is the profile of ann@example.com
+        asked = [i for k, v in user.items() if (i := normalise_identifier(k, v, rules)) is not None]
+        for identifier in asked:
 
             async def read(identifier: Identifier = identifier) -> str | None:
                 return (await store.lookup([identifier])).get(identifier)
@@ -187,8 +190,8 @@ class Decisioning:
             profile_id = await self.identity_cache.get(identifier, load)
             if profile_id is not None:
                 facts = await self.profile_facts(profile_id)
-                asked = [f"{k}:{v}" for k, v in user.items()]
-                return profile_id, list(dict.fromkeys((*asked, *facts.subjects)))
+                subjects = [str(i) for i in asked]
+                return profile_id, list(dict.fromkeys((*subjects, *facts.subjects)))
         return None, []
 
     async def profile_facts(self, profile_id: str) -> _ProfileFacts:

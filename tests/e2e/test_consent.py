@@ -104,6 +104,41 @@ def test_consent_given_under_another_identifier_of_the_person_counts(srv):
     }
 
 
+def test_consent_under_an_email_or_phone_as_typed_is_the_person_s(srv):
+    known(srv, "typed-1")
+    # the profile holds typed-1@example.com; a consent manager sends what the person typed
+    put_consent(
+        srv, {"user": {"email": " Typed-1@Example.COM "}, "purposes": {"personalization": False}}
+    )
+    assert decide(srv, "typed-1")["explanation"]["reason"] == "personalization_refused"
+    seen = httpx.get(srv.url + "/v1/consent/email:TYPED-1@example.com", headers=ADMIN).json()
+    assert seen["purposes"]["personalization"]["allowed"] is False
+    assert "email:typed-1@example.com" in seen["subjects"]
+    # decide sent the address as typed finds the person too
+    r = httpx.post(
+        srv.url + "/v1/decide",
+        json={"placement": "home", "user": {"email": "TYPED-1@example.com"}, "k": 3},
+        headers=PUB,
+    )
+    assert r.json()["explanation"]["reason"] == "personalization_refused"
+    # the ledger holds the address as the profile does: an erasure finds and removes it
+    with srv.admin() as a:
+        erasure = {"type": "erasure", "user": {"user_id": "typed-1"}}
+        request_id = a.post("/v1/privacy/requests", json=erasure).json()["request_id"]
+        deadline = time.monotonic() + 30
+        while (done := a.get(f"/v1/privacy/requests/{request_id}").json())["status"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert done["receipt"]["stores"]["consent"]["records"] >= 1
+    r = httpx.put(
+        srv.url + "/v1/consent",
+        json={"user": {"email": "not-an-address"}, "purposes": {"analytics": True}},
+        headers=PUB,
+    )
+    assert r.status_code == 400
+    assert r.json()["field"] == "$.user.email"
+
+
 def test_no_stale_personalised_answer_after_a_revocation_under_concurrent_load(srv):
     known(srv, "load-1")
     put_consent(srv, {"user": {"user_id": "load-1"}, "purposes": {"personalization": True}})

@@ -17,8 +17,10 @@ import msgspec
 from segue.api.http import Request, Response, Route, decode_json, json_response
 from segue.core.model import ConsentRecord, Identifier, Profile
 from segue.errors import InvalidInput
+from segue.identity.identifiers import IdentityRules
 from segue.privacy.policy import PURPOSES, ConsentState, Decision, RequestSignals
 from segue.privacy.signals import Signal, categories, combine, from_strings
+from segue.privacy.suppression import normalise_identifier
 
 if TYPE_CHECKING:
     from segue.api.app import SegueApp
@@ -69,7 +71,7 @@ def routes(app: SegueApp) -> list[Route]:
     async def put_consent(request: Request) -> Response:
         body = decode_json(_decoder, await request.body(64 * 1024))
         service = app.runtime.consent
-        asked = _subjects(body.user)
+        asked = _subjects(body.user, app.runtime.processor.folder.rules)
         unknown = sorted(set(body.purposes) - set(PURPOSES))
         if unknown:
             # category names of consent managers are mapped; anything else is an error here
@@ -101,7 +103,11 @@ def routes(app: SegueApp) -> list[Route]:
             identifier = Identifier.parse(request.params["ref"])
         except ValueError as exc:
             raise InvalidInput(str(exc), field="ref") from None
-        return json_response(await _view(app, [str(identifier)], history=True))
+        rules = app.runtime.processor.folder.rules
+        normal = normalise_identifier(identifier.type, identifier.value, rules)
+        if normal is None:
+            raise InvalidInput(f"not a usable {identifier.type}: {identifier.value!r}", field="ref")
+        return json_response(await _view(app, [str(normal)], history=True))
 
     return [
         Route(
@@ -128,13 +134,18 @@ def routes(app: SegueApp) -> list[Route]:
     ]
 
 
-def _subjects(user: dict[str, str]) -> list[str]:
+def _subjects(user: dict[str, str], rules: IdentityRules) -> list[str]:
+    """The ledger's subjects for a request's ``user``: each identifier as the processor
+    links it (an email lower-cased, a phone in E.164), or a choice recorded under
+    ``Ann@Example.com`` would hold for nobody, and outlive the person's erasure."""
     out = []
     for kind, value in user.items():
-        kind, value = kind.strip(), value.strip()
-        if not kind or not value:
+        if not kind.strip() or not value.strip():
             raise InvalidInput("identifier type and value must not be empty", field="$.user")
-        out.append(f"{kind}:{value}")
+        identifier = normalise_identifier(kind, value, rules)
+        if identifier is None:
+            raise InvalidInput(f"not a usable {kind.strip()}: {value!r}", field=f"$.user.{kind}")
+        out.append(str(identifier))
     return out
 
 
