@@ -139,6 +139,26 @@ def test_consent_under_an_email_or_phone_as_typed_is_the_person_s(srv):
     assert r.json()["field"] == "$.user.email"
 
 
+def test_an_analytics_refusal_under_the_email_holds_for_events_under_the_user_id(srv):
+    known(srv, "refuser-1")
+    profile = httpx.get(srv.url + "/v1/profiles/user_id:refuser-1", headers=ADMIN).json()
+    before = profile["event_count"]
+    put_consent(srv, {"user": {"email": "refuser-1@example.com"}, "purposes": {"analytics": False}})
+    with srv.writer() as w:
+        track = {
+            "userId": "refuser-1",
+            "event": "Product Viewed",
+            "properties": {"product_id": "sku-4"},
+            "context": {"ip": "198.51.100.23"},
+        }
+        assert w.post("/v1/track", json=track).status_code == 200
+    srv.wait_processed()
+    after = httpx.get(srv.url + "/v1/profiles/user_id:refuser-1", headers=ADMIN).json()
+    assert after["event_count"] == before  # kept in the log, taken in by no profile
+    log = httpx.get(srv.url + "/v1/admin/log?limit=1000", headers=ADMIN).json()
+    assert "198.51.100.23" not in str(log)
+
+
 def test_no_stale_personalised_answer_after_a_revocation_under_concurrent_load(srv):
     known(srv, "load-1")
     put_consent(srv, {"user": {"user_id": "load-1"}, "purposes": {"personalization": True}})

@@ -95,7 +95,13 @@ def routes(app: SegueApp) -> list[Route]:
                 "say something: purposes, region, tcf, usp, gpc or objects_to_automated_decisions",
                 field="$.purposes",
             )
-        await service.record(asked, signal, source="api", actor=_actor(request))
+        # under every identifier the person has now, not only those named: collection
+        # screens an event by its own user and anonymous ids, and a refusal given under
+        # the email must hold for the events sent under the user id
+        user = dict(s.split(":", 1) for s in asked)
+        _, linked = await app.runtime.decisioning.find_profile(user)
+        subjects = list(dict.fromkeys((*asked, *linked)))
+        await service.record(subjects, signal, source="api", actor=_actor(request))
         return json_response(await _view(app, asked, history=False))
 
     async def get_consent(request: Request) -> Response:
