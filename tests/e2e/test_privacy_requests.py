@@ -302,3 +302,40 @@ def test_bad_requests_are_refused(srv):
         headers=PUB,
     )
     assert r.status_code == 401
+
+
+def test_events_sent_before_consent_are_exported_and_erased_with_the_person(srv):
+    """An event from an opt-in region without analytics consent is logged but attached to
+    no profile; it is still the person's: their access export holds it, their erasure
+    removes it from the log."""
+    tag = uuid.uuid4().hex[:8]
+    uid, marker = f"before-{tag}", f"Marker{tag}"
+    silent = {
+        "type": "track",
+        "messageId": f"{uid}-0",
+        "userId": uid,
+        "event": "Product Viewed",
+        "properties": {"product_id": "sku-2", "list": marker},
+        "context": {"location": {"country": "DE"}},
+    }
+    send(srv, [silent])
+    srv.wait_processed()
+    assert profile_status(srv, f"user_id:{uid}") == 404  # taken in by no profile
+    granted = {"analytics": True, "personalization": True}
+    with httpx.Client(base_url=srv.url, headers=PUB) as c:
+        r = c.put("/v1/consent", json={"user": {"user_id": uid}, "purposes": granted})
+        assert r.status_code == 200, r.text
+    later = [
+        {"type": "identify", "messageId": f"{uid}-1", "userId": uid, "traits": {"plan": "x"}},
+        {"type": "page", "messageId": f"{uid}-2", "userId": uid, "name": "Home"},
+    ]
+    send(srv, [{**m, "context": {"location": {"country": "DE"}}} for m in later])
+    srv.wait_processed()
+    assert profile_status(srv, f"user_id:{uid}") == 200
+    export = run_request(srv, "access", {"user_id": uid})["export"]
+    assert [e["messageId"] for e in export["events"]] == [f"{uid}-{i}" for i in (0, 1, 2)]
+    assert scan(srv.data, [], [marker.encode()]), "the event is in the log before"
+    receipt = run_request(srv, "erasure", {"user_id": uid})["receipt"]
+    assert receipt["stores"]["event_log"]["events"] == 3
+    assert receipt["stores"]["state"]["unattached_events"] == 1
+    assert scan(srv.data, [], [marker.encode()]) == {}

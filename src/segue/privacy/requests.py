@@ -38,7 +38,7 @@ from segue.core.changes import Change
 from segue.core.events import Event
 from segue.core.model import Identifier, PrivacyRequest, Profile
 from segue.errors import BackendUnavailable, InvalidInput
-from segue.identity.identifiers import normalise_phone
+from segue.identity.identifiers import attachable, normalise_phone
 from segue.identity.matching import TF_FIELDS, record_from_traits
 from segue.privacy.retention import event_type, lifetimes
 from segue.privacy.shredding import SealedEventLog
@@ -314,6 +314,17 @@ class PrivacyRequests:
             if len(page) < _PAGE:
                 return offsets
 
+    async def _unattached(self, identifiers: Iterable[Identifier]) -> list[tuple[str, int]]:
+        """(index id, offset) of the person's events no profile took in (sent without
+        analytics consent), as the processor indexed them by user and anonymous id."""
+        index = self.rt.processor.unattached_id
+        rows: list[tuple[str, int]] = []
+        for identifier in sorted(identifiers):
+            if identifier.type in ("user_id", "anonymous_id"):
+                key = index(identifier)
+                rows += [(key, offset) for offset in await self._timeline(key)]
+        return rows
+
     async def _suppress(self, identifiers: Iterable[Identifier]) -> int:
         hashes = {self.suppression.hash(i) for i in identifiers}
         new = await self.store.suppress(hashes, self.rt.clock.now())
@@ -344,6 +355,8 @@ class PrivacyRequests:
             offsets: set[int] = set()
             for profile_id in found:
                 offsets.update(await self._timeline(profile_id))
+            unattached = await self._unattached(every)
+            offsets.update(offset for _, offset in unattached)
             screened, rt.processor.screened = rt.processor.screened, []
             linker = rt.processor.linker
             forgotten = 0
@@ -352,6 +365,7 @@ class PrivacyRequests:
                 if forgotten:
                     await linker.save()  # first: the store's erasure scrubs what this frees
             stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
+            stores["state"]["unattached_events"] = await rt.store.erase_timeline(unattached)
             stores["match_model"] = {"term_counts": forgotten}
             log: dict[str, int] = {"events": await rt.log.erase(sorted(offsets | set(screened)))}
             if isinstance(rt.log, SealedEventLog):
@@ -438,12 +452,12 @@ class PrivacyRequests:
         found = await self._find(every)
         for profile in found.values():
             every.update(profile.identities)
-        events: list[msgspec.Raw] = []
+        events: dict[int, msgspec.Raw] = {}
         profiles: list[dict[str, Any]] = []
         decisions = 0
         for profile_id, profile in sorted(found.items()):
             records = await rt.log.get(await self._timeline(profile_id))
-            events += [msgspec.Raw(r.body) for r in records]
+            events.update((r.offset, msgspec.Raw(r.body)) for r in records)
             logged = await rt.decisions.decisions_for(profile_id, 100_000)
             decisions += len(logged)
             body = msgspec.to_builtins(profile)
@@ -456,6 +470,9 @@ class PrivacyRequests:
             )
             body["event_count_in_log"] = len(records)
             profiles.append(body)
+        # the events no profile took in (sent without analytics consent) are theirs too
+        unattached = sorted({offset for _, offset in await self._unattached(every)})
+        events.update((r.offset, msgspec.Raw(r.body)) for r in await rt.log.get(unattached))
         # decisions under no profile held now: those of profiles merged into theirs, and
         # those made while they were a visitor decide did not know (an experiment's unit)
         merged = {m for profile in found.values() for m in profile.merged_from}
@@ -479,7 +496,7 @@ class PrivacyRequests:
             "identifiers": sorted(str(i) for i in every),
             "profiles": profiles,
             "decisions_outside_profiles": earlier,
-            "events": events,
+            "events": [events[offset] for offset in sorted(events)],
             "consent": msgspec.to_builtins(consent),
             "audit": msgspec.to_builtins(audit_entries),
         }
@@ -543,14 +560,21 @@ class PrivacyRequests:
         return removed
 
     async def _timeline_rows(self, records: list[Any]) -> list[tuple[str, int]]:
-        """(profile id, offset) of each record: the profile its identifiers lead to now."""
+        """(profile id, offset) of each record: the profile its identifiers lead to now,
+        and the index rows of a record no profile took in."""
         wanted: dict[int, list[Identifier]] = {}
+        unattached: list[tuple[str, int]] = []
+        index = self.rt.processor.unattached_id
         for record in records:
             try:
                 event = _event_decoder.decode(record.body)
             except msgspec.DecodeError:
                 continue
             wanted[record.offset] = self.rt.processor.folder.wanted(event)
+            if not attachable(event):
+                for kind, value in (("user_id", event.uid), ("anonymous_id", event.aid)):
+                    if value is not None:
+                        unattached.append((index(Identifier(kind, value)), record.offset))
         links = await self.rt.store.lookup({i for ids in wanted.values() for i in ids})
         rows: list[tuple[str, int]] = []
         survivors: dict[str, str | None] = {}
@@ -561,4 +585,4 @@ class PrivacyRequests:
                 survivor = survivors[profile_id]
                 if survivor is not None:
                     rows.append((survivor, offset))
-        return rows
+        return rows + unattached

@@ -25,6 +25,7 @@ from segue.core.model import Changeset, Identifier, LogRecord, PossibleMatch, Pr
 from segue.core.ports import Clock, EventLog, ProfileStore
 from segue.errors import BackendUnavailable, Conflict, NotFound, StaleState
 from segue.identity.identifiers import IdentityRules, attachable, identifiers_of
+from segue.privacy.envelope import derive_key
 from segue.processor.behaviour import BehaviourStage, Feedback
 from segue.processor.collector import batch_pause
 from segue.processor.fold import Folder, WorkingSet
@@ -57,6 +58,25 @@ def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
         return "p_" + mac.digest()[:12].hex()
 
     return new_id
+
+
+def unattached_id_factory(secret: bytes) -> Callable[[Identifier], str]:
+    """Where the offsets of an identifier's events no profile took in are indexed.
+
+    An event without analytics consent is kept in the log but attached to no profile, so
+    no timeline leads to it, and an access or erasure request for the person would miss it.
+    Its offset is indexed in the timeline table under this id instead: keyed, so state.db
+    does not hold the identifier, and distinct from every profile id (``u_``, not ``p_``),
+    so no profile's timeline ever shows such an event.
+    """
+    keyed = hmac.new(derive_key(secret, "unattached-events"), digestmod=hashlib.blake2b)
+
+    def unattached_id(identifier: Identifier) -> str:
+        mac = keyed.copy()
+        mac.update(str(identifier).encode())
+        return "u_" + mac.digest()[:12].hex()
+
+    return unattached_id
 
 
 def _decode_all(
@@ -115,6 +135,8 @@ class Processor:
         self._clock = clock
         self._consumer = consumer
         self._batch_size = batch_size
+        #: the timeline id under which an identifier's unattached events are indexed
+        self.unattached_id = unattached_id_factory(secret)
         self.folder = Folder(
             rules or IdentityRules(),
             survivorship or Survivorship(),
@@ -281,7 +303,10 @@ class Processor:
                 continue
             pid = self.folder.apply(ws, record, event, identifiers=own.get(record.offset))
             if pid is None:
-                if not self.aggregate_unattached or attachable(event):
+                if attachable(event):
+                    continue  # nothing in it names anyone
+                self._index_unattached(ws, record, event)
+                if not self.aggregate_unattached:
                     continue
                 at = event_time(event, datetime.fromtimestamp(record.received_at, UTC))
                 # no analytics consent: counted in aggregates only
@@ -292,6 +317,15 @@ class Processor:
             when = min(ws.changes.timeline[-1][2], record.received_at)
             landed.append((record, event, pid, when))
         return landed
+
+    def _index_unattached(self, ws: WorkingSet, record: LogRecord, event: Event) -> None:
+        """Index an event no profile takes in under its user and anonymous ids (see
+        :func:`unattached_id_factory`): a privacy request for the person finds it."""
+        usable = self.folder.rules.usable
+        for kind, value in (("user_id", event.uid), ("anonymous_id", event.aid)):
+            if value is not None and usable(value):
+                row = (self.unattached_id(Identifier(kind, value)), record.offset)
+                ws.changes.timeline.append((*row, record.received_at))
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
         """Undo the merge of ``merged_id`` into ``profile_id`` by re-deriving from the log.
