@@ -339,3 +339,34 @@ def test_events_sent_before_consent_are_exported_and_erased_with_the_person(srv)
     assert receipt["stores"]["event_log"]["events"] == 3
     assert receipt["stores"]["state"]["unattached_events"] == 1
     assert scan(srv.data, [], [marker.encode()]) == {}
+
+
+def test_an_erased_person_leaves_no_identifier_in_another_profile_s_separations(srv):
+    tag = uuid.uuid4().hex[:8]
+    joe, kiosk, email = f"joe-{tag}", f"kiosk-{tag}", f"xavier.{tag}@example.com"
+    send(
+        srv,
+        [
+            {"type": "identify", "userId": joe, "traits": {"firstName": "Joe"}},
+            {"type": "identify", "anonymousId": kiosk, "traits": {"email": email}},
+            # a wrong link, then undone: each profile keeps a separation naming both sides
+            {"type": "alias", "userId": joe, "previousId": kiosk},
+        ],
+    )
+    srv.wait_processed()
+    with srv.admin() as a:
+        merged = a.get(f"/v1/profiles/user_id:{joe}").json()
+        (merge,) = merged["merges"]
+        r = a.post(f"/v1/profiles/user_id:{joe}/unmerge", json={"profile_id": merge["profile_id"]})
+        assert r.status_code == 200, r.text
+    assert scan(srv.data, [], [email.encode()]), "the email is held before"
+    export = run_request(srv, "access", {"user_id": joe})["export"]
+    assert email not in str(export)  # the other side is counted, not named
+    assert export["profiles"][0]["separations"][0]["others"] >= 1
+    receipt = run_request(srv, "erasure", {"email": email})["receipt"]
+    assert receipt["stores"]["state"]["separations_elsewhere"] == 1
+    with srv.admin() as a:
+        after = a.get(f"/v1/profiles/user_id:{joe}").json()
+    assert email not in str(after)
+    # joe's profile named the email in its separation: no byte of it is left anywhere
+    assert scan(srv.data, [], [email.encode()]) == {}

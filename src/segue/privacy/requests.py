@@ -339,9 +339,13 @@ class PrivacyRequests:
         started = time.perf_counter()
         rt = self.rt
         every = set(identifiers)
-        for profile in (await self._find(every)).values():
+        first = await self._find(every)
+        for profile in first.values():
             every.update(profile.identities)
         suppressed = await self._suppress(every)
+        # while the person's profiles are still there: their separations (an unmerge, a
+        # rejected match) name the other profiles that name them back
+        separations = await rt.processor.forget_separated(every, set(first))
         stores: dict[str, dict[str, int]] = {}
         async with rt.processor.lock:
             # a batch may have linked more identifiers before the lock was ours
@@ -366,6 +370,7 @@ class PrivacyRequests:
                     await linker.save()  # first: the store's erasure scrubs what this frees
             stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
             stores["state"]["unattached_events"] = await rt.store.erase_timeline(unattached)
+            stores["state"]["separations_elsewhere"] = separations
             stores["match_model"] = {"term_counts": forgotten}
             log: dict[str, int] = {"events": await rt.log.erase(sorted(offsets | set(screened)))}
             if isinstance(rt.log, SealedEventLog):
@@ -463,6 +468,16 @@ class PrivacyRequests:
             body = msgspec.to_builtins(profile)
             body.pop("records", None)  # the same traits again, as match snapshots
             body["identities"] = [str(i) for i in profile.identities]
+            # a separation names another person's identifiers too: theirs are not this
+            # person's to receive, only how many there are
+            own = set(profile.identities)
+            body["separations"] = [
+                {
+                    "own": [str(i) for side in sep for i in side if i in own],
+                    "others": sum(1 for side in sep for i in side if i not in own),
+                }
+                for sep in profile.separations
+            ]
             body["features"] = await rt.decisioning.profile_features(profile_id)
             body["decisions"] = msgspec.to_builtins(logged)
             body["possible_matches"] = msgspec.to_builtins(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -407,6 +407,46 @@ class Processor:
         # the profile unmerged first (it keeps its id: ids derive from a profile's first
         # identifier), then the ones split off
         return sorted(ws.profiles, key=lambda pid: (pid != profile_id, pid))
+
+    async def forget_separated(
+        self, erased: Collection[Identifier], erased_profiles: Collection[str]
+    ) -> int:
+        """Take an erased person's identifiers out of the separations other profiles keep.
+
+        An unmerge, or a rejected possible match, writes both sides' identifiers into every
+        profile it leaves (so the two are never joined again): the other person's profile
+        names the erased one's email. The erased identifiers are suppressed from now on, so
+        the separation has nothing left to keep apart: it goes; a side with identifiers of
+        others left keeps them. Returns how many profiles were rewritten.
+        """
+        gone = set(erased)
+        return await self._fenced(partial(self._forget_separated, gone, set(erased_profiles)))
+
+    async def _forget_separated(
+        self, gone: set[Identifier], skip: set[str], offset: int, version: int
+    ) -> int:
+        mine = await self._store.profiles(skip)
+        named = {i for p in mine.values() for sep in p.separations for side in sep for i in side}
+        links = await self._store.lookup(named - gone)
+        owners: set[str] = set()
+        for pid in set(links.values()):
+            survivor = await self._store.resolve(pid)
+            if survivor is not None and survivor not in skip:
+                owners.add(survivor)
+        changes = Changeset(profiles={}, links={}, timeline=[], redirects={})
+        for profile in (await self._store.profiles(owners)).values():
+            kept = []
+            for left, right in profile.separations:
+                left = [i for i in left if i not in gone]
+                right = [i for i in right if i not in gone]
+                if left and right:
+                    kept.append((left, right))
+            if kept != profile.separations:
+                profile.separations = kept
+                changes.profiles[profile.profile_id] = profile
+        if changes.profiles:
+            await self._store.commit(changes, self._consumer, offset, expected=version)
+        return len(changes.profiles)
 
     async def decide_match(
         self, match_id: int, accept: bool, reason: str = "manual"
