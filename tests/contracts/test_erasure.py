@@ -135,6 +135,23 @@ def test_profile_store_erase_removes_the_person_and_nothing_else(profile_store):
     assert sum(profile_store.erase(["p1"], [E1]).values()) == 0
 
 
+def test_profile_store_erase_fences_out_a_commit_that_read_the_person_before(profile_store):
+    """A batch (or an unmerge) that read the person before their erasure must not write
+    them back: its commit, fenced on the version it read, fails as stale."""
+    from segue.errors import StaleState
+
+    _two_people(profile_store)
+    offset, version = profile_store.position("profiles")
+    profile_store.erase(["p1"], [E1])
+    assert profile_store.position("profiles") == (offset, version + 1)
+    back = Changeset(profiles={"p1": _profile("p1", U1, E1, email=SECRET_EMAIL)}, links={U1: "p1"})
+    with pytest.raises(StaleState):
+        profile_store.commit(back, "profiles", offset + 1, expected=version)
+    assert profile_store.lookup([U1]) == {}
+    # read again after the erasure, a commit goes through
+    profile_store.commit(Changeset(), "profiles", offset + 1, expected=version + 1)
+
+
 def test_sqlite_state_erasure_leaves_no_old_version_on_disk(tmp_path):
     """Profiles are rewritten on every event; every old version must go with the erasure
     (secure_delete zeroes the pages each rewrite frees, whatever the SQLite build's default)."""

@@ -229,7 +229,9 @@ class ProfileStore(Protocol):
         profiles, redirects from or to them, their timeline, features, block index entries,
         match records and possible matches; the profile and identity counters go down.
         What the backend still holds of removed rows on disk is overwritten or truncated
-        before this returns.
+        before this returns. Every consumer's state version moves on in the same
+        transaction, so a commit fenced on an earlier version (a batch or an admin operation
+        that read the person before, in any process) fails with ``StaleState``.
 
         Returns:
             rows removed per kind (``profiles``, ``identities``, ``redirects``,

@@ -369,6 +369,10 @@ class PrivacyRequests:
                 if forgotten:
                     await linker.save()  # first: the store's erasure scrubs what this frees
             stores["state"] = await rt.store.erase(sorted(profile_ids), sorted(every))
+            if rt.processor.running:
+                # the erasure moved the state's version (the commit fence) by one, with no
+                # batch of this process in flight (the lock is ours): its next one follows
+                rt.processor.version += 1
             stores["state"]["unattached_events"] = await rt.store.erase_timeline(unattached)
             stores["state"]["separations_elsewhere"] = separations
             stores["match_model"] = {"term_counts": forgotten}

@@ -301,6 +301,9 @@ class MemoryProfileStore:
     async def erase(
         self, profile_ids: Sequence[str], identifiers: Sequence[Identifier]
     ) -> dict[str, int]:
+        # a fenced commit that read the person before this fails as stale
+        for consumer in self._versions:
+            self._versions[consumer] += 1
         ids = set(profile_ids)
         ids.update(old for pid in list(ids) for old in self._merged.get(pid, ()))
         counts = dict.fromkeys(

@@ -548,6 +548,10 @@ class PostgresProfileStore:
     ) -> dict[str, int]:
         counts = dict.fromkeys(_ERASED, 0)
         async with self._db.transaction() as conn:
+            # first, under the checkpoints' row locks: a commit of a batch or an admin
+            # operation that read the person before this fails as stale (in any process),
+            # one already committed is seen by the statements below
+            await conn.execute("UPDATE checkpoints SET version = version + 1")
             cur = await conn.execute(
                 "SELECT old FROM redirects WHERE new = ANY(%s::text[])", (sorted(set(profile_ids)),)
             )

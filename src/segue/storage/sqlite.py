@@ -937,6 +937,9 @@ class SqliteProfileStore:
         idents = sorted(set(identifiers))
 
         def body(conn: sqlite3.Connection, blocks: _BlockWrites) -> dict[str, int]:
+            # every writer's state moves on: a batch or an admin operation that read the
+            # person before this (in any process) fails its fenced commit, and reads again
+            conn.execute("UPDATE versions SET version = version + 1")
             ids = set(wanted)
             for chunk, marks in in_chunks(wanted, _ERASE_CHUNK):
                 sql = f"SELECT old FROM redirects WHERE new IN ({marks})"  # noqa: S608
