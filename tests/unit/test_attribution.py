@@ -3,8 +3,10 @@ time on page, the pre-period covariate, replays and merges."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
+import msgspec
 import pytest
 
 from segue.core.events import Identify, Page, Track
@@ -225,3 +227,46 @@ def test_the_window_a_decision_was_made_under_wins_over_the_configured_one():
     attribution = Attribution({"hero": 3600.0})
     rows, _ = attribution.fold({}, [("ann", e, at) for e, at in events], {"d": recorded}.get)
     assert sum(r.conversions for r in rows) == 0
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([0.0, 50.0, 100.0, 160.0])))
+def test_late_pages_count_as_in_time_order(order):
+    first, *rest = order
+    events = [page(T0 + first), track("Decision Viewed", T0 + 1, decision_id="d1")]
+    rows, _, _ = fold(events + [page(T0 + at) for at in rest])
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert (t["sessions"], t["bounces"], t["timed_pages"]) == (1, 0, 3)
+    assert t["time_on_page_s"] == 50.0 + 50.0 + 60.0
+    assert t["time_on_page_sq"] == 50.0**2 + 50.0**2 + 60.0**2
+
+
+def test_a_late_page_turns_a_bounce_into_two_pages_only_within_the_session():
+    exposed = [page(T0 + 100), track("Decision Viewed", T0 + 101, decision_id="d1")]
+    rows, _, _ = fold([*exposed, page(T0 + 40)])  # 60 s before: the session's first page
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert (t["sessions"], t["bounces"], t["timed_pages"], t["time_on_page_s"]) == (1, 0, 1, 60)
+    rows, _, _ = fold([*exposed, page(T0 + 100 - 1800 - 1)])  # an earlier session's page
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert (t["sessions"], t["bounces"], t["timed_pages"], t["time_on_page_s"]) == (1, 1, 0, 0)
+
+
+def test_a_session_stored_without_page_times_still_loads_and_counts():
+    # the stored format before page times were kept: the session as an 8-item array
+    old = msgspec.msgpack.encode(
+        {
+            "shown": [],
+            "touches": [],
+            "session": [T0, T0 + 30, 2, T0 + 30, 1, 30.0, 900.0, [[list(HERO), day_of(T0)]]],
+            "orders": 0,
+            "revenue": 0.0,
+        }
+    )
+    state = decode_person(old)
+    rows, _, _ = fold([page(T0 + 90), page(T0 + 60), page(T0 + 10)], people={"ann": state})
+    t = totals(rows)[(HERO, day_of(T0))]
+    # T0+90 is timed after the newest page known (T0+30) and T0+60 splits that gap; T0+10
+    # falls before every page time kept, so its neighbours are unknown: a page, not timed
+    assert (t["timed_pages"], t["time_on_page_s"], t["bounces"]) == (2, 60.0, 0)
+    assert t["time_on_page_sq"] == 2 * 30.0**2
+    assert state.session is not None
+    assert state.session.pages == 5

@@ -18,7 +18,10 @@ What counts, and where:
   without any event. A session counts for each cell the person was exposed to during it
   (on the day of that exposure), with all its pages: it is a **bounce** while it has one
   page view; **time on page** is the time from a page view to the next one in the session
-  (the last page's time is unknown, as in every web analytics tool).
+  (the last page's time is unknown, as in every web analytics tool). A page that arrives
+  late is put where its time puts it (between its neighbours, or first), so the numbers
+  are those of time order; one earlier than the session's first page by more than the
+  timeout belongs to an earlier session and is left out.
 - **Pre-period covariate** (CUPED): the person's orders and revenue before the unit's first
   exposure in an experiment.
 
@@ -31,6 +34,7 @@ folded, so a replay of the log gives the same rows.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -58,6 +62,8 @@ __all__ = [
 MAX_SHOWN: Final = 200
 #: sessions count for at most this many cells (placements × experiments) each
 _MAX_CELLS: Final = 50
+#: page view times kept per session, to place late pages between their neighbours
+_MAX_PAGES: Final = 64
 ADD_EVENT: Final = "Product Added"
 ORDER_EVENT: Final = "Order Completed"
 
@@ -93,6 +99,7 @@ class _Touch(msgspec.Struct, array_like=True):
 
 
 class _Session(msgspec.Struct, array_like=True):
+    #: the time of the session's earliest page view
     start: float
     last: float
     pages: int
@@ -102,6 +109,10 @@ class _Session(msgspec.Struct, array_like=True):
     squares: float = 0.0
     #: the cells this session counts for: (arm, day of the exposure that attached it)
     cells: list[tuple[Arm, str]] = []
+    #: the times of the newest page views, ascending (at most :data:`_MAX_PAGES`), so that a
+    #: page arriving late can be put between its neighbours; a trailing field with a default,
+    #: so state stored before it existed still decodes (then only ``last_page_at`` is known)
+    page_times: list[float] = []
 
 
 class PersonState(msgspec.Struct):
@@ -358,19 +369,57 @@ class Attribution:
                 session.last = at
             return
         if session is None:
-            person.session = _Session(start=at, last=at, pages=1, last_page_at=at)
+            person.session = _Session(start=at, last=at, pages=1, last_page_at=at, page_times=[at])
             return
-        seconds = max(0.0, at - session.last_page_at)
-        session.pages += 1
-        session.timed += 1
-        session.seconds += seconds
-        session.squares += seconds * seconds
         session.last = max(session.last, at)
-        session.last_page_at = at
+        times = session.page_times
+        if not times:  # stored before page times were kept: the newest page is known
+            times.append(session.last_page_at)
+        if at >= session.last_page_at:
+            seconds = at - session.last_page_at
+            self._page(session, rows, 1, seconds, seconds * seconds)
+            session.last_page_at = at
+            times.append(at)
+            del times[:-_MAX_PAGES]
+            return
+        # a page that arrives late (an app that was offline): count what time order gives,
+        # so the numbers do not depend on the order the log holds the pages in
+        complete = len(times) == session.pages
+        if at < session.start:
+            if session.start - at > self.session_timeout:
+                return  # in time order it belongs to an earlier session, long over
+            seconds = session.start - at  # the new first page, timed up to the old first
+            self._page(session, rows, 1, seconds, seconds * seconds)
+            session.start = at
+            if complete:
+                times.insert(0, at)
+                del times[:-_MAX_PAGES]
+            return
+        i = bisect.bisect_right(times, at)
+        if i == 0:
+            # before the oldest page time kept: its neighbours are unknown, so it counts as
+            # a page but not as a timed one (the session's seconds are right either way)
+            self._page(session, rows, 0, 0.0, 0.0)
+            return
+        before, after = times[i - 1], times[i]
+        # it splits the gap before..after in two: one timed page more, the same seconds
+        squares = (at - before) ** 2 + (after - at) ** 2 - (after - before) ** 2
+        self._page(session, rows, 1, 0.0, squares)
+        times.insert(i, at)
+        del times[:-_MAX_PAGES]
+
+    @staticmethod
+    def _page(session: _Session, rows: _Rows, timed: int, seconds: float, squares: float) -> None:
+        """One page view more in ``session``, changing its timed pages, seconds and squared
+        seconds by these amounts, in the session and in every cell it counts for."""
+        session.pages += 1
+        session.timed += timed
+        session.seconds += seconds
+        session.squares += squares
         for arm, day in session.cells:
             row = rows.get(arm, day)
-            row.timed_pages += 1
+            row.timed_pages += timed
             row.time_on_page_s += seconds
-            row.time_on_page_sq += seconds * seconds
+            row.time_on_page_sq += squares
             if session.pages == 2:
                 row.bounces -= 1
