@@ -270,3 +270,20 @@ def test_a_session_stored_without_page_times_still_loads_and_counts():
     assert t["time_on_page_sq"] == 2 * 30.0**2
     assert state.session is not None
     assert state.session.pages == 5
+
+
+def test_a_session_across_midnight_counts_once_on_the_day_of_its_first_exposure():
+    rows, _, _ = fold(
+        [
+            page(T0 - 100),
+            track("Decision Viewed", T0 - 50, decision_id="d1"),  # the day before
+            page(T0 + 10),
+            track("Decision Viewed", T0 + 20, decision_id="d2"),  # same arm, next day
+            page(T0 + 30),
+        ]
+    )
+    by_day = totals(rows)
+    before, after = by_day[(HERO, day_of(T0 - 50))], by_day[(HERO, day_of(T0))]
+    assert (before["sessions"], before["bounces"], before["timed_pages"]) == (1, 0, 2)
+    assert before["time_on_page_s"] == 110.0 + 20.0
+    assert (after["impressions"], after["sessions"], after["timed_pages"]) == (1, 0, 0)

@@ -15,13 +15,13 @@ What counts, and where:
   once per (placement, experiment) the person was exposed to, for the most recent exposure
   there (last touch). No ``decision_id`` is needed.
 - **Sessions** start with a page or screen view and end after ``session_timeout`` seconds
-  without any event. A session counts for each cell the person was exposed to during it
-  (on the day of that exposure), with all its pages: it is a **bounce** while it has one
-  page view; **time on page** is the time from a page view to the next one in the session
-  (the last page's time is unknown, as in every web analytics tool). A page that arrives
-  late is put where its time puts it (between its neighbours, or first), so the numbers
-  are those of time order; one earlier than the session's first page by more than the
-  timeout belongs to an earlier session and is left out.
+  without any event. A session counts once for each cell the person was exposed to during
+  it (on the day of the first exposure there), with all its pages: it is a **bounce**
+  while it has one page view; **time on page** is the time from a page view to the next
+  one in the session (the last page's time is unknown, as in every web analytics tool). A
+  page that arrives late is put where its time puts it (between its neighbours, or first),
+  so the numbers are those of time order; one earlier than the session's first page by
+  more than the timeout belongs to an earlier session and is left out.
 - **Pre-period covariate** (CUPED): the person's orders and revenue before the unit's first
   exposure in an experiment.
 
@@ -107,7 +107,8 @@ class _Session(msgspec.Struct, array_like=True):
     timed: int = 0
     seconds: float = 0.0
     squares: float = 0.0
-    #: the cells this session counts for: (arm, day of the exposure that attached it)
+    #: the cells this session counts for: (arm, day of the exposure that attached it), one
+    #: per (placement, experiment, variant, unit)
     cells: list[tuple[Arm, str]] = []
     #: the times of the newest page views, ascending (at most :data:`_MAX_PAGES`), so that a
     #: page arriving late can be put between its neighbours; a trailing field with a default,
@@ -331,10 +332,12 @@ class Attribution:
                 ),
             )
         session = person.session
+        # once per arm and unit, on the day of its first exposure in the session: a session
+        # across midnight with an exposure on each side is one session, not two
         if (
             session is not None
-            and (arm, day) not in session.cells
             and len(session.cells) < _MAX_CELLS
+            and all(cell[:4] != arm[:4] for cell, _ in session.cells)
         ):
             session.cells.append((arm, day))
             row = rows.get(arm, day)
