@@ -4,6 +4,7 @@ time on page, the pre-period covariate, replays and merges."""
 from __future__ import annotations
 
 import itertools
+import random
 from collections import defaultdict
 
 import msgspec
@@ -287,3 +288,97 @@ def test_a_session_across_midnight_counts_once_on_the_day_of_its_first_exposure(
     assert (before["sessions"], before["bounces"], before["timed_pages"]) == (1, 0, 2)
     assert before["time_on_page_s"] == 110.0 + 20.0
     assert (after["impressions"], after["sessions"], after["timed_pages"]) == (1, 0, 0)
+
+
+def test_an_order_folded_before_its_exposure_counts_for_it_and_not_in_the_covariate():
+    rows, covariates, _ = fold(
+        [
+            track("Order Completed", T0 + 50, revenue=10.0),
+            track("Decision Viewed", T0, decision_id="d1"),  # shown before, folded after
+        ]
+    )
+    t = totals(rows)[(HERO, day_of(T0))]
+    assert (t["conversions"], t["revenue"]) == (1, 10.0)
+    assert [(c.unit, c.orders, c.revenue) for c in covariates] == [("p_ann", 0, 0.0)]
+
+
+def test_an_order_counts_for_the_last_exposure_before_it_in_time():
+    # d3 is a later exposure in the same placement and experiment (another unit, as after
+    # a merge), made after the order: d1 is the last touch before it
+    rows, _, _ = fold(
+        [
+            track("Decision Viewed", T0, decision_id="d1"),
+            track("Decision Viewed", T0 + 100, decision_id="d3"),
+            track("Order Completed", T0 + 50, revenue=10.0),
+        ]
+    )
+    t = totals(rows)
+    assert t[(HERO, day_of(T0))]["conversions"] == 1
+    assert t[(HELD, day_of(T0))]["conversions"] == 0
+
+
+EVENTS = [
+    track("Decision Viewed", T0, decision_id="d1"),
+    track("Decision Viewed", T0 + 20, decision_id="d3"),
+    track("Product Added", T0 + 10, product_id="i1"),
+    track("Order Completed", T0 + 50, revenue=10.0),
+    track("Order Completed", T0 + 5000, revenue=7.0),  # past every window
+    track("Decision Viewed", T0 + 60, decision_id="d4"),
+    track("Decision Viewed", T0 + 60, decision_id="d4"),  # reported twice
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_adds_and_orders_count_once_whatever_order_exposures_arrive_in(seed):
+    expected = {
+        (HERO, day_of(T0)): (1, 0, 0.0),  # the add, before d3
+        (HELD, day_of(T0)): (0, 1, 10.0),  # the order: d3 is its last touch in "hero"
+        (PDP, day_of(T0)): (0, 1, 7.0),  # PDP's window is a day: the late order only
+    }
+    events = list(EVENTS)
+    random.Random(seed).shuffle(events)
+    state: dict[str, PersonState] = {}
+    rows = []
+    for event in events:  # one batch each, the state stored in between
+        batch, _, state = fold([event], people=state)
+        rows += batch
+        state = {k: decode_person(encode_person(v)) for k, v in state.items()}
+    t = totals(rows)
+    for key, (adds, conversions, revenue) in expected.items():
+        assert (t[key]["add_to_carts"], t[key]["conversions"], t[key]["revenue"]) == (
+            adds,
+            conversions,
+            revenue,
+        )
+    assert state["ann"].orders == 2
+
+
+def test_attribution_state_stored_before_recent_orders_were_kept_still_loads():
+    old = msgspec.msgpack.encode(
+        {
+            "shown": [["d1", list(HERO), day_of(T0), T0, False]],
+            "touches": [[list(HERO), day_of(T0), T0]],
+            "session": None,
+            "orders": 2,
+            "revenue": 40.0,
+        }
+    )
+    state = decode_person(old)
+    rows, _, _ = fold([track("Order Completed", T0 + 9, revenue=5.0)], people={"ann": state})
+    assert totals(rows)[(HERO, day_of(T0))]["conversions"] == 1
+    assert (state.orders, state.revenue) == (3, 45.0)
+
+
+def test_recent_exposures_and_orders_are_bounded_per_person():
+    arms = {f"h{i}": HERO for i in range(30)} | {"p": PDP}
+    events = [track("Decision Viewed", T0, decision_id="p")]
+    events += [track("Decision Viewed", T0 + i, decision_id=f"h{i}") for i in range(30)]
+    events += [track("Order Completed", T0 + 100 + i, revenue=1.0) for i in range(40)]
+    people: dict[str, PersonState] = {}
+    Attribution().fold(people, [("ann", e, at) for e, at in events], arms.get)
+    state = people["ann"]
+    # the newest exposures of each (placement, experiment), the older placement's too
+    assert [t.at for t in state.touches] == [T0] + [T0 + i for i in range(22, 30)]
+    assert len(state.outcomes) == 32
+    assert state.outcomes[0].at == T0 + 108
+    assert (state.orders, state.revenue) == (40, 40.0)

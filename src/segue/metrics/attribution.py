@@ -13,7 +13,9 @@ What counts, and where:
 - **Add-to-cart** (``Product Added``) and **conversion** (``Order Completed``, with its
   revenue): within the attribution window after an exposure of the same person, counted
   once per (placement, experiment) the person was exposed to, for the most recent exposure
-  there (last touch). No ``decision_id`` is needed.
+  there before it in time whose window holds it (last touch). No ``decision_id`` is needed.
+  An exposure folded after an add or order it precedes (it arrived late) takes it over:
+  it is counted for the exposure, or moved to it from an earlier one, never twice.
 - **Sessions** start with a page or screen view and end after ``session_timeout`` seconds
   without any event. A session counts once for each cell the person was exposed to during
   it (on the day of the first exposure there), with all its pages: it is a **bounce**
@@ -22,12 +24,18 @@ What counts, and where:
   page that arrives late is put where its time puts it (between its neighbours, or first),
   so the numbers are those of time order; one earlier than the session's first page by
   more than the timeout belongs to an earlier session and is left out.
-- **Pre-period covariate** (CUPED): the person's orders and revenue before the unit's first
-  exposure in an experiment.
+- **Pre-period covariate** (CUPED): the person's orders and revenue before (in time) the
+  unit's first exposure in an experiment that is folded; orders folded earlier but made
+  after it are not in it. It is kept once: an exposure folded later does not change it,
+  even one that happened earlier.
 
 The state kept per person is small and bounded: the newest :data:`MAX_SHOWN` exposures,
-the last exposure per (placement, experiment), the current session and the person's order
-counters. Nothing expires by the clock: events may arrive late or out of time order (an app
+the newest :data:`_TOUCHES_PER_CELL` exposures in each of at most :data:`_MAX_CELLS`
+(placement, experiment) pairs, the newest :data:`_MAX_OUTCOMES` adds and orders with the
+exposures they count for, the current session and the person's order counters. What falls
+out of these lists is forgotten: an exposure older than every one kept in its pair, or an
+add or order older than every one kept, no longer takes part when something arrives late.
+Nothing expires by the clock: events may arrive late or out of time order (an app
 that was offline), and every window is checked against the event's own time when it is
 folded, so a replay of the log gives the same rows.
 """
@@ -64,6 +72,10 @@ MAX_SHOWN: Final = 200
 _MAX_CELLS: Final = 50
 #: page view times kept per session, to place late pages between their neighbours
 _MAX_PAGES: Final = 64
+#: exposures kept per (placement, experiment), newest first in time, for last touch
+_TOUCHES_PER_CELL: Final = 8
+#: adds and orders kept per person (the newest in time), for exposures that arrive late
+_MAX_OUTCOMES: Final = 32
 ADD_EVENT: Final = "Product Added"
 ORDER_EVENT: Final = "Order Completed"
 
@@ -97,6 +109,19 @@ class _Touch(msgspec.Struct, array_like=True):
     day: str
     at: float
 
+    @property
+    def cell(self) -> tuple[str, str]:
+        return self.arm.placement, self.arm.experiment
+
+
+class _Outcome(msgspec.Struct, array_like=True):
+    """An add-to-cart or an order, and the exposures (one per cell) it is counted for."""
+
+    at: float
+    order: bool
+    revenue: float = 0.0
+    credited: list[_Touch] = []
+
 
 class _Session(msgspec.Struct, array_like=True):
     #: the time of the session's earliest page view
@@ -117,13 +142,20 @@ class _Session(msgspec.Struct, array_like=True):
 
 
 class PersonState(msgspec.Struct):
-    """What the reports consumer remembers of one person between events."""
+    """What the reports consumer remembers of one person between events.
+
+    Encoded as a map, so fields added with a default (``outcomes``) leave state stored
+    before them readable.
+    """
 
     shown: list[_Shown] = []
+    #: recent exposures, ascending by time (see :func:`_keep_touches`)
     touches: list[_Touch] = []
     session: _Session | None = None
     orders: int = 0
     revenue: float = 0.0
+    #: recent adds and orders, ascending by time (at most :data:`_MAX_OUTCOMES`)
+    outcomes: list[_Outcome] = []
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -172,19 +204,16 @@ def _number(value: object) -> float | None:
 
 
 def merge_people(survivor: PersonState, others: Iterable[PersonState]) -> PersonState:
-    """One person out of several (their profiles merged): exposures and order counters add
-    up, the latest exposure per (placement, experiment) and the latest session win."""
+    """One person out of several (their profiles merged): exposures, recent adds and orders
+    and order counters add up (the newest kept), and the latest session wins."""
     for other in others:
         known = {s.decision_id for s in survivor.shown}
         survivor.shown += [s for s in other.shown if s.decision_id not in known]
         survivor.shown.sort(key=lambda s: s.at)
         del survivor.shown[:-MAX_SHOWN]
-        latest = {(t.arm.placement, t.arm.experiment): t for t in survivor.touches}
-        for touch in other.touches:
-            key = (touch.arm.placement, touch.arm.experiment)
-            if key not in latest or latest[key].at < touch.at:
-                latest[key] = touch
-        survivor.touches = list(latest.values())
+        survivor.touches = _keep_touches(sorted(survivor.touches + other.touches, key=_at))
+        survivor.outcomes = sorted(survivor.outcomes + other.outcomes, key=_at)
+        del survivor.outcomes[:-_MAX_OUTCOMES]
         if other.session is not None and (
             survivor.session is None or survivor.session.last < other.session.last
         ):
@@ -192,6 +221,25 @@ def merge_people(survivor: PersonState, others: Iterable[PersonState]) -> Person
         survivor.orders += other.orders
         survivor.revenue += other.revenue
     return survivor
+
+
+def _at(item: _Touch | _Outcome) -> float:
+    return item.at
+
+
+def _keep_touches(touches: list[_Touch]) -> list[_Touch]:
+    """The newest :data:`_TOUCHES_PER_CELL` of each cell, of the :data:`_MAX_CELLS` cells
+    exposed last, in time order (``touches`` is in time order)."""
+    kept: dict[tuple[str, str], int] = {}
+    out: list[_Touch] = []
+    for touch in reversed(touches):
+        n = kept.get(touch.cell, 0)
+        if n >= _TOUCHES_PER_CELL or (n == 0 and len(kept) >= _MAX_CELLS):
+            continue
+        kept[touch.cell] = n + 1
+        out.append(touch)
+    out.reverse()
+    return out
 
 
 class _Rows:
@@ -277,17 +325,17 @@ class Attribution:
                 shown = self._expose(person, decision_id, at, arm, rows, covariates)
                 if shown is not None and name in CLICK_EVENTS:
                     self._click(shown, at, rows)
-            if name == ADD_EVENT:
+            if name in (ADD_EVENT, ORDER_EVENT):
+                order = name == ORDER_EVENT
+                outcome = _Outcome(at, order, order_revenue(props) if order else 0.0)
                 for touch in self._touching(person, at):
-                    rows.get(touch.arm, touch.day).add_to_carts += 1
-            elif name == ORDER_EVENT:
-                revenue = order_revenue(props)
-                for touch in self._touching(person, at):
-                    row = rows.get(touch.arm, touch.day)
-                    row.conversions += 1
-                    row.revenue += revenue
-                person.orders += 1
-                person.revenue += revenue
+                    _credit(rows, touch, outcome, 1)
+                    outcome.credited.append(touch)
+                bisect.insort(person.outcomes, outcome, key=_at)
+                del person.outcomes[:-_MAX_OUTCOMES]
+                if order:
+                    person.orders += 1
+                    person.revenue += outcome.revenue
         return list(rows.rows.values()), list(covariates.values())
 
     # --- exposures and clicks -----------------------------------------------------------
@@ -310,26 +358,20 @@ class Attribution:
         shown = _Shown(decision_id, arm, day, at)
         person.shown.append(shown)
         rows.get(arm, day).impressions += 1
-        person.touches = [
-            t
-            for t in person.touches
-            if (t.arm.placement, t.arm.experiment) != (arm.placement, arm.experiment)
-        ]
-        person.touches.append(_Touch(arm, day, at))
-        if len(person.touches) > _MAX_CELLS:
-            person.touches.sort(key=lambda t: t.at)
-            del person.touches[:-_MAX_CELLS]
-        if arm.experiment:
-            cov_key = (arm.placement, arm.experiment, arm.unit)
-            covariates.setdefault(
-                cov_key,
-                Covariate(
-                    placement=arm.placement,
-                    experiment=arm.experiment,
-                    unit=arm.unit,
-                    orders=person.orders,
-                    revenue=person.revenue,
-                ),
+        touch = _Touch(arm, day, at)
+        bisect.insort(person.touches, touch, key=_at)
+        person.touches = _keep_touches(person.touches)
+        self._take_over(person, touch, rows)
+        cov_key = (arm.placement, arm.experiment, arm.unit)
+        if arm.experiment and cov_key not in covariates:
+            # orders folded before this exposure but made after it are not "before" it
+            later = [o for o in person.outcomes if o.order and o.at >= at]
+            covariates[cov_key] = Covariate(
+                placement=arm.placement,
+                experiment=arm.experiment,
+                unit=arm.unit,
+                orders=person.orders - len(later),
+                revenue=person.revenue - sum(o.revenue for o in later),
             )
         session = person.session
         # once per arm and unit, on the day of its first exposure in the session: a session
@@ -359,8 +401,30 @@ class Attribution:
         rows.get(shown.arm, shown.day).clicks += 1
 
     def _touching(self, person: PersonState, at: float) -> list[_Touch]:
-        """The person's last exposure per (placement, experiment) whose window holds ``at``."""
-        return [t for t in person.touches if 0.0 <= at - t.at <= self.window(t.arm)]
+        """The person's last exposure before ``at`` whose window holds it, per (placement,
+        experiment)."""
+        last: dict[tuple[str, str], _Touch] = {}
+        for touch in person.touches:  # in time order: a later one replaces an earlier one
+            if 0.0 <= at - touch.at <= self.window(touch.arm):
+                last[touch.cell] = touch
+        return list(last.values())
+
+    def _take_over(self, person: PersonState, touch: _Touch, rows: _Rows) -> None:
+        """The adds and orders a late exposure is the last touch of in its cell: counted for
+        it, or moved to it from the earlier exposure they were counted for."""
+        end = touch.at + self.window(touch.arm)
+        for outcome in person.outcomes:
+            if not touch.at <= outcome.at <= end:
+                continue
+            i = next((i for i, t in enumerate(outcome.credited) if t.cell == touch.cell), None)
+            if i is None:
+                outcome.credited.append(touch)
+            elif outcome.credited[i].at < touch.at:
+                _credit(rows, outcome.credited[i], outcome, -1)
+                outcome.credited[i] = touch
+            else:
+                continue  # already counted for a later exposure: that one is its last touch
+            _credit(rows, touch, outcome, 1)
 
     # --- sessions -----------------------------------------------------------------------
     def _session_event(self, person: PersonState, event: Event, at: float, rows: _Rows) -> None:
@@ -426,3 +490,13 @@ class Attribution:
             row.time_on_page_sq += squares
             if session.pages == 2:
                 row.bounces -= 1
+
+
+def _credit(rows: _Rows, touch: _Touch, outcome: _Outcome, sign: int) -> None:
+    """Count an add or order for an exposure (``sign`` 1), or take it back (-1)."""
+    row = rows.get(touch.arm, touch.day)
+    if outcome.order:
+        row.conversions += sign
+        row.revenue += sign * outcome.revenue
+    else:
+        row.add_to_carts += sign
