@@ -199,3 +199,39 @@ def test_the_noise_has_the_scale_its_epsilon_and_bound_ask_for():
         release(
             [], domain[:1], ("clicks",), {}, epsilon=1.0, delta=0.0, rng=np.random.default_rng()
         )
+
+
+@pytest.mark.parametrize("cuped", [False, True])
+def test_a_lift_that_cannot_be_estimated_is_null_not_a_sentinel(cuped):
+    totals, values = arms(np.random.default_rng(3), 50, effect=0.0)
+    totals[HELD] = {}  # the holdout has no data yet
+    values[HELD] = UnitValues()
+    nothing = dict.fromkeys(("estimate", "low", "high", "p_value", "sequential_p_value"))
+    for row in lift_rows(totals, values if cuped else None):
+        assert {k: row[k] for k in nothing} == nothing, row["metric"]
+
+
+def test_a_ratio_to_a_holdout_mean_of_zero_has_no_estimate_but_a_test():
+    totals, _ = arms(np.random.default_rng(4), 50, effect=0.0)
+    held: dict[str, float] = {}
+    for i in range(50):  # visitors who bought nothing and spent no time on timed pages
+        add_unit(held, unit(f"h{i}", "holdout", impressions=10, clicks=1, timed_pages=1))
+    totals[HELD] = held
+    lift = {r["metric"]: r for r in lift_rows(totals)}
+    for metric in ("conversion_rate", "revenue_per_visitor", "time_on_page_s"):
+        assert (lift[metric]["estimate"], lift[metric]["low"], lift[metric]["high"]) == (
+            None,
+            None,
+            None,
+        )
+    for metric in ("conversion_rate", "revenue_per_visitor"):
+        assert lift[metric]["p_value"] < 0.001  # the treatment's mean is clearly not 0
+    # 30 s on every timed page against 0 s: nothing varies, so there is nothing to test with
+    assert lift["time_on_page_s"]["p_value"] is None
+    assert lift["ctr"]["estimate"] is not None
+    # one unit per arm: an estimate, but no noise to test it against
+    one = {KEY: {"visitors": 1.0, "revenue": 30.0, "revenue_sq": 900.0}}
+    one[HELD] = {"visitors": 1.0, "revenue": 20.0, "revenue_sq": 400.0}
+    rpv = {r["metric"]: r for r in lift_rows(one)}["revenue_per_visitor"]
+    assert rpv["estimate"] == 0.5
+    assert (rpv["p_value"], rpv["sequential_p_value"]) == (None, None)

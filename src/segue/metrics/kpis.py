@@ -17,6 +17,13 @@ report: CTR and bounce rate as rates (impressions and sessions as trials), conve
 and revenue per visitor as means over units with CUPED on the unit's pre-period orders and
 revenue, time on page as a mean over timed pages. Each lift has a 95 % interval, a p-value
 and an always-valid sequential p-value (for people who look every day).
+
+Where the stats module answers with a sentinel (``0.0``, ``-1``/``±inf``, p = 1) because
+nothing can be estimated, a lift row says ``None`` instead, so that no reader takes a
+sentinel for a measured "no difference": everything when an arm has no data (for a rate:
+no trials in an arm, or no success in either); the estimate when the holdout's mean is 0
+(a ratio to 0); the p-values when an arm has fewer than two units or nothing varies (the
+noise is unknown).
 """
 
 from __future__ import annotations
@@ -141,20 +148,39 @@ def _lift(
     interval: Interval,
     sequential: float,
     reduction: float | None = None,
+    *,
+    estimable: bool = True,
+    testable: bool = True,
 ) -> dict[str, Any]:
+    """A lift row; ``estimable`` and ``testable`` false turn the stats module's sentinels
+    for an undefined ratio and an unknown noise into ``None``."""
     placement, experiment, variant = key
     return {
         "placement": placement,
         "experiment": experiment,
         "variant": variant,
         "metric": metric,
-        "estimate": _finite(interval.estimate),
-        "low": _finite(interval.low),
-        "high": _finite(interval.high),
-        "p_value": _finite(interval.p_value),
-        "sequential_p_value": _finite(sequential),
+        "estimate": _finite(interval.estimate) if estimable else None,
+        "low": _finite(interval.low) if estimable else None,
+        "high": _finite(interval.high) if estimable else None,
+        "p_value": _finite(interval.p_value) if testable else None,
+        "sequential_p_value": _finite(sequential) if testable else None,
         "cuped": reduction is not None,
         "variance_reduction": None if reduction is None else round(reduction, 6),
+    }
+
+
+def _known(arm_t: tuple[float, float, int], arm_c: tuple[float, float, int]) -> dict[str, bool]:
+    """Whether a lift of means has an estimate (the holdout's mean is not 0) and a test (two
+    units per arm and some variation), from each arm's (sum, sum of squares, units)."""
+    (sum_t, sumsq_t, n_t), (sum_c, sumsq_c, n_c) = arm_t, arm_c
+    both = n_t > 0 and n_c > 0
+    # the variance as the stats module computes it: 0 there means "noise unknown"
+    spread_t = n_t >= 2 and sumsq_t - sum_t * (sum_t / n_t) > 0.0
+    spread_c = n_c >= 2 and sumsq_c - sum_c * (sum_c / n_c) > 0.0
+    return {
+        "estimable": both and sum_c != 0.0,
+        "testable": n_t >= 2 and n_c >= 2 and (spread_t or spread_c),
     }
 
 
@@ -210,7 +236,8 @@ def _rate(
     x_t, x_c = min(_count(t.get(success, 0.0)), n_t), min(_count(c.get(success, 0.0)), n_c)
     interval = rate_lift(x_t, n_t, x_c, n_c)
     sequential = sequential_p_value(x_t, x_t, n_t, x_c, x_c, n_c)
-    return _lift(key, metric, interval, sequential)
+    known = n_t > 0 and n_c > 0 and x_t + x_c > 0
+    return _lift(key, metric, interval, sequential, estimable=known, testable=known)
 
 
 def _mean(
@@ -224,7 +251,9 @@ def _mean(
 ) -> dict[str, Any]:
     arm_t = _mean_parts(t, total, square, count)
     arm_c = _mean_parts(c, total, square, count)
-    return _lift(key, metric, mean_lift(*arm_t, *arm_c), sequential_p_value(*arm_t, *arm_c))
+    interval = mean_lift(*arm_t, *arm_c)
+    sequential = sequential_p_value(*arm_t, *arm_c)
+    return _lift(key, metric, interval, sequential, **_known(arm_t, arm_c))
 
 
 def _per_visitor(
@@ -239,15 +268,16 @@ def _per_visitor(
     arm_t = _mean_parts(t, total, square, "visitors")
     arm_c = _mean_parts(c, total, square, "visitors")
     sequential = sequential_p_value(*arm_t, *arm_c)  # CUPED does not enter the mSPRT
+    known = _known(arm_t, arm_c)
     ut, uc = arms if arms is not None else (None, None)
     if ut is None or uc is None:
-        return _lift(key, metric, mean_lift(*arm_t, *arm_c), sequential)
+        return _lift(key, metric, mean_lift(*arm_t, *arm_c), sequential, **known)
     if total == "conversions":
         y_t, x_t, y_c, x_c = ut.conversions, ut.pre_orders, uc.conversions, uc.pre_orders
     else:
         y_t, x_t, y_c, x_c = ut.revenue, ut.pre_revenue, uc.revenue, uc.pre_revenue
     interval, reduction = cuped_lift(y_t, x_t, y_c, x_c)
-    return _lift(key, metric, interval, sequential, reduction)
+    return _lift(key, metric, interval, sequential, reduction, **known)
 
 
 def srm_rows(
