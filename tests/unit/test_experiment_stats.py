@@ -217,6 +217,14 @@ def test_p_value_below_alpha_exactly_when_the_interval_excludes_zero(seed):
         assert m.low <= m.estimate <= m.high
 
 
+def test_an_unbounded_fieller_set_can_come_with_a_small_p_value():
+    # the example of docs/statistics.md: the treatment is clearly higher, but the holdout's
+    # mean (0.1, standard error 0.1) is too uncertain to bound the ratio
+    m = mean_lift(sum_t=550, sumsq_t=6050, n_t=50, sum_c=5, sumsq_c=25, n_c=50)
+    assert (m.estimate, m.low, m.high) == (pytest.approx(109.0), -math.inf, math.inf)
+    assert m.p_value < 1e-6
+
+
 def test_a_wider_confidence_gives_a_wider_interval():
     narrow = rate_lift(550, 10_000, 500, 10_000, confidence=0.8)
     wide = rate_lift(550, 10_000, 500, 10_000, confidence=0.99)

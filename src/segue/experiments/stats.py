@@ -14,7 +14,9 @@ Choices, and why:
   difference: it keeps its coverage on skewed metrics like revenue where the symmetric
   delta-method interval of the ratio undercovers (0.939 against 0.950 at 200 units per arm
   in our simulations), and handles a control mean near 0 by widening to infinity instead of
-  dividing by it. In every case "p < 1 - confidence" and "the interval excludes 0" agree.
+  dividing by it. While both bounds are finite, "p < 1 - confidence" and "the interval
+  excludes 0" agree; an infinite bound (the control mean too uncertain to bound a ratio of
+  means) can come with a small p-value, which then is the answer to read.
 * **Normal quantiles**, not Student's t: reports compare hundreds to millions of units, where
   the two differ by less than 1 % (1.960 against 1.972 at 200 units); below two units per
   arm nothing is estimated.
@@ -178,9 +180,10 @@ def _fieller(a: float, b: float, var_a: float, var_b: float, cov_ab: float, z: f
     The interval is every ratio ``k`` for which ``a - k b`` (mean 0 when ``k`` is the true
     ratio) is within ``z`` standard errors of 0: ``(a - k b)² ≤ z² (V_a - 2k C + k² V_b)``,
     a quadratic in ``k``. At ``k = 1`` that is the z-test of ``a - b``, the p-value reported,
-    so the interval excludes 0 exactly when the p-value is below ``1 - confidence``. When
-    ``b`` itself is not significantly different from 0 the set is unbounded and the bounds
-    are ``±inf``.
+    so a bounded interval excludes 0 exactly when the p-value is below ``1 - confidence``.
+    When ``b`` itself is not significantly different from 0 the set is unbounded (the whole
+    line, or two rays that may leave out ``k = 1`` while the p-value is small) and the bounds
+    are ``±inf``, the smallest interval that holds it: two rays do not fit in one interval.
     """
     diff_var = var_a - 2.0 * cov_ab + var_b
     if not diff_var > 0.0 or not math.isfinite(diff_var):  # nothing varies: noise unknown
@@ -215,8 +218,8 @@ def mean_lift(
     ``|ȳ_t - k ȳ_c| ≤ z sqrt(v_t + k² v_c)`` (``v`` the variance of each arm's mean), and
     the p-value is the Welch z-test of ``ȳ_t - ȳ_c``. Unlike the delta method's symmetric
     ``r ± z sqrt(v_t + r² v_c)/ȳ_c`` (which it matches for large samples) it keeps its
-    coverage on skewed metrics such as revenue, and it agrees with the p-value by
-    construction.
+    coverage on skewed metrics such as revenue, and while its bounds are finite it agrees
+    with the p-value by construction.
 
     Args:
         sum_t: sum of the metric over the treatment's units.
