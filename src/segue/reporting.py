@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import msgspec
 import numpy as np
 import structlog
 
-from segue.core.model import Decision, Identifier
+from segue.core.model import Decision, Identifier, ReportBatch
 from segue.core.ports import ReportStore
+from segue.errors import StaleState
 from segue.experiments.assignment import Experiment, Experiments, Variant
 from segue.metrics.attribution import Attribution
 from segue.metrics.consumer import ReportsConsumer
@@ -29,11 +32,13 @@ from segue.settings import Settings, experiment_period
 if TYPE_CHECKING:
     from segue.runtime import Runtime
 
-__all__ = ["Reporting", "experiments_of", "start_reporting"]
+__all__ = ["Reporting", "check_designs", "design_fingerprint", "experiments_of", "start_reporting"]
 
 _log = structlog.get_logger("segue.reporting")
 #: the processor counts as folding live traffic this long after a batch that found records
 _LIVE_WITHIN_S = 1.0
+#: report-store checkpoints named with this prefix hold a running experiment's design
+_DESIGN = "experiment-design:"
 
 
 def experiments_of(settings: Settings) -> list[Experiment]:
@@ -63,6 +68,50 @@ def experiments_of(settings: Settings) -> list[Experiment]:
             )
         )
     return out
+
+
+def design_fingerprint(experiment: Experiment) -> int:
+    """What decides the arm a unit's position falls in: the arms in order with their shares
+    (so weights 1:1 and 2:2 are one design), as a number in ``[1, 2**62)`` (0 is "none")."""
+    arms = [(arm, round(share, 12)) for arm, share in experiment.arms()]
+    digest = hashlib.blake2b(msgspec.json.encode(arms), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 2) | 1
+
+
+async def check_designs(
+    store: ReportStore, experiments: Iterable[Experiment], now: float
+) -> list[str]:
+    """Warn about every running experiment whose split changed since a process last
+    started with it, and remember the split it has now; returns their names.
+
+    A changed holdout, weight or order of variants moves units between arms (assignment maps
+    a unit's fixed position to cumulative shares), so an arm's numbers before and after mix
+    two populations. Nothing stores assignments, so the log line is the only trace. The
+    fingerprint is kept as a named checkpoint of the report store: every backend keeps one
+    atomically, and a process racing this one with the same news loses the compare-and-set
+    harmlessly.
+    """
+    changed = []
+    for experiment in experiments:
+        if not experiment.start <= now < experiment.end:
+            continue  # not assigning: nobody moves
+        name = _DESIGN + experiment.name
+        stored = await store.checkpoint(name)
+        current = design_fingerprint(experiment)
+        if stored == current:
+            continue
+        if stored:
+            changed.append(experiment.name)
+            _log.warning(
+                "experiment_design_changed",
+                experiment=experiment.name,
+                placement=experiment.placement,
+                arms=experiment.arms(),
+                effect="units moved between arms; numbers before and after mix two splits",
+            )
+        with contextlib.suppress(StaleState):
+            await store.commit(ReportBatch(), name, stored, current)
+    return changed
 
 
 class Reporting:
@@ -162,6 +211,7 @@ async def start_reporting(runtime: Runtime, store: ReportStore, *, run: bool) ->
     """Open the report store, give decide its experiments, start the consumer if ``run``."""
     await store.open()
     reporting = Reporting(runtime, store)
+    await check_designs(store, reporting.experiments.all, runtime.clock.now())
     runtime.engine.experiments = reporting.experiments
     runtime.engine.visitor_unit = reporting.visitor_unit
     await reporting.consumer.start()

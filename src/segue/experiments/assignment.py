@@ -85,7 +85,13 @@ def bucket(key: bytes, experiment: str, unit: str) -> float:
 
 def choose(experiment: Experiment, position: float) -> Assignment:
     """The arm at ``position`` in ``[0, 1)``: the holdout takes the first ``holdout`` of
-    the interval, the variants the rest in order, each in proportion to its weight."""
+    the interval, the variants the rest in order, each in proportion to its weight.
+
+    A unit's position never changes, but these boundaries do when the holdout, a weight or
+    the variants' order does, and the units near them change arm: a process warns at
+    start-up when a running experiment's split changed (:func:`segue.reporting.
+    check_designs`).
+    """
     if position < experiment.holdout:
         return Assignment(experiment, HOLDOUT, None)
     total = sum(v.weight for v in experiment.variants)
