@@ -12,6 +12,7 @@ import pytest
 
 from segue.core.events import Identify, Page, Track
 from segue.metrics.attribution import (
+    MAX_SHOWN,
     Arm,
     Attribution,
     PersonState,
@@ -382,3 +383,15 @@ def test_recent_exposures_and_orders_are_bounded_per_person():
     assert len(state.outcomes) == 32
     assert state.outcomes[0].at == T0 + 108
     assert (state.orders, state.revenue) == (40, 40.0)
+
+
+def test_a_decision_reported_again_after_max_shown_others_counts_again():
+    arms = {f"x{i}": PDP for i in range(MAX_SHOWN + 1)}
+    first = [track("Decision Viewed", T0, decision_id="x0")]
+    others = [track("Decision Viewed", T0 + i, decision_id=f"x{i}") for i in range(1, 201)]
+    again = [track("Decision Viewed", T0 + 300, decision_id="x0")]
+    # after 199 others x0 is still remembered: one impression; after 200 it is not: two
+    for between, impressions in ((others[:-1], MAX_SHOWN), (others, MAX_SHOWN + 2)):
+        events = first + between + again
+        rows, _ = Attribution().fold({}, [("ann", e, at) for e, at in events], arms.get)
+        assert sum(r.impressions for r in rows) == impressions

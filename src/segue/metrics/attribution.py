@@ -66,7 +66,8 @@ __all__ = [
     "order_revenue",
 ]
 
-#: exposed decisions kept per person for clicks (the newest)
+#: exposed decisions kept per person (the most recently folded), so that an impression and a
+#: click count once per decision; one reported again after this many others counts again
 MAX_SHOWN: Final = 200
 #: sessions count for at most this many cells (placements × experiments) each
 _MAX_CELLS: Final = 50
