@@ -118,6 +118,38 @@ def test_suppression_recognises_events_and_raw_messages_of_erased_people():
     assert s.dropped == 2
 
 
+def test_a_shared_device_of_an_erased_person_drops_only_their_own_events():
+    """The family tablet: erasing user 100 suppresses the tablet's id too, yet user 101's
+    next order on it is 101's; an event the tablet's id alone decides is 100's."""
+    from segue.identity.identifiers import identifiers_of
+
+    rules = IdentityRules()
+    s = SuppressionList(b"secret", lambda e: identifiers_of(e, rules), rules)
+    tablet = {"device": {"id": "store-tablet-7"}}
+    s.add(
+        s.hash(i)
+        for i in (
+            Identifier("user_id", "100"),
+            Identifier("device_id", "store-tablet-7"),
+            Identifier("anonymous_id", "a-100"),
+        )
+    )
+
+    def event(**fields):
+        return to_event({"type": "track", "messageId": "m", "event": "Order Completed", **fields})
+
+    assert s.blocks(event(userId="101", context=tablet)) is False
+    assert s.blocks(event(userId="101", anonymousId="a-100")) is False
+    assert s.blocks(event(userId="100", context=tablet)) is True
+    assert s.blocks(event(anonymousId="a-new", context=tablet)) is True  # the tablet decides
+    assert s.blocks(event(anonymousId="a-100")) is True
+    # an erased person's email beside another user id is theirs: dropped
+    s.add([s.hash(Identifier("email", "eve@x.org"))])
+    assert s.blocks(event(userId="101", context={"traits": {"email": "eve@x.org"}})) is True
+    assert s.blocks_message({"userId": "101", "anonymousId": "a-100"}) is False
+    assert s.blocks_message({"anonymousId": "a-100"}) is True
+
+
 def test_suppression_hashes_are_keyed_and_name_no_one():
     s = _suppression()
     h = s.hash(Identifier("email", "ann@x.org"))

@@ -10,8 +10,8 @@ nothing at all while the list is empty.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Final
 
 from segue.core.events import Event
 from segue.core.model import Identifier
@@ -33,6 +33,10 @@ def normalise_identifier(kind: str, value: object, rules: IdentityRules) -> Iden
     else:
         text = None
     return Identifier(kind, text) if kind and text else None
+
+
+#: identifiers of a device or a browser rather than of a person: shared by a household
+SHARED_KINDS: Final = frozenset({"anonymous_id", "device_id", "advertising_id"})
 
 
 class SuppressionList:
@@ -66,7 +70,7 @@ class SuppressionList:
         self.hashes.update(hashes)
 
     def blocks(self, event: Event) -> bool:
-        """Whether ``event`` names an erased person (any of its identifiers)."""
+        """Whether ``event`` is an erased person's (see :meth:`_names_erased`)."""
         if not self.hashes:
             return False
         identifiers = set(self._identify(event))  # usually holds uid and aid already
@@ -75,10 +79,27 @@ class SuppressionList:
             identifiers.add(Identifier("user_id", uid))
         if aid is not None:
             identifiers.add(Identifier("anonymous_id", aid))
-        if any(self.hash(i) in self.hashes for i in identifiers):
+        if self._names_erased(identifiers):
             self.dropped += 1
             return True
         return False
+
+    def _names_erased(self, identifiers: Collection[Identifier]) -> bool:
+        """Whether a message with these identifiers is an erased person's.
+
+        It is when one that names a person (a user id, an email, a phone, a CRM id) is on
+        the list, or when the one that decides its profile is (the highest-priority one:
+        a late event sent only under the person's anonymous id). A device's or browser's
+        id (``SHARED_KINDS``) on the list beside another person's own id does not make it
+        the erased person's: a family tablet stays with one profile, and erasing that
+        person must not drop the next order another family member places on it.
+        """
+        erased = [i for i in identifiers if self.hash(i) in self.hashes]
+        if not erased:
+            return False
+        if any(i.type not in SHARED_KINDS for i in erased):
+            return True
+        return min(identifiers, key=self._rules.sort_key) in erased
 
     def blocks_message(self, message: Mapping[str, Any]) -> bool:
         """Whether a raw message (one that failed validation) names an erased person:
@@ -101,7 +122,7 @@ class SuppressionList:
             if isinstance(traits, Mapping):
                 found.append(normalise_identifier("email", traits.get("email"), self._rules))
                 found.append(normalise_identifier("phone", traits.get("phone"), self._rules))
-        if any(i is not None and self.hash(i) in self.hashes for i in found):
+        if self._names_erased({i for i in found if i is not None}):
             self.dropped += 1
             return True
         return False
