@@ -177,3 +177,28 @@ def test_erase_forgets_units_and_people(report_store):
     assert report_store.covariates(None, None) == []
     assert report_store.people(["p1", "p2"]) == {"p2": b"b"}
     assert report_store.erase([], []) == {"rows": 0, "covariates": 0, "people": 0}
+
+
+def test_of_units_gives_every_row_and_covariate_of_those_units_only(report_store):
+    batch = ReportBatch(
+        rows=[
+            row("p1", impressions=1),
+            row("p1", day="2026-01-02", clicks=1),
+            row("p1", variant="holdout", day="2026-01-03", impressions=2),
+            row("p2", impressions=5),
+        ],
+        covariates=[
+            Covariate(placement="home_hero", experiment="hero", unit="p1", orders=2, revenue=9.0),
+            Covariate(placement="home_hero", experiment="hero", unit="p2", orders=1, revenue=1.0),
+        ],
+    )
+    report_store.commit(batch, "reports", 0, 3)
+    rows, covariates = report_store.of_units(["p1", "nobody"])
+    assert sorted((r.variant, r.day, r.impressions, r.clicks) for r in rows) == [
+        ("holdout", "2026-01-03", 2, 0),
+        ("personalized", "2026-01-01", 1, 0),
+        ("personalized", "2026-01-02", 0, 1),
+    ]
+    assert {r.unit for r in rows} == {"p1"}
+    assert [(c.unit, c.orders, c.revenue) for c in covariates] == [("p1", 2, 9.0)]
+    assert report_store.of_units([]) == ([], [])

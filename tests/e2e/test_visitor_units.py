@@ -121,3 +121,34 @@ def test_access_and_erasure_find_a_decision_made_under_an_anonymous_unit(srv):
     assert receipt["stores"]["decisions"]["decisions"] == 1
     with srv.admin() as a:
         assert a.get(f"/v1/decisions/{made['decision_id']}").status_code == 404
+
+
+def test_the_access_export_holds_the_person_s_report_rows_and_attribution_state(srv):
+    user = {"user_id": "rep", "anonymous_id": "anon-rep"}
+    made = decide(srv, user)
+    with srv.writer() as w:
+        ids = {"userId": "rep", "anonymousId": "anon-rep"}
+        batch = [
+            {"type": "page", **ids, "name": "Home"},
+            {
+                "type": "track",
+                **ids,
+                "event": "Decision Viewed",
+                "properties": {"decision_id": made["decision_id"]},
+            },
+        ]
+        assert w.post("/v1/batch", json={"batch": batch}).is_success
+    srv.wait_processed()
+    deadline = time.monotonic() + 30
+    while True:  # the reports consumer follows the processor
+        export = run_request(srv, "access", {"user_id": "rep"})["export"]
+        if export["reports"]["rows"]:
+            break
+        assert time.monotonic() < deadline, export["reports"]
+        time.sleep(0.2)
+    (profile,) = export["profiles"]
+    rows = export["reports"]["rows"]
+    assert {r["unit"] for r in rows} == {profile["profile_id"]}
+    assert sum(r["impressions"] for r in rows) == 1
+    assert rows[0]["experiment"] == "hero_test"
+    assert profile["profile_id"] in export["reports"]["attribution_state"]

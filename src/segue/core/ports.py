@@ -586,6 +586,10 @@ class ReportStore(Protocol):
         """The ε and δ ``consumer`` has spent (0 when it never released anything)."""
         ...
 
+    async def of_units(self, units: Sequence[str]) -> tuple[list[ReportRow], list[Covariate]]:
+        """Every row (per day) and covariate of ``units``: a person's access export."""
+        ...
+
     async def erase(self, units: Sequence[str], people: Sequence[str]) -> dict[str, int]:
         """Remove the rows and covariates of ``units`` and the state of ``people`` (a
         person's erasure); what the backend keeps of them on disk is overwritten.

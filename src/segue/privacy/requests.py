@@ -495,6 +495,16 @@ class PrivacyRequests:
         # decisions under no profile held now: those of profiles merged into theirs, and
         # those made while they were a visitor decide did not know (an experiment's unit)
         merged = {m for profile in found.values() for m in profile.merged_from}
+        units = rt.reporting.units_of({*found, *merged}, every)
+        rows, covariates = await rt.reporting.store.of_units(sorted(units))
+        states = await rt.reporting.store.people(sorted({*found, *merged}))
+        reports = {
+            "rows": msgspec.to_builtins(rows),
+            "covariates": msgspec.to_builtins(covariates),
+            "attribution_state": {
+                key: msgspec.msgpack.decode(state) for key, state in sorted(states.items())
+            },
+        }
         earlier: list[Any] = []
         for unit in sorted(rt.reporting.units_of(merged, every) - set(found)):
             earlier += msgspec.to_builtins(await rt.decisions.decisions_for(unit, 100_000))
@@ -515,6 +525,7 @@ class PrivacyRequests:
             "identifiers": sorted(str(i) for i in every),
             "profiles": profiles,
             "decisions_outside_profiles": earlier,
+            "reports": reports,
             "events": [events[offset] for offset in sorted(events)],
             "consent": msgspec.to_builtins(consent),
             "audit": msgspec.to_builtins(audit_entries),

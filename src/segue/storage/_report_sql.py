@@ -68,6 +68,15 @@ class ReportSql:
             "GROUP BY placement, experiment, variant, unit "
             "ORDER BY placement, experiment, variant, unit"
         )
+        # ``marks``: the units, as placeholders (SQLite) or a subquery (PostgreSQL)
+        self.of_units = (
+            f"SELECT {', '.join(names)} FROM report_rows "  # noqa: S608 - fixed names, values bound
+            "WHERE unit IN ({marks}) ORDER BY placement, experiment, variant, unit, day"
+        )
+        self.covariates_of_units = (
+            "SELECT placement, experiment, unit, orders, revenue FROM report_covariates "
+            "WHERE unit IN ({marks}) ORDER BY placement, experiment, unit"
+        )
         self.covariates = (
             "SELECT placement, experiment, unit, orders, revenue FROM report_covariates "
             "WHERE 1 = 1{filters} ORDER BY placement, experiment, unit"

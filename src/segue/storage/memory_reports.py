@@ -132,6 +132,12 @@ class MemoryReportStore:
     async def spent(self, consumer: str) -> tuple[float, float]:
         return self._budgets.get(consumer, (0.0, 0.0))
 
+    async def of_units(self, units: Sequence[str]) -> tuple[list[ReportRow], list[Covariate]]:
+        wanted = set(units)
+        rows = [msgspec.structs.replace(r) for k, r in sorted(self._rows.items()) if k[3] in wanted]
+        covariates = [c for k, c in sorted(self._covariates.items()) if k[2] in wanted]
+        return rows, covariates
+
     async def erase(self, units: Sequence[str], people: Sequence[str]) -> dict[str, int]:
         gone = set(units)
         rows = [k for k in self._rows if k[3] in gone]

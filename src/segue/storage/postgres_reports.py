@@ -188,6 +188,19 @@ class PostgresReportStore:
         )
         return (0.0, 0.0) if row is None else (float(row[0]), float(row[1]))
 
+    async def of_units(self, units: Sequence[str]) -> tuple[list[ReportRow], list[Covariate]]:
+        wanted = sorted(set(units))
+        found = await self._db.fetchall(
+            _SQL.of_units.format(marks="SELECT unnest(%s::text[])"), (wanted,)
+        )
+        covs = await self._db.fetchall(
+            _SQL.covariates_of_units.format(marks="SELECT unnest(%s::text[])"), (wanted,)
+        )
+        return [row_of(tuple(r)) for r in found], [
+            Covariate(placement=p, experiment=e, unit=u, orders=int(o), revenue=float(r))
+            for p, e, u, o, r in covs
+        ]
+
     async def erase(self, units: Sequence[str], people: Sequence[str]) -> dict[str, int]:
         gone_units, gone_people = sorted(set(units)), sorted(set(people))
         removed = {"rows": 0, "covariates": 0, "people": 0}

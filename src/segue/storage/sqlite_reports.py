@@ -175,6 +175,24 @@ class SqliteReportStore:
         )
         return (0.0, 0.0) if found is None else (float(found[0]), float(found[1]))
 
+    async def of_units(self, units: Sequence[str]) -> tuple[list[ReportRow], list[Covariate]]:
+        wanted = sorted(set(units))
+
+        def read(conn: sqlite3.Connection) -> tuple[list[ReportRow], list[Covariate]]:
+            rows: list[ReportRow] = []
+            covariates: list[Covariate] = []
+            for chunk, marks in in_chunks(wanted, _CHUNK):
+                sql = _SQL.of_units.format(marks=marks)
+                rows += [row_of(tuple(r)) for r in conn.execute(sql, chunk)]
+                sql = _SQL.covariates_of_units.format(marks=marks)
+                covariates += [
+                    Covariate(placement=p, experiment=e, unit=u, orders=int(o), revenue=float(r))
+                    for p, e, u, o, r in conn.execute(sql, chunk)
+                ]
+            return rows, covariates
+
+        return await self._db.read(read)
+
     async def erase(self, units: Sequence[str], people: Sequence[str]) -> dict[str, int]:
         gone_units, gone_people = sorted(set(units)), sorted(set(people))
         if not gone_units and not gone_people:
