@@ -38,12 +38,15 @@ def _track(name: str, **props: Any) -> Event:
 def test_folding_and_aggregate_counting_hold_the_models_lock() -> None:
     models = _Watched()
     stage = BehaviourStage(models, lock=models.lock)
-    record = LogRecord(0, "web", "m", T, "u", b"")
+
+    def record(offset: int) -> LogRecord:  # log offsets start at 1
+        return LogRecord(offset, "web", f"m{offset}", T, "u", b"")
+
     landed = [
-        (record, _track("Product Viewed", product_id="i1"), "p1", T),
-        (record, _track("Product Viewed", product_id="i2"), "p1", T + 1),
+        (record(1), _track("Product Viewed", product_id="i1"), "p1", T),
+        (record(2), _track("Product Viewed", product_id="i2"), "p1", T + 1),
         (
-            record,
+            record(3),
             _track("Order Completed", order_id="o1", products=[{"product_id": "i2"}]),
             "p1",
             T + 2,

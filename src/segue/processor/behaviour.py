@@ -112,6 +112,8 @@ class BehaviourStage:
         #: reads each event once for the profile and the item models, and asks the models
         #: (and the session key) only about events that teach them
         self._features = FeatureFolder(models, item_lookup=item_lookup, models_lock=self.lock)
+        #: the last log offset whose event taught the item models (see :meth:`fold`)
+        self.taught_through = 0
 
     def fold(
         self,
@@ -124,7 +126,10 @@ class BehaviourStage:
         """Fold events (record, event, profile id at fold time, event time) in order.
 
         ``learn=False`` re-derives profile features only (an unmerge): the shared item models
-        saw these events already.
+        saw these events already. So does an event at or before ``taught_through``: the
+        models learn in memory before the batch commits, and a batch whose commit failed
+        (a backend away, a stale fence, a poison record) is folded again from the same
+        offsets; its events must not teach the models twice.
 
         Returns:
             profile id → its new behaviour bytes, and the feedback seen.
@@ -151,11 +156,13 @@ class BehaviourStage:
                 for item, times in victim.shown.items():
                     survivor.shown[item] = sorted(survivor.shown.get(item, []) + times)[-20:]
         feedback: list[Feedback] = []
-        for _record, event, landed_in, at in landed:
+        taught = self.taught_through
+        for record, event, landed_in, at in landed:
             pid = resolve(landed_in)
             b = get(pid)
-            if learn:  # the models' lock is taken around their update only
+            if learn and record.offset > taught:  # the models' lock: around their update
                 self._features.fold(pid, b.features, event, at, _region(event))
+                self.taught_through = max(self.taught_through, record.offset)
             else:
                 fold_features(b.features, event, at, self.item_lookup)
             if isinstance(event, Track):

@@ -164,6 +164,12 @@ class Linker:
         #: candidates (`bench/matching.py`, 2026-12-07: 5.06 against 5.03 µs a pair at 64
         #: records, 8.24 against 5.16 at 16, 4.88 against 5.12 at 1,000)
         self.many_from = 64
+        #: the last log offset whose record taught the term frequencies: a batch whose
+        #: commit failed is scored again from the same offsets, and must not count twice
+        self.taught_through = 0
+        #: id(record) → its offset, for the records of the batch being scored that teach
+        #: (None outside ``link``: every record scored teaches)
+        self._teach: dict[int, int] | None = None
         #: values forgotten while a re-estimation runs, taken out of its result too
         self._forgotten: list[tuple[str, str, int]] | None = None
 
@@ -172,6 +178,7 @@ class Linker:
 
     async def load(self) -> None:
         """Take the last estimated model and term frequencies from the store, if any."""
+        self.taught_through = 0  # what the stored frequencies counted is not known here
         blob = await self._store.load_blob(_MODEL_BLOB)
         if blob is None:
             return
@@ -189,10 +196,13 @@ class Linker:
         """
         derived = _Derived()
         queries: list[tuple[str, MatchRecord]] = []
-        for profile_id, _offset, snapshot in ws.new_records:
+        teach: dict[int, int] = {}
+        for profile_id, offset, snapshot in ws.new_records:
             record = derived.record(snapshot)
             if record is not None:
                 queries.append((profile_id, record))
+                if offset > self.taught_through:
+                    teach[id(record)] = offset
         if not queries:
             self._index(ws, derived)
             return
@@ -211,7 +221,11 @@ class Linker:
                 stored.update(read)
         inline = len(queries) <= self.inline_up_to
         score = self._score_many if len(queries) >= self.many_from else self._score
-        hits = await off_loop(inline, score, ws, queries, held, stored, derived)
+        self._teach = teach
+        try:
+            hits = await off_loop(inline, score, ws, queries, held, stored, derived)
+        finally:
+            self._teach = None
         need = {other for _, other, _ in hits} - set(ws.profiles) - set(ws.changes.redirects)
         if need:
             for pid, profile in (await self._store.profiles(need)).items():
@@ -222,6 +236,17 @@ class Linker:
         for match in possible:
             if not await self._recorded(match.profile_a, match.profile_b):
                 ws.changes.possible.append(match)
+
+    def _learn(self, record: MatchRecord) -> None:
+        """Count a scored record's values in the term frequencies, unless a failed
+        attempt at its batch counted them already (see ``taught_through``)."""
+        if self._teach is None:
+            self.tf.add(record)
+            return
+        offset = self._teach.get(id(record))
+        if offset is not None:
+            self.tf.add(record)
+            self.taught_through = max(self.taught_through, offset)
 
     def _score(
         self,
@@ -264,7 +289,7 @@ class Linker:
             hits.extend((pid, other, score) for other, score in scored)
             for key in keys:
                 in_batch.setdefault(key, []).append(pid)
-            self.tf.add(record)
+            self._learn(record)
         return hits
 
     def _score_many(
@@ -318,7 +343,7 @@ class Linker:
             exact.append(model.exact_weights(record, frozen))
             for key in keys:
                 in_batch.setdefault(key, []).append(pid)
-            self.tf.add(record)
+            self._learn(record)
         weights = model.weigh_many(
             mine,
             np.asarray(pair_query, dtype=np.intp),
