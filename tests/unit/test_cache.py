@@ -1,6 +1,9 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segue.decide.cache import Cache
 
@@ -130,3 +133,108 @@ def test_a_caller_after_invalidation_never_joins_a_load_that_began_before():
 
     before, after, loads = asyncio.run(scenario())
     assert (before, after, loads) == ("granted", "revoked", 2)
+
+
+def test_a_load_invalidated_while_running_is_not_stored_even_after_pruning():
+    """Pruning versions once 4 * maxsize keys were invalidated must not forget the one key
+    whose detached load (started before its revocation) is still running."""
+
+    async def scenario() -> tuple[str, str]:
+        cache: Cache[str, str] = Cache(maxsize=2, ttl=60)
+        state = {"consent": "granted"}
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> str:
+            seen = state["consent"]
+            started.set()
+            await release.wait()
+            return seen
+
+        before = asyncio.ensure_future(cache.get("alice", slow))
+        await started.wait()
+        state["consent"] = "revoked"
+        cache.invalidate("alice")
+        for i in range(4 * cache.maxsize + 1):  # past the prune threshold
+            cache.invalidate(f"other-{i}")
+        release.set()
+        stale = await before
+
+        async def fresh() -> str:
+            return state["consent"]
+
+        return stale, await cache.get("alice", fresh)
+
+    assert asyncio.run(scenario()) == ("granted", "revoked")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    maxsize=st.integers(min_value=1, max_value=4),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["get", "invalidate", "finish", "churn"]),
+            st.integers(min_value=0, max_value=5),
+        ),
+        max_size=60,
+    ),
+)
+def test_no_value_read_before_an_invalidation_is_served_after_it(
+    maxsize: int, steps: list[tuple[str, int]]
+) -> None:
+    """Any interleaving of gets, slow loads and invalidations (each one changes the truth):
+    a get never answers with a value older than the truth when it was called. ``churn``
+    invalidates other keys, enough to make the cache prune its versions."""
+
+    async def scenario() -> None:
+        cache: Cache[int, int] = Cache(maxsize=maxsize, ttl=1e9)
+        truth = dict.fromkeys(range(6), 0)
+        gates: dict[int, list[asyncio.Event]] = {k: [] for k in range(6)}
+        calls: list[tuple[int, int, asyncio.Future[int]]] = []
+        churned = 0
+
+        def loader(key: int) -> Callable[[], Awaitable[int]]:
+            async def load() -> int:
+                seen = truth[key]
+                gate = asyncio.Event()
+                gates[key].append(gate)
+                await gate.wait()  # slow: invalidations can happen meanwhile
+                return seen
+
+            return load
+
+        async def settle() -> None:
+            for _ in range(4):
+                await asyncio.sleep(0)
+
+        for op, key in steps:
+            if op == "get":
+                calls.append((key, truth[key], asyncio.ensure_future(cache.get(key, loader(key)))))
+                await settle()
+            elif op == "invalidate":
+                truth[key] += 1
+                cache.invalidate(key)
+            elif op == "churn":
+                for _ in range(4 * maxsize + 1):
+                    churned += 1
+                    cache.invalidate(-churned)
+            else:
+                for gate in gates[key]:
+                    gate.set()
+                gates[key].clear()
+                await settle()
+        while any(gates.values()):
+            for pending in gates.values():
+                for gate in pending:
+                    gate.set()
+                pending.clear()
+            await settle()
+        for key, at_call, call in calls:
+            assert await call >= at_call, f"key {key} answered from before an invalidation"
+        for key, value in truth.items():
+
+            async def now(value: int = value) -> int:
+                return value
+
+            assert await cache.get(key, now) == value
+
+    asyncio.run(scenario())

@@ -61,8 +61,12 @@ class Cache(Generic[K, V]):
         self._clock = clock
         self._data: OrderedDict[K, _Entry[V]] = OrderedDict()
         self._loading: dict[K, asyncio.Future[V]] = {}
+        #: the invalidation count at each key's last invalidation (recent keys only)
         self._versions: dict[K, int] = {}
         self._counter = 0
+        #: the invalidation count when versions were last pruned: a key without a version
+        #: may have been invalidated at any count up to here
+        self._pruned_at = 0
         self._refreshing: set[asyncio.Task[None]] = set()
         self.stats = CacheStats()
         #: load every time and keep nothing (while changes by others cannot be heard)
@@ -103,7 +107,7 @@ class Cache(Generic[K, V]):
             return await asyncio.shield(pending)
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
-        version = self._versions.get(key)
+        started = self._counter
         try:
             self.stats.loads += 1
             value = await load()
@@ -114,7 +118,7 @@ class Cache(Generic[K, V]):
         finally:
             if self._loading.get(key) is future:
                 del self._loading[key]
-        if self._versions.get(key) == version:  # not invalidated while loading
+        if not self._invalidated_since(key, started):
             now = self._clock()
             self._data[key] = _Entry(value, now + self.ttl, now + self.ttl + self.stale_for)
             self._data.move_to_end(key)
@@ -123,17 +127,30 @@ class Cache(Generic[K, V]):
         future.set_result(value)
         return value
 
+    def _invalidated_since(self, key: K, count: int) -> bool:
+        """Whether ``key`` may have been invalidated after the invalidation count ``count``.
+
+        A pruned key's version is unknown, so the prune count stands in for it: a load that
+        spans a prune is not stored unless its key's version survived, which costs one
+        reload at worst, never a value read before a revocation.
+        """
+        return self._versions.get(key, self._pruned_at) > count
+
     def invalidate(self, key: K) -> None:
         """Forget a key now; a load already running for it will not be stored."""
         self._data.pop(key, None)
         # a caller arriving from now on must not join a load that began before: it could
-        # read what was true before the change (a revoked consent, say)
+        # read what was true before the change (a revoked consent, say). That detached load
+        # still runs, and only the versions keep it from being stored.
         self._loading.pop(key, None)
         self._counter += 1
         self._versions[key] = self._counter
         if len(self._versions) > 4 * self.maxsize:
-            # only a load in flight compares versions: the others can go
+            # keep the memory bounded; the keys of coalesced loads in flight keep their
+            # versions so their loads can still be stored, and _pruned_at covers the rest,
+            # detached loads included
             self._versions = {k: v for k, v in self._versions.items() if k in self._loading}
+            self._pruned_at = self._counter
 
     def clear(self) -> None:
         for key in list(self._data):
