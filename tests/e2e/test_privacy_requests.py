@@ -284,17 +284,28 @@ def test_a_pending_request_survives_a_restart(tmp_path):
         assert scan(data, [], zed.secrets()) == {}
 
 
+def _documented_errors() -> str:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "privacy-requests.md"
+    paragraph = doc.read_text().split("\nErrors: ", 1)[1].split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
 def test_bad_requests_are_refused(srv):
+    """Each bad body gets the code and field that docs/privacy-requests.md names for it."""
+    documented = _documented_errors()
     with srv.admin() as a:
-        assert (
-            a.post("/v1/privacy/requests", json={"type": "delete", "user": {"a": "b"}}).status_code
-            == 400
-        )
-        r = a.post("/v1/privacy/requests", json={"type": "erasure", "user": {}})
-        assert r.status_code == 400
-        r = a.post("/v1/privacy/requests", json={"type": "erasure", "user": {"email": "not-mail"}})
-        assert r.status_code == 400
-        assert r.json()["field"] == "user"
+        for body, case in [
+            ({"type": "delete", "user": {"a": "b"}}, "a `type` that is not"),
+            ({"type": "erasure", "user": {}}, "an empty `user`"),
+            ({"type": "erasure", "user": {"email": "not-an-email"}}, "no value is a usable"),
+        ]:
+            r = a.post("/v1/privacy/requests", json=body)
+            assert r.status_code == 400
+            code, field = r.json()["code"], r.json()["field"]
+            # the sentence that describes this case names its code and its field
+            sentence = next(s for s in documented.split(". ") if case in s)
+            assert f"`400 {code}`" in sentence, (body, code, sentence)
+            assert f"(`field` is `{field}`)" in sentence, (body, field, sentence)
         assert a.get("/v1/privacy/requests/pr_nope").status_code == 404
     r = httpx.post(
         srv.url + "/v1/privacy/requests",
