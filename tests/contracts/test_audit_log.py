@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from segue.core.model import AuditEntry
-from segue.privacy.audit import GENESIS, seal, verify
+from segue.core.model import AuditEntry, AuditHead
+from segue.privacy.audit import GENESIS, chain, seal, verify
+from segue.privacy.audit_service import AuditService
 from segue.storage.memory_audit import MemoryAuditLog
-from segue.storage.sqlite_audit import SqliteAuditLog
+from segue.storage.sqlite_audit import SqliteAuditLog, _row
 from tests.contracts.conftest import Sync
 
 KEY = b"contract-secret"
@@ -54,8 +55,10 @@ def everything(log: Sync) -> list[AuditEntry]:
 
 
 def test_append_numbers_links_and_seals_the_head(audit_log):
-    assert audit_log.head() is None
+    # a new log has a sealed head already (seq 0): an emptied log without one is not intact
+    assert audit_log.head() == AuditHead(seq=0, hash=GENESIS, seal=seal(KEY, 0, GENESIS))
     assert audit_log.scan(0, 10) == []
+    assert verify([], audit_log.head(), KEY).ok
     stored = audit_log.append([entry(1), entry(2)])
     assert [e.seq for e in stored] == [1, 2]
     assert stored[0].prev_hash == GENESIS
@@ -139,6 +142,119 @@ def test_list_filters_by_subject_action_time_and_pages(audit_log):
     assert listed[0].subjects == ["alice", "bob"]  # every subject, not only the matched one
 
 
+# --- the tables behind the adapter's back (SQLite and PostgreSQL) -----------------------
+
+
+class Tables:
+    """An audit log's tables opened directly, as someone with access to the database (but
+    not to the secret) could, and a way to open the adapter again (a restart)."""
+
+    def __init__(self, kind: str, place: Any) -> None:
+        self.kind, self.place = kind, place
+
+    def adapter(self) -> Any:
+        if self.kind == "postgresql":
+            from segue.storage.postgres_audit import PostgresAuditLog
+
+            return PostgresAuditLog(self.place, KEY)
+        return SqliteAuditLog(self.place, KEY)
+
+    def create_as_before_genesis_heads(self) -> None:
+        """The empty log an earlier segue created: the tables, without a head."""
+        if self.kind == "postgresql":
+            from segue.storage._postgres import PgDatabase
+            from segue.storage.postgres_audit import MIGRATIONS
+
+            db = PgDatabase(self.place, "audit", MIGRATIONS)
+            Sync(db).close()  # open applies the migrations of then
+            return
+        from segue.storage._sqlite_db import SqliteFile
+        from segue.storage.sqlite_audit import _SCHEMA
+
+        Sync(SqliteFile(self.place / "audit.db", _SCHEMA)).close()
+
+    def execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        if self.kind == "postgresql":
+            import psycopg
+
+            with psycopg.connect(self.place, autocommit=False) as conn:
+                for sql, args in statements:
+                    conn.execute(sql.replace("?", "%s"), args)
+            return
+        conn = sqlite3.connect(self.place / "audit.db")
+        with conn:
+            for sql, args in statements:
+                conn.execute(sql, args)
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tables(request, tmp_path) -> Tables:
+    place = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else tmp_path
+    return Tables(request.param, place)
+
+
+def online(log: Sync):
+    return log.run(AuditService(log.adapter, KEY, clock=None).verify())
+
+
+def test_an_entry_chained_after_the_sealed_head_is_rejected(tables):
+    """The audit's reproduction: a forged entry with a correct SHA-256 link (no secret
+    needed) appended after the head is reported, offline and online, not counted."""
+    log = Sync(tables.adapter())
+    try:
+        log.append([entry(i) for i in range(1, 4)])
+        last = everything(log)[-1]
+        (forged,) = chain(last.seq, last.hash, [entry(4, actor="eve")])
+        tables.execute(
+            (
+                "INSERT INTO audit (seq, at, actor, action, details, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _row(forged),
+            ),
+            ("INSERT INTO audit_subjects (subject, seq, pos) VALUES (?, ?, ?)", ("s-a", 4, 0)),
+        )
+        for verdict in (check(log), online(log)):
+            assert (verdict.ok, verdict.first_bad_seq, verdict.entries) == (False, 4, 3)
+            assert verdict.reason is not None
+            assert verdict.reason.startswith("unsealed: entry 4 comes after the sealed head")
+    finally:
+        log.close()
+
+
+def test_a_log_emptied_with_its_head_is_not_intact_even_after_a_restart(tables):
+    log = Sync(tables.adapter())
+    try:
+        log.append([entry(i) for i in range(1, 4)])
+        tables.execute(
+            ("DELETE FROM audit_subjects", ()),
+            ("DELETE FROM audit", ()),
+            ("DELETE FROM audit_head", ()),
+        )
+        assert check(log).reason == "head missing: an empty log has no sealed head"
+    finally:
+        log.close()
+    again = Sync(tables.adapter())  # opening the log again must not seal a new, empty one
+    try:
+        for verdict in (check(again), online(again)):
+            assert (verdict.ok, verdict.first_bad_seq) == (False, 1)
+            assert verdict.reason == "head missing: an empty log has no sealed head"
+    finally:
+        again.close()
+
+
+def test_an_empty_log_of_an_installation_that_never_wrote_one_is_intact(tables):
+    log = Sync(tables.adapter())
+    log.close()
+    again = Sync(tables.adapter())
+    try:
+        assert check(again).ok
+        assert online(again).ok
+        assert again.head().seq == 0
+    finally:
+        again.close()
+
+
 # --- SQLite: the file itself ----------------------------------------------------------
 
 
@@ -206,3 +322,20 @@ def test_sqlite_any_edit_of_the_file_is_detected(sqlite_log, statements, bad_seq
     assert verdict.first_bad_seq == bad_seq
     assert verdict.reason is not None
     assert verdict.reason.startswith(reason)
+
+
+def test_an_empty_log_created_by_an_earlier_segue_is_sealed_once_on_upgrade(tables):
+    tables.create_as_before_genesis_heads()
+    log = Sync(tables.adapter())
+    try:
+        assert log.head() == AuditHead(seq=0, hash=GENESIS, seal=seal(KEY, 0, GENESIS))
+        assert online(log).ok
+        tables.execute(("DELETE FROM audit_head", ()))
+    finally:
+        log.close()
+    again = Sync(tables.adapter())
+    try:
+        assert again.head() is None
+        assert online(again).reason == "head missing: an empty log has no sealed head"
+    finally:
+        again.close()

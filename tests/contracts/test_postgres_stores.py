@@ -141,6 +141,7 @@ def test_every_adapter_opens_on_one_schema_at_once_and_records_its_migrations(
 
     assert asyncio.run(scenario()) == [
         ("audit", 1),
+        ("audit", 2),  # its genesis head, sealed with the key
         ("catalog", 1),
         ("consent", 1),
         ("decisions", 1),

@@ -4,7 +4,9 @@ are counted rather than flooding the log, and an edit of ``audit.db`` is caught 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from segue.core.model import AuditEntry
+from segue.privacy.audit import chain
+from segue.storage.sqlite_audit import _row
 from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
@@ -195,3 +200,77 @@ def test_cli_without_an_audit_log_says_so(tmp_path):
     assert missing.returncode == 2
     assert "no audit log" in missing.stderr
     assert not (tmp_path / "nothing-here").exists()
+
+
+def _copy_of(data: Path, to: Path) -> Path:
+    """The data folder's audit log and secret, copied consistently while the server runs."""
+    to.mkdir()
+    shutil.copy(data / "keys.json", to / "keys.json")
+    source, copy = sqlite3.connect(data / "audit.db"), sqlite3.connect(to / "audit.db")
+    source.backup(copy)
+    source.close()
+    copy.close()
+    return to
+
+
+@pytest.mark.embedded("edits a copy of audit.db, the SQLite file")
+def test_an_entry_appended_after_the_sealed_head_is_caught_by_the_cli(tmp_path):
+    """The audit's reproduction: an entry chained after the last one with a correct SHA-256
+    link (no secret needed) in a copy of the data folder; then every row and the head
+    deleted."""
+    server = SegueServer(tmp_path / "data").start()
+    try:
+        with server.admin() as admin:
+            for _ in range(3):
+                assert admin.get("/v1/audit").status_code == 200
+            wait_for(admin, action="key.used")
+        copy = _copy_of(server.data, tmp_path / "copy")
+        original = cli_verify(server.data)
+        assert original.returncode == 0, original.stdout + original.stderr
+    finally:
+        server.stop()
+    conn = sqlite3.connect(copy / "audit.db")
+    with conn:
+        head = conn.execute("SELECT seq FROM audit_head").fetchone()[0]
+        (last,) = [e for e in _entries(conn) if e.seq == head]
+        draft = AuditEntry(at=last.at + 1, actor="admin:forged", action="key.used")
+        (forged,) = chain(last.seq, last.hash, [draft])
+        conn.execute(f"INSERT INTO audit VALUES ({', '.join('?' * 7)})", _row(forged))
+    conn.close()
+    forged_copy = cli_verify(copy)
+    assert forged_copy.returncode == 1, forged_copy.stdout + forged_copy.stderr
+    assert forged_copy.stdout.startswith(
+        f"audit log broken at entry {head + 1}: unsealed: entry {head + 1} comes after the "
+        f"sealed head (entry {head})"
+    )
+
+    conn = sqlite3.connect(copy / "audit.db")
+    with conn:
+        for table in ("audit_subjects", "audit", "audit_head"):
+            conn.execute(f"DELETE FROM {table}")
+    conn.close()
+    emptied = cli_verify(copy)
+    assert emptied.returncode == 1, emptied.stdout + emptied.stderr
+    assert emptied.stdout == (
+        "audit log broken at entry 1: head missing: an empty log has no sealed head\n"
+    )
+
+
+def _entries(conn: sqlite3.Connection) -> list[AuditEntry]:
+    rows = conn.execute("SELECT seq, at, actor, action, details, prev_hash, hash FROM audit")
+    subjects: dict[int, list[str]] = {}
+    for subject, seq in conn.execute("SELECT subject, seq FROM audit_subjects ORDER BY pos"):
+        subjects.setdefault(seq, []).append(subject)
+    return [
+        AuditEntry(
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            subjects=subjects.get(seq, []),
+            details=json.loads(details),
+            prev_hash=prev_hash,
+            hash=hash_,
+        )
+        for seq, at, actor, action, details, prev_hash, hash_ in rows
+    ]

@@ -13,6 +13,7 @@ from segue.core.model import AuditEntry, AuditHead
 from segue.privacy.audit import (
     GENESIS,
     ChainVerifier,
+    Verdict,
     canonical,
     chain,
     entry_hash,
@@ -151,19 +152,47 @@ def test_truncating_the_tail_is_detected_against_the_sealed_head():
     assert not verify([], head, KEY).ok
 
 
-def test_a_non_empty_log_without_a_head_fails_sealed_verification():
+def genesis(key: bytes = KEY) -> AuditHead:
+    return AuditHead(seq=0, hash=GENESIS, seal=seal(key, 0, GENESIS))
+
+
+def test_a_log_without_a_head_fails_sealed_verification_even_when_empty():
+    """Every log has a sealed head from its creation on, so a missing one means the head
+    (and with it, perhaps, every entry) was deleted."""
     entries, _ = build(2)
     verdict = verify(entries, None, KEY, sealed=True)
     assert not verdict.ok
     assert verdict.reason is not None
     assert "head missing" in verdict.reason
-    assert verify([], None, KEY, sealed=True).ok
+    emptied = verify([], None, KEY, sealed=True)
+    assert (emptied.ok, emptied.first_bad_seq) == (False, 1)
+    assert emptied.reason is not None
+    assert emptied.reason.startswith("head missing")
 
 
-def test_entries_appended_after_the_head_was_read_are_accepted():
+def test_an_empty_log_verifies_against_its_sealed_genesis_head():
+    assert verify([], genesis(), KEY) == Verdict(ok=True, entries=0)
+    forged = verify([], genesis(b"a guessed key"), KEY)
+    assert (forged.ok, forged.first_bad_seq) == (False, 1)
+    assert forged.reason is not None
+    assert forged.reason.startswith("head edited")
+
+
+def test_entries_chained_after_the_sealed_head_are_rejected_as_unsealed():
+    """A SHA-256 link needs no secret: anyone can chain an entry after the last one, so
+    the last entry must be the one the head seals."""
     entries, head = build(4)
-    more = chain(entries[-1].seq, entries[-1].hash, [draft(9)])
-    assert verify(entries + more, head, KEY).ok
+    forged = chain(entries[-1].seq, entries[-1].hash, [draft(9), draft(10)])
+    verdict = verify(entries + forged, head, KEY)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.entries) == (False, 5, 4)
+    assert verdict.reason == (
+        "unsealed: entries 5 to 6 come after the sealed head (entry 4): the log did not write them"
+    )
+    (alone,) = chain(0, GENESIS, [draft(1)])
+    verdict = verify([alone], genesis(), KEY)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.entries) == (False, 1, 0)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("unsealed: entry 1 comes after the sealed head")
 
 
 def test_the_streaming_verifier_stops_at_the_first_break():

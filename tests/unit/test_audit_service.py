@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
+import msgspec
 import pytest
 
 from segue.core.model import AuditEntry
-from segue.privacy.audit import subject_hash
+from segue.privacy.audit import chain, subject_hash
 from segue.privacy.audit_service import AuditService
 from segue.storage.memory_audit import MemoryAuditLog
 from segue.storage.sqlite_audit import SqliteAuditLog
@@ -151,4 +153,90 @@ def test_verify_reads_the_log_in_pages_and_checks_the_sealed_head(loop, tmp_path
     assert not verdict.ok
     assert verdict.reason is not None
     assert "head edited" in verdict.reason
+    loop.run_until_complete(service.aclose())
+
+
+class AppendsDuring:
+    """The memory log, with another writer appending just after chosen scan or head calls:
+    the interleavings an online verification meets."""
+
+    def __init__(self, *, after_scans: tuple[int, ...] = (), after_heads: tuple[int, ...] = ()):
+        self.log = MemoryAuditLog(KEY)
+        self.after_scans, self.after_heads = after_scans, after_heads
+        self.scans = self.heads = 0
+
+    async def _another_writer(self) -> None:
+        await self.log.append([AuditEntry(at=1.0, actor="other", action="key.used")])
+
+    async def scan(self, after: int, limit: int) -> list[AuditEntry]:
+        page = await self.log.scan(after, limit)
+        self.scans += 1
+        if self.scans in self.after_scans:
+            await self._another_writer()
+        return page
+
+    async def head(self) -> Any:
+        head = await self.log.head()
+        self.heads += 1
+        if self.heads in self.after_heads:
+            await self._another_writer()
+        return head
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+@pytest.mark.parametrize(
+    ("after_scans", "after_heads"),
+    [((), (1,)), ((1,), ()), ((2,), ()), ((1, 2, 3), (1, 2)), ((), (1, 2, 3))],
+)
+def test_online_verification_accepts_what_segue_appends_while_it_runs(
+    loop, after_scans, after_heads
+):
+    log = AppendsDuring(after_scans=after_scans, after_heads=after_heads)
+    service = started(loop, FrozenClock(), log)
+
+    async def scenario() -> Any:
+        for i in range(3):
+            await service.record("key.used", actor=f"a{i}")
+        return await service.verify()
+
+    verdict = loop.run_until_complete(scenario())
+    assert verdict.ok, verdict
+    assert verdict.entries >= 3
+    loop.run_until_complete(service.aclose())
+
+
+def test_online_verification_rejects_an_entry_chained_after_the_sealed_head(loop):
+    """Someone without the secret can still compute a SHA-256 link: an entry past the head
+    that the log itself reports after the scan was not written by segue."""
+    memory = MemoryAuditLog(KEY)
+    service = started(loop, FrozenClock(), memory)
+
+    async def scenario() -> Any:
+        for i in range(3):
+            await service.record("key.used", actor=f"a{i}")
+        last = (await memory.scan(0, 10))[-1]
+        (forged,) = chain(last.seq, last.hash, [AuditEntry(at=2.0, actor="eve", action="x")])
+        memory._entries.append(msgspec.json.encode(forged))  # behind the adapter's back
+        return await service.verify()
+
+    verdict = loop.run_until_complete(scenario())
+    assert (verdict.ok, verdict.first_bad_seq, verdict.entries) == (False, 4, 3)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("unsealed: entry 4 comes after the sealed head (entry 3)")
+    loop.run_until_complete(service.aclose())
+
+
+def test_an_emptied_log_without_its_head_is_not_intact(loop):
+    memory = MemoryAuditLog(KEY)
+    service = started(loop, FrozenClock(), memory)
+    assert loop.run_until_complete(service.verify()).ok  # new: sealed when created
+    loop.run_until_complete(service.record("key.used", actor="a"))
+    memory._entries.clear()  # everything deleted, head included
+    memory._head = None
+    verdict = loop.run_until_complete(service.verify())
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 1)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("head missing")
     loop.run_until_complete(service.aclose())

@@ -491,7 +491,9 @@ class AuditLog(Protocol):
         ...
 
     async def head(self) -> AuditHead | None:
-        """The sealed head (None while the log is empty)."""
+        """The sealed head: seq 0 and ``GENESIS`` while the log is empty, sealed by
+        ``open`` when it creates the log (and never again, so a log emptied along with its
+        head stays headless); None only when someone removed it."""
         ...
 
     async def list(

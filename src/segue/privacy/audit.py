@@ -138,8 +138,11 @@ class ChainVerifier:
     """Checks entries one at a time in the order they are read; stops at the first break.
 
     Streaming, so a long log is verified page by page in constant memory. With
-    ``sealed=True`` the chain must also end at (or run past) the sealed ``head``, whose seal
-    is checked with ``key``: this is what catches a cut-off tail or a recomputed chain.
+    ``sealed=True`` the chain must also end exactly at the sealed head, whose seal is
+    checked with ``key``: this is what catches a cut-off tail, a recomputed chain, and
+    entries chained after the head (a SHA-256 link needs no secret, so anyone can add one).
+    The head may be given up front (``head``) or to :meth:`judge` once the entries up to it
+    were fed, for a caller that re-reads it as the log grows.
     """
 
     def __init__(
@@ -153,7 +156,8 @@ class ChainVerifier:
         self._sealed = sealed
         self._head = head
         self._key = key
-        self._hash_at_head: str | None = None
+        # the hash of the entry at the given head's seq, once fed (the chain may run past it)
+        self._hash_at_head: str | None = GENESIS if head is not None and head.seq == 0 else None
 
     @property
     def broken(self) -> bool:
@@ -197,39 +201,62 @@ class ChainVerifier:
         return True
 
     def finish(self) -> Verdict:
-        """The verdict over everything fed.
+        """The verdict over everything fed, against the head given up front."""
+        return self.judge(self._head)
 
-        Entries past the sealed head are accepted: they were appended while verification
-        ran (the head is read before the entries).
+    def judge(self, head: AuditHead | None) -> Verdict:
+        """The verdict over everything fed so far, against ``head``; changes nothing, so a
+        caller may judge again after feeding more.
+
+        ``head`` must have been read after the entries fed: every append writes its entries
+        and the head in one transaction, so an entry past a head read later was not
+        written by the log.
         """
         if self.broken:
             return self._verdict(self.first_bad_seq or 0, self.reason or "")
-        head = self._head
         if not self._sealed:
             return Verdict(ok=True, entries=self.count)
         if head is None:
-            if self.count:
-                return self._verdict(1, "head missing: a non-empty log has no sealed head")
-            return Verdict(ok=True, entries=0)
+            # a log's head is sealed when the log is created, before any entry
+            what = "a non-empty log" if self.count else "an empty log"
+            return self._verdict(1, f"head missing: {what} has no sealed head")
         if self._key is not None and not hmac.compare_digest(
             head.seal, seal(self._key, head.seq, head.hash)
         ):
+            if head.seq == 0:
+                return self._verdict(1, "head edited: the seal of the empty log's head is wrong")
             return self._verdict(head.seq, f"head edited: the seal of entry {head.seq} is wrong")
         if self.last_seq < head.seq:
             return self._verdict(
                 self.last_seq + 1,
                 f"truncated: entries {self.last_seq + 1} to {head.seq} are missing",
             )
-        if self._hash_at_head != head.hash:
+        if self.last_seq == head.seq:
+            at_head: str | None = self.last_hash
+        elif self._head is not None and self._head.seq == head.seq:
+            at_head = self._hash_at_head
+        else:  # fed past a head not known while feeding: its hash is gone, the tail tells
+            at_head = None
+        if at_head is not None and at_head != head.hash:
             return self._verdict(
                 head.seq,
                 f"rewritten: entry {head.seq} does not match the sealed head (the chain was "
                 "recomputed after an edit)",
             )
+        if self.last_seq > head.seq:
+            first, last = head.seq + 1, self.last_seq
+            what = f"entry {first} comes" if first == last else f"entries {first} to {last} come"
+            return self._verdict(
+                first,
+                f"unsealed: {what} after the sealed head (entry {head.seq}): "
+                "the log did not write them",
+                entries=head.seq,
+            )
         return Verdict(ok=True, entries=self.count)
 
-    def _verdict(self, seq: int, reason: str) -> Verdict:
-        return Verdict(ok=False, entries=self.count, first_bad_seq=seq, reason=reason)
+    def _verdict(self, seq: int, reason: str, *, entries: int | None = None) -> Verdict:
+        good = self.count if entries is None else entries
+        return Verdict(ok=False, entries=good, first_bad_seq=seq, reason=reason)
 
 
 def verify(
@@ -241,8 +268,9 @@ def verify(
 ) -> Verdict:
     """Verify a whole chain in the order given and, when sealed, against its head.
 
-    ``sealed`` defaults to "a head was given". Unsealed, only the chain's own consistency
-    is checked (edits, removals, reorderings, broken links), not a cut-off tail.
+    ``sealed`` defaults to "a head was given". Sealed, the last entry must be the head's:
+    read ``head`` after ``entries``. Unsealed, only the chain's own consistency is checked
+    (edits, removals, reorderings, broken links), not a cut-off tail nor an added one.
     """
     verifier = ChainVerifier(
         sealed=head is not None if sealed is None else sealed, head=head, key=key

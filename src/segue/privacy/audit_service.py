@@ -35,6 +35,8 @@ __all__ = ["AuditService"]
 
 _log = structlog.get_logger("segue.audit")
 _PAGE: Final = 1000
+#: how often a verification follows a head that moves while it runs
+_ROUNDS: Final = 100
 #: at most this many distinct fingerprints per window; the rest share one entry
 _MAX_FINGERPRINTS: Final = 100
 _OTHER: Final = "other"
@@ -219,21 +221,37 @@ class AuditService:
         )
 
     async def verify(self) -> Verdict:
-        """Check the whole chain and its sealed head, page by page.
+        """Check the whole chain and its sealed head, page by page, while the log grows.
 
-        The head is read first, so entries appended while this runs only extend the chain.
+        The chain is checked up to the head exactly. Entries past it were either appended
+        since (each append writes its entries and the head in one transaction) or chained
+        there by someone without the secret; so the head is read again after they were
+        seen: if it covers them, they are checked up to it in turn, and if it does not, they
+        are reported as unsealed. Entries appended during the last of ``_ROUNDS`` rounds
+        are left to the next verification.
         """
+        verifier = ChainVerifier(sealed=True, key=self._key)
         head = await self.log.head()
-        verifier = ChainVerifier(sealed=True, head=head, key=self._key)
-        after = 0
-        while True:
-            page = await self.log.scan(after, _PAGE)
-            for entry in page:
-                if not verifier.feed(entry):
-                    return verifier.finish()
-            if len(page) < _PAGE:
-                return verifier.finish()
-            after = page[-1].seq
+        for _ in range(_ROUNDS):
+            while head is not None and verifier.last_seq < head.seq:
+                page = await self.log.scan(
+                    verifier.last_seq, min(_PAGE, head.seq - verifier.last_seq)
+                )
+                if not page or not all(verifier.feed(entry) for entry in page):
+                    break
+            verdict = verifier.judge(head)
+            if not verdict.ok or head is None:
+                return verdict
+            past = await self.log.scan(head.seq, 1)
+            if not past:
+                return verdict
+            later = await self.log.head()
+            if later is None or later.seq <= head.seq:
+                # nothing was appended since: what lies past the head was not written here
+                verifier.feed(past[0])
+                return verifier.judge(later)
+            head = later
+        return verdict
 
     async def aclose(self) -> None:
         if self._ticker is not None:

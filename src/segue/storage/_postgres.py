@@ -15,7 +15,7 @@ a connection idle in a transaction; writes that must be atomic go through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from segue.errors import BackendUnavailable, InvalidInput
 
-__all__ = ["PgDatabase", "advisory_key"]
+__all__ = ["Migration", "PgDatabase", "advisory_key"]
+
+#: a migration: an SQL script, or a coroutine function run with the migrating connection
+Migration = str | Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 
 #: seconds a request waits for a pooled connection before it fails
 _CHECKOUT_TIMEOUT_S = 5.0
@@ -56,7 +59,9 @@ class PgDatabase:
         url: a libpq URL (``postgresql://user@host:5432/db?options=-csearch_path%3Dx``).
         component: the name migrations are recorded under (one per adapter).
         migrations: SQL scripts, applied in order; version n is ``migrations[n - 1]``.
-            Never edit an applied script: append a new one.
+            Never edit an applied script: append a new one. A migration may also be a
+            coroutine function taking the connection, for one that needs more than SQL
+            (a key the server does not have); it runs in the same transaction.
         synchronous_commit: ``on`` acknowledges a commit once it is flushed to disk on the
             server (the consent ledger, the audit log, keys, the catalog); ``off`` may lose
             the last moments on a server crash but never corrupts (a decision log).
@@ -70,7 +75,7 @@ class PgDatabase:
         self,
         url: str,
         component: str,
-        migrations: Sequence[str],
+        migrations: Sequence[Migration],
         *,
         synchronous_commit: str = "on",
         min_size: int = 0,
@@ -133,7 +138,10 @@ class PgDatabase:
             for version, script in enumerate(self._migrations, start=1):
                 if version <= applied:
                     continue
-                await conn.execute(script)
+                if isinstance(script, str):
+                    await conn.execute(script)
+                else:
+                    await script(conn)
                 await conn.execute(
                     "INSERT INTO schema_migrations (component, version) VALUES (%s, %s)",
                     (self.component, version),

@@ -29,7 +29,8 @@ class MemoryAuditLog:
     def __init__(self, key: bytes) -> None:
         self._key = key
         self._entries: list[bytes] = []
-        self._head: AuditHead | None = None
+        # sealed at creation, so that a log emptied along with its head is not intact
+        self._head: AuditHead | None = AuditHead(seq=0, hash=GENESIS, seal=seal(key, 0, GENESIS))
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:

@@ -4,7 +4,9 @@ The same layout as on SQLite: one row per entry, its subjects (keyed hashes) onl
 ``audit_subjects`` (the index for filtering by person and where ``scan`` reads them back,
 so every stored byte of an entry is covered by its hash), the sealed head in a one-row table
 written in the same transaction as the entries. ``details`` is stored as the JSON text that
-was hashed (not ``jsonb``, which would reorder keys and reject NUL escapes).
+was hashed (not ``jsonb``, which would reorder keys and reject NUL escapes). Migration 2
+seals the head of the empty chain (seq 0) once, so a log emptied along with its head later
+is not taken for a new one.
 
 Many processes append to one chain: each append transaction first takes an advisory lock
 on the head (``pg_advisory_xact_lock``, released at commit), then reads the head, chains
@@ -78,12 +80,26 @@ class PostgresAuditLog:
     """
 
     def __init__(self, url: str, key: bytes, *, max_connections: int = 2) -> None:
-        self._db = PgDatabase(url, "audit", MIGRATIONS, max_size=max_connections)
+        self._db = PgDatabase(
+            url, "audit", [*MIGRATIONS, self._seal_genesis], max_size=max_connections
+        )
         self._key = key
         self._committer: GroupCommitter[AuditEntry, AuditEntry] = GroupCommitter(self._write)
 
     async def open(self) -> None:
         await self._db.open()
+
+    async def _seal_genesis(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Migration 2: seal the head of the empty chain once, when the tables are created
+        (or first opened by a segue that does this), so that deleting every entry and the
+        head later is caught; as a migration it never runs again to re-seal what someone
+        emptied."""
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM audit_head) OR EXISTS (SELECT 1 FROM audit)"
+        )
+        row = await cur.fetchone()
+        if row is not None and not row[0]:
+            await conn.execute(_PUT_HEAD, (0, GENESIS, seal(self._key, 0, GENESIS)))
 
     async def append(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if not entries:

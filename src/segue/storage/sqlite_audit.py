@@ -3,7 +3,9 @@
 One row per entry; its subjects (keyed hashes) live only in ``audit_subjects``, which is
 both the index for filtering by person and the place ``scan`` reads them back from, so
 every stored byte of an entry is covered by its hash. The sealed head sits in a one-row
-table written in the same transaction as the entries.
+table written in the same transaction as the entries. A new file gets the head of the empty
+chain (seq 0) at once, and ``PRAGMA user_version`` 1 records that it did, so a log emptied
+along with its head later is not taken for a new one.
 
 Appends are chained by the one writer thread inside ``BEGIN IMMEDIATE``, from the head it
 reads there: concurrent appends (even from another process) queue on the write lock and
@@ -64,6 +66,8 @@ _PUT_HEAD = (
     "seal = excluded.seal"
 )
 _details_decoder = msgspec.json.Decoder(dict[str, Any])
+#: ``PRAGMA user_version`` from which the file has had its genesis head sealed
+_SEALED_GENESIS = 1
 
 
 class SqliteAuditLog:
@@ -81,6 +85,23 @@ class SqliteAuditLog:
 
     async def open(self) -> None:
         await self._db.open()
+        version = await self._db.read(lambda c: int(c.execute("PRAGMA user_version").fetchone()[0]))
+        if version < _SEALED_GENESIS:
+            await self._db.write(lambda conn: transaction(conn, self._seal_genesis))
+
+    def _seal_genesis(self, conn: sqlite3.Connection) -> None:
+        """Seal the head of the empty chain once, when the file is created (or first opened
+        by a segue that does this), so that deleting every entry and the head later is
+        caught; ``user_version`` records that it was done, so a reopening never re-seals
+        what someone emptied."""
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _SEALED_GENESIS:
+            return  # another process did it first
+        used = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM audit_head) OR EXISTS (SELECT 1 FROM audit)"
+        ).fetchone()[0]
+        if not used:
+            conn.execute(_PUT_HEAD, (0, GENESIS, seal(self._key, 0, GENESIS)))
+        conn.execute(f"PRAGMA user_version = {_SEALED_GENESIS}")
 
     async def append(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if not entries:
