@@ -179,9 +179,12 @@ class Runtime:
         feed_url = s.redis_url or ("memory" if s.store.startswith("memory") else "sqlite")
         self.changes = _build(CHANGES, feed_url, "change feed", self.data)
         await self.changes.open(self.origin)
-        #: the second cache layer, shared by the processes (only with Redis)
+        #: the second cache layer, shared by the processes (only with Redis); its keys name
+        #: people, so it stores them only as keyed hashes under the installation secret
         self.shared_cache: SharedCache | None = (
-            _build(SHARED_CACHES, s.redis_url, "shared cache", self.data) if s.redis_url else None
+            _build(SHARED_CACHES, s.redis_url, "shared cache", self.data, self.keys.secret.encode())
+            if s.redis_url
+            else None
         )
         # a server's adapters (nats://, postgresql://) take its URL; the embedded ones the
         # data folder (a memory log comes with a memory store: checked above)

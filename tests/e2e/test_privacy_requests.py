@@ -14,12 +14,14 @@ import pytest
 
 from segue.core.model import PrivacyRequest
 from segue.storage.sqlite_privacy import SqlitePrivacyStore
+from tests import backends
 from tests.contracts.conftest import Sync
 from tests.e2e.server import PUBLISHABLE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
 
 PUB = {"Authorization": f"Bearer {PUBLISHABLE_KEY}"}
+redis_url = backends.redis_url  # a fixture: Redis URL, fresh key prefix
 
 
 _PHONES = itertools.count(10)
@@ -381,3 +383,63 @@ def test_an_erased_person_leaves_no_identifier_in_another_profile_s_separations(
     assert email not in str(after)
     # joe's profile named the email in its separation: no byte of it is left anywhere
     assert scan(srv.data, [], [email.encode()]) == {}
+
+
+def _redis_dump(url: str, prefix: str) -> dict[bytes, bytes]:
+    """Every key under ``prefix`` with its value (strings; the type for anything else)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        out: dict[bytes, bytes] = {}
+        for name in client.scan_iter(match=prefix + "*", count=1000):
+            kind = client.type(name)
+            out[name] = client.get(name) or b"" if kind == b"string" else kind
+        return out
+    finally:
+        client.close()
+
+
+def test_an_erasure_leaves_no_identifier_in_redis_key_names_or_values(tmp_path, redis_url):
+    """With the Redis shared cache: after an erasure, no key name and no value in Redis
+    holds the person's identifiers or profile id, not even the keys the erasure's own
+    invalidation writes."""
+    url, prefix = redis_url
+    env = {"SEGUE_REDIS_URL": f"{url}?prefix={prefix}"}
+    with SegueServer(tmp_path / "data", env=env) as server:
+        items = [
+            {"item_id": f"sku-{i}", "title": f"Item {i}", "category": "Shoes", "price": 10.0 + i}
+            for i in range(10)
+        ]
+        with server.admin() as a:
+            assert a.post("/v1/catalog/items", json={"items": items}).status_code == 200
+        rz = Person("rz")
+        populate(server, rz)
+        with server.admin() as a:
+            profile_id = a.get(f"/v1/profiles/user_id:{rz.user_id}").json()["profile_id"]
+        for user in ({"email": rz.email.lower()}, {"phone": rz.phone}):
+            r = httpx.post(
+                server.url + "/v1/decide",
+                json={"placement": "home", "user": user, "k": 3},
+                headers=PUB,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["personalized"] is True
+        cached = _redis_dump(url, prefix)
+        assert any(rz.email.lower().encode() in value for value in cached.values()), (
+            "the shared cache holds the person's profile facts before the erasure"
+        )
+
+        run_request(server, "erasure", {"email": rz.email})
+        needles = [
+            *rz.secrets(),
+            rz.user_id.encode(),
+            rz.anonymous_id.encode(),
+            profile_id.encode(),
+        ]
+        left = {
+            name: [n.decode() for n in needles if n in name or n in value]
+            for name, value in _redis_dump(url, prefix).items()
+        }
+        assert any(name.startswith(f"{prefix}g:".encode()) for name in left)  # generations
+        assert {name: hits for name, hits in left.items() if hits} == {}

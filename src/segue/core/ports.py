@@ -653,7 +653,9 @@ class SharedCache(Protocol):
     """A cache shared by the processes of an installation (the second layer behind each
     process's own): copies of state that whoever changes the state invalidates first.
 
-    Every method treats the cache being unreachable as a miss or a no-op.
+    Every method treats the cache being unreachable as a miss or a no-op. Keys name people
+    (``id:email:…``, ``facts:<profile id>``): an adapter that keeps them anywhere others
+    can list them stores a keyed hash of each, never the key itself.
     """
 
     async def get(self, key: str) -> tuple[bytes | None, bytes]:

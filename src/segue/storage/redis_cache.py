@@ -8,10 +8,18 @@ reader that loaded the old state just before the change and stores it just after
 drop. Every key therefore has a generation counter: a reader notes the generation before
 loading, and its copy is stored only if the generation has not moved (one Lua script, so
 the check and the write are atomic).
+
+Keys are identifiers and profile ids (``id:email:…``), and Redis shows key names to anyone
+who can scan it, keeps generations for an hour, and an erasure's own invalidation writes
+them. So no key is ever stored under its name: only under a keyed hash of it (HMAC with
+the installation secret), which every process of the installation computes alike and
+nobody without the secret can test a guessed email against.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 
 import structlog
@@ -42,16 +50,25 @@ return 0
 
 
 class RedisSharedCache:
-    """Values under ``<prefix>c<epoch>:<key>``, generations under ``<prefix>g:<key>``.
+    """Values under ``<prefix>c<epoch>:<name>``, generations under ``<prefix>g:<name>``,
+    where ``name`` is the keyed hash of the key (see the module docstring).
 
     The epoch moves (``reset``) when a process comes back from an outage: invalidations
     it could not send may have left stale copies, and a new epoch makes them all
     unreachable at once. Redis being down is a miss (or a no-op) for every method: the
     caller then reads the state store, which is always right.
+
+    Args:
+        url: ``redis://…``, with ``?prefix=`` to share one Redis between installations.
+        secret: the installation secret the key names are hashed with.
+        ttl: seconds a value is kept.
     """
 
-    def __init__(self, url: str, ttl: float = 30.0) -> None:
+    def __init__(self, url: str, secret: bytes, ttl: float = 30.0) -> None:
+        if not secret:
+            raise ValueError("the shared cache needs the installation secret to name keys")
         self._redis, self._errors, prefix = connect(url, timeout=0.5)
+        self._secret = secret
         self._epoch = prefix + "epoch"
         self._values = prefix + "c"
         self._generations = prefix + "g:"
@@ -62,11 +79,16 @@ class RedisSharedCache:
         self.misses = 0
         self.errors = 0
 
+    def _name(self, key: str) -> str:
+        """What ``key`` is stored as: 128 bits of HMAC-SHA256 under the secret, as hex."""
+        message = b"segue-shared-cache\x00" + key.encode("utf-8")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
     async def get(self, key: str) -> tuple[bytes | None, bytes]:
         """The cached bytes (None: a miss) and a token for ``put``, in one round trip."""
         try:
             value, generation, epoch = await self._get(
-                keys=[self._epoch], args=[self._values, key, self._generations]
+                keys=[self._epoch], args=[self._values, self._name(key), self._generations]
             )
         except self._errors as exc:
             self._failed(exc)
@@ -83,10 +105,11 @@ class RedisSharedCache:
         if not token:  # the read failed: nothing is known about the key
             return
         generation, _, epoch = token.partition(b"/")
+        name = self._name(key)
         try:
             await self._put(
-                keys=[self._epoch, self._generations + key],
-                args=[key, value, generation, epoch, self.ttl, self._values],
+                keys=[self._epoch, self._generations + name],
+                args=[name, value, generation, epoch, self.ttl, self._values],
             )
         except self._errors as exc:
             self._failed(exc)
@@ -94,7 +117,7 @@ class RedisSharedCache:
     async def invalidate(self, keys: Iterable[str]) -> bool:
         """Drop the keys' values and move their generations (loads in flight are void);
         False when Redis could not be told (the caller resets once it is back)."""
-        wanted = list(dict.fromkeys(keys))
+        wanted = list(dict.fromkeys(self._name(key) for key in keys))
         if not wanted:
             return True
         try:
