@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
+
+from tests.e2e.server import PUBLISHABLE_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -197,3 +200,39 @@ def test_unmerge_restores_both_profiles_and_they_stay_apart(server):
         again = a.post(f"/v1/profiles/user_id:joe-{tag}/unmerge", json={"profile_id": "p_nope"})
         assert again.status_code == 404
         assert a.post(f"/v1/profiles/user_id:joe-{tag}/unmerge", content=b"{").status_code == 400
+
+
+def decided_for(server, user):
+    """The profile decide personalised for (None: it found nobody)."""
+    auth = {"Authorization": f"Bearer {PUBLISHABLE_KEY}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=30.0) as c:
+        r = c.post("/v1/decide", json={"placement": "home", "user": user, "k": 3})
+        assert r.status_code == 200, r.text
+        decision_id = r.json()["decision_id"]
+    with server.admin() as a:
+        r = a.get(f"/v1/decisions/{decision_id}")
+    assert r.status_code == 200, r.text
+    return r.json()["profile_id"]
+
+
+def test_decide_follows_an_unmerge_at_once(server):
+    """decide reads identity through caches (30 s); an unmerge must empty them, in every
+    process, or the tablet keeps being personalised as the family member it was split from."""
+    tag = uuid.uuid4().hex[:8]
+    tablet, email = f"tablet-{tag}", f"family.{tag}@example.com"
+    send(server, [{"type": "identify", "userId": f"7-{tag}", "traits": {"email": email}}])
+    send(server, [{"type": "page", "anonymousId": tablet, "name": "Home"}])
+    send(server, [{"type": "identify", "anonymousId": tablet, "traits": {"email": email}}])
+    merged = get(server, f"anonymous_id:{tablet}")
+    (merge,) = merged["merges"]
+    # every API process has now cached the tablet as the merged profile
+    for _ in range(4):
+        assert decided_for(server, {"anonymous_id": tablet}) == merged["profile_id"]
+    with server.admin() as a:
+        r = a.post(
+            f"/v1/profiles/user_id:7-{tag}/unmerge", json={"profile_id": merge["profile_id"]}
+        )
+        assert r.status_code == 200, r.text
+    assert get(server, f"anonymous_id:{tablet}")["profile_id"] == merge["profile_id"]
+    for _ in range(4):
+        assert decided_for(server, {"anonymous_id": tablet}) == merge["profile_id"]

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.test_identity import get, send
+from tests.e2e.test_identity import decided_for, get, send
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +201,39 @@ def test_after_a_merge_by_identifier_the_merged_away_side_still_matches(server):
     again = get(server, f"anonymous_id:a2-{tag}")
     assert again["profile_id"] == survivor["profile_id"]
     assert [m["reason"] for m in again["merges"]].count("match") == 1
+
+
+def grey_pair(server, first, second):
+    """Two anonymous records of one name with postcodes a digit apart: a possible match."""
+    last = f"Roe{uuid.uuid4().hex[:8]}"
+    send(
+        server,
+        [
+            {
+                "type": "identify",
+                "anonymousId": anonymous,
+                "traits": {"firstName": "Ann", "lastName": last, "address": {"postalCode": code}},
+            }
+            for anonymous, code in ((first, "62704"), (second, "62705"))
+        ],
+    )
+    one, other = get(server, f"anonymous_id:{first}"), get(server, f"anonymous_id:{second}")
+    assert one["profile_id"] != other["profile_id"], "the model merged it outright"
+    (possible,) = one["possible_matches"]
+    return possible, one["profile_id"], other["profile_id"]
+
+
+def test_decide_follows_an_accepted_possible_match_at_once(server):
+    tag = uuid.uuid4().hex[:8]
+    possible, a_id, b_id = grey_pair(server, f"a-{tag}", f"b-{tag}")
+    for _ in range(4):  # cached in every API process
+        assert decided_for(server, {"anonymous_id": f"a-{tag}"}) == a_id
+        assert decided_for(server, {"anonymous_id": f"b-{tag}"}) == b_id
+    with server.admin() as a:
+        accepted = a.post(f"/v1/admin/possible-matches/{possible['id']}/accept")
+        assert accepted.status_code == 200, accepted.text
+    survivor = get(server, f"anonymous_id:b-{tag}")["profile_id"]
+    assert survivor in (a_id, b_id)
+    for _ in range(4):
+        assert decided_for(server, {"anonymous_id": f"a-{tag}"}) == survivor
+        assert decided_for(server, {"anonymous_id": f"b-{tag}"}) == survivor

@@ -364,6 +364,12 @@ class Processor:
             await asyncio.sleep(0.01)
         raise Conflict("the state kept changing; try again")
 
+    async def _announce(self, changes: Changeset) -> None:
+        """An admin operation committed: tell decide and the other processes, as a batch
+        does, or their caches keep the old identity graph for as long as their TTL."""
+        if self.on_commit is not None:
+            await self.on_commit(changes, [])
+
     async def _unmerge(
         self, profile_id: str, merged_id: str, offset: int, version: int
     ) -> list[str]:
@@ -404,6 +410,7 @@ class Processor:
             for profile in ws.profiles.values():
                 self.linker.index_profile(profile, changes)
         await self._store.commit(changes, self._consumer, offset, expected=version)
+        await self._announce(changes)
         # the profile unmerged first (it keeps its id: ids derive from a profile's first
         # identifier), then the ones split off
         return sorted(ws.profiles, key=lambda pid: (pid != profile_id, pid))
@@ -502,6 +509,7 @@ class Processor:
                     profile.separations.append(separation)
                     ws.touch(profile)
         await self._store.commit(ws.changes, self._consumer, offset, expected=version)
+        await self._announce(ws.changes)
         decided = await self._store.set_possible_match(
             match_id, "accepted" if accept else "rejected"
         )
