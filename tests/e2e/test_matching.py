@@ -237,3 +237,29 @@ def test_decide_follows_an_accepted_possible_match_at_once(server):
     for _ in range(4):
         assert decided_for(server, {"anonymous_id": f"a-{tag}"}) == survivor
         assert decided_for(server, {"anonymous_id": f"b-{tag}"}) == survivor
+
+
+def test_a_possible_match_between_two_user_ids_cannot_be_accepted(server):
+    """Each side signed in as another user since the pair was proposed: with the default
+    limits ({user_id: 1}) no profile holds two user ids, accepted or not."""
+    tag = uuid.uuid4().hex[:8]
+    possible, a_id, b_id = grey_pair(server, f"j1-{tag}", f"j2-{tag}")
+    send(
+        server,
+        [
+            {"type": "identify", "userId": f"100-{tag}", "anonymousId": f"j1-{tag}"},
+            {"type": "identify", "userId": f"200-{tag}", "anonymousId": f"j2-{tag}"},
+        ],
+    )
+    with server.admin() as a:
+        refused = a.post(f"/v1/admin/possible-matches/{possible['id']}/accept")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "conflict"
+        assert "limits" in refused.json()["message"]
+    assert get(server, f"user_id:100-{tag}")["profile_id"] == a_id
+    assert get(server, f"user_id:200-{tag}")["profile_id"] == b_id
+    # still for a person to reject
+    with server.admin() as a:
+        rejected = a.post(f"/v1/admin/possible-matches/{possible['id']}/reject")
+        assert rejected.status_code == 200, rejected.text
+        assert rejected.json()["status"] == "rejected"

@@ -460,9 +460,13 @@ class Processor:
     ) -> PossibleMatch:
         """Accept (merge the two profiles) or reject (keep them apart for good) a possible match.
 
+        An automatic accept (``reason="match"``, re-estimation) that the identifier limits or
+        a separation forbid sets the match to ``dismissed`` instead.
+
         Raises:
             NotFound: no such possible match, or one of its profiles no longer exists.
-            Conflict: it was already decided.
+            Conflict: it was already decided, or a manual accept is forbidden by the
+                identifier limits or a separation.
         """
         return await self._fenced(partial(self._decide_match, match_id, accept, reason))
 
@@ -488,9 +492,19 @@ class Processor:
         for profile in profiles.values():
             for identifier in profile.identities:
                 ws.links[identifier] = profile.profile_id
+        status = "accepted" if accept else "rejected"
         if a_id != b_id:
             a, b = profiles[a_id], profiles[b_id]
-            if accept:
+            # identifiers that arrived since the match was proposed (a user id on each side)
+            # or a separation may forbid the merge now, as they would for an event
+            if accept and not self.folder.allowed(ws, a.identities, b.identities, a, b):
+                if reason != "match":
+                    raise Conflict(
+                        f"possible match {match_id} cannot be accepted: the identifier limits "
+                        "or a separation keep its two profiles apart; reject it instead"
+                    )
+                status = "dismissed"  # re-estimation: no longer a candidate for anyone
+            elif accept:
                 survivor = self.folder.merge(
                     ws,
                     a,
@@ -510,9 +524,7 @@ class Processor:
                     ws.touch(profile)
         await self._store.commit(ws.changes, self._consumer, offset, expected=version)
         await self._announce(ws.changes)
-        decided = await self._store.set_possible_match(
-            match_id, "accepted" if accept else "rejected"
-        )
+        decided = await self._store.set_possible_match(match_id, status)
         assert decided is not None
         return decided
 
