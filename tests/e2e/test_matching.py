@@ -263,3 +263,28 @@ def test_a_possible_match_between_two_user_ids_cannot_be_accepted(server):
         rejected = a.post(f"/v1/admin/possible-matches/{possible['id']}/reject")
         assert rejected.status_code == 200, rejected.text
         assert rejected.json()["status"] == "rejected"
+
+
+def test_accepting_a_possible_match_keeps_the_features_of_both_sides(server):
+    tag = uuid.uuid4().hex[:8]
+    possible, _, _ = grey_pair(server, f"v1-{tag}", f"v2-{tag}")
+    views = [("v1", "sku-1"), ("v2", "sku-2"), ("v2", "sku-3"), ("v2", "sku-4")]
+    send(
+        server,
+        [
+            {
+                "type": "track",
+                "anonymousId": f"{side}-{tag}",
+                "event": "Product Viewed",
+                "properties": {"product_id": product},
+            }
+            for side, product in views
+        ],
+    )
+    with server.admin() as a:
+        accepted = a.post(f"/v1/admin/possible-matches/{possible['id']}/accept")
+        assert accepted.status_code == 200, accepted.text
+    for side in ("v1", "v2"):
+        features = get(server, f"anonymous_id:{side}-{tag}")["features"]
+        assert features["counts"]["30d"]["product_views"] == 4
+        assert sorted(features["recently_viewed"]) == ["sku-1", "sku-2", "sku-3", "sku-4"]

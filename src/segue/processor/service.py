@@ -517,6 +517,12 @@ class Processor:
                 )
                 if self.linker is not None:
                     self.linker.index_profile(survivor, ws.changes)
+                if self.behaviour is not None:
+                    # as a batch's merge does: the store drops the merged-away profile's
+                    # features row, so the survivor's must already hold both
+                    redirects = ws.changes.redirects
+                    stored = await self._store.features({*redirects, *redirects.values()})
+                    ws.changes.features, _ = self.behaviour.fold(stored, [], redirects, learn=False)
             else:
                 separation = (sorted(a.identities), sorted(b.identities))
                 for profile in (a, b):
