@@ -236,3 +236,17 @@ def test_decide_follows_an_unmerge_at_once(server):
     assert get(server, f"anonymous_id:{tablet}")["profile_id"] == merge["profile_id"]
     for _ in range(4):
         assert decided_for(server, {"anonymous_id": tablet}) == merge["profile_id"]
+
+
+def test_identities_count_what_profiles_hold_after_a_merge(server):
+    """A merge moves the merged-away profile's identifiers; it creates none of them."""
+    tag = uuid.uuid4().hex[:8]
+    before = server.stats()["identities"]
+    email = f"six.{tag}@example.org"
+    send(server, [{"type": "identify", "userId": f"u6-{tag}"}])
+    send(server, [{"type": "identify", "anonymousId": f"b-{tag}", "traits": {"email": email}}])
+    send(server, [{"type": "identify", "userId": f"u6-{tag}", "traits": {"email": email}}])
+    profile = get(server, f"user_id:u6-{tag}")
+    assert get(server, f"anonymous_id:b-{tag}")["profile_id"] == profile["profile_id"]
+    assert len(profile["identities"]) == 3
+    assert server.stats()["identities"] - before == 3

@@ -264,3 +264,19 @@ def test_an_event_that_only_counts_leaves_the_document_unwritten():
     assert set(fold.ws.changes.profiles) == {pid}
     assert fold.ws.changes.activity == {}
     assert fold.ws.changes.redirects == {"p:anonymous_id:b7": pid}
+
+
+def test_a_merge_counts_none_of_the_merged_away_identifiers_as_new():
+    """A batch loads only its events' identifiers: the other profile's remaining ones are
+    relinked to the survivor, not created."""
+    fold = Fold()
+    fold(type="identify", userId="6")
+    fold(type="identify", anonymousId="b", traits={"email": "six@ex.org"})
+    assert fold.ws.changes.new_identities == 3
+    # the next batch: a working set with the links of its event's identifiers only
+    email, user = Identifier("email", "six@ex.org"), Identifier("user_id", "6")
+    links = {i: fold.ws.links[i] for i in (email, user)}
+    fold.ws = WorkingSet(links, {pid: fold.ws.profiles[pid] for pid in links.values()})
+    fold(type="identify", userId="6", traits={"email": "six@ex.org"})
+    assert fold.profile_of("anonymous_id", "b") is fold.profile_of("user_id", "6")
+    assert fold.ws.changes.new_identities == 0

@@ -69,6 +69,14 @@ class WorkingSet:
     def link(self, identifier: Identifier, profile_id: str) -> None:
         if identifier not in self.links:
             self.changes.new_identities += 1
+        self.relink(identifier, profile_id)
+
+    def relink(self, identifier: Identifier, profile_id: str) -> None:
+        """Point an identifier that some profile already holds at another profile (a merge).
+
+        It was counted when first linked; a batch loads only its events' identifiers, so
+        whether it is in ``links`` says nothing about whether it is new.
+        """
         self.links[identifier] = profile_id
         self.changes.links[identifier] = profile_id
 
@@ -297,7 +305,7 @@ class Folder:
         for identifier in victim.identities:
             if identifier not in survivor.identities:
                 survivor.identities.append(identifier)
-            ws.link(identifier, survivor.profile_id)
+            ws.relink(identifier, survivor.profile_id)
         self.survivorship.merge(survivor, victim)
         survivor.event_count += victim.event_count
         survivor.first_seen = min(survivor.first_seen, victim.first_seen)
