@@ -7,8 +7,8 @@ Rules (configuration, per trait, with a default):
 - ``most_frequent``: the value seen most often, ties to the most recent;
 - ``first_seen``: the value seen first;
 - ``source_priority``: the value from the highest-ranked source that has one (per-trait
-  ``sources`` list, else the default ranking), ties to the most recent; unranked sources
-  come last.
+  ``sources`` list, else the default ranking), whichever source sent it last; ties to the
+  most recent; unranked sources come last.
 """
 
 from __future__ import annotations
@@ -69,7 +69,13 @@ class Survivorship:
             key = lambda o: (-o.first_at, o.at)  # noqa: E731
         elif rule == "source_priority":
             rank = {s: i for i, s in enumerate(ranking)}
-            key = lambda o: (-rank.get(o.source, len(rank)), o.at)  # noqa: E731
+
+            def best(o: Observation) -> int:
+                # the best source that ever sent the value: ``o.source`` is only the latest,
+                # and a web form echoing the CRM's value must not demote it
+                return min(rank.get(s, len(rank)) for s in (o.source, *o.sources))
+
+            key = lambda o: (-best(o), o.at)  # noqa: E731
         else:
             key = lambda o: (o.at,)  # noqa: E731
         return max(pool, key=key), rule
