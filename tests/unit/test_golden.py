@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from segue.core.model import Profile
-from segue.profiles.golden import Survivorship
+from segue.profiles.golden import MAX_ALTERNATES, Survivorship
 
 T0 = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 
@@ -26,3 +26,20 @@ def test_source_priority_ranks_a_value_by_the_best_source_that_sent_it():
     assert golden.rule == "source_priority"
     # the lineage still names the value's latest sighting
     assert (golden.source, golden.message_id) == ("web", "m2")
+
+
+def test_a_merge_keeps_at_most_the_limit_of_values_per_trait_the_newest_and_the_winner():
+    rules = Survivorship("first_seen")
+    survivor, victim = profile("p1"), profile("p2")
+    for k in range(MAX_ALTERNATES):
+        for person, offset in ((survivor, 0), (victim, MAX_ALTERNATES)):
+            at = T0 + offset + k
+            rules.observe(person, "city", f"city-{offset + k}", source="web", message_id="m", at=at)
+    assert len(survivor.alternates["city"]) == len(victim.alternates["city"]) == MAX_ALTERNATES
+    rules.merge(survivor, victim)
+    kept = sorted(o.value for o in survivor.alternates["city"])
+    assert len(kept) == MAX_ALTERNATES
+    # the first value seen wins (first_seen) and stays; the rest are the newest
+    assert survivor.traits["city"].value == "city-0"
+    newest = [f"city-{k}" for k in range(MAX_ALTERNATES + 1, 2 * MAX_ALTERNATES)]
+    assert kept == sorted(["city-0", *newest])

@@ -22,7 +22,7 @@ from segue.core.model import Observation, Profile, TraitValue
 
 __all__ = ["MAX_ALTERNATES", "Survivorship"]
 
-#: distinct values kept per trait; beyond it the oldest non-winning one is dropped
+#: distinct values kept per trait; beyond it the oldest non-winning ones are dropped
 MAX_ALTERNATES = 20
 _encode = msgspec.json.Encoder(order="sorted").encode
 
@@ -154,10 +154,10 @@ class Survivorship:
     def _settle(self, profile: Profile, name: str) -> None:
         observations = profile.alternates[name]
         winner, rule = self.choose(name, observations)
-        if len(observations) > MAX_ALTERNATES:
-            observations.sort(key=lambda o: o.at)
-            drop = next(o for o in observations if o is not winner)
-            observations.remove(drop)
+        excess = len(observations) - MAX_ALTERNATES
+        if excess > 0:  # one after an observation; after a merge, up to the limit again
+            losers = sorted((o for o in observations if o is not winner), key=lambda o: o.at)
+            observations[:] = sorted([winner, *losers[excess:]], key=lambda o: o.at)
         profile.traits[name] = TraitValue(
             value=winner.value,
             source=winner.source,
