@@ -149,13 +149,18 @@ class Decisioning:
         )
         self._stopping = asyncio.Event()
         self.origin = runtime.origin
-        #: this process folds the log, so its item models are the ones others load
-        self.owns_models = runtime.role != "api"
         #: seconds between saves of the item models for API processes (worker role)
         self.share_models_every = 2
         self._models_changed = False
         #: an invalidation of the shared layer failed: reset it once it is reachable
         self._shared_lost = False
+
+    @property
+    def owns_models(self) -> bool:
+        """Whether this process's item models are the ones others load: only while it
+        folds the log. An API process or a standby worker learns nothing; it takes the
+        active worker's models when told (and a standby again when it takes over)."""
+        return self.runtime.processor.active
 
     def observe_items(self, items: Sequence[Item]) -> None:
         """New or changed catalog items: fresh items get exposure before any traffic."""
@@ -460,9 +465,11 @@ class Decisioning:
                     return encoded
             await asyncio.sleep(0)
 
-    async def persist(self) -> None:
+    async def persist(self, owns_models: bool | None = None) -> None:
+        """Save the rankers, and the item models where they are learnt (``owns_models``:
+        whether they are, when the caller knows better than the processor's state now)."""
         store = self.runtime.store
-        if self.owns_models:
+        if self.owns_models if owns_models is None else owns_models:
             self._models_changed = True
             await self.share_models()
         if self.runtime.role != "worker":  # the decisions (and what they taught) are here
@@ -470,9 +477,13 @@ class Decisioning:
             await store.save_blob(_RANKERS_BLOB, msgspec.json.encode(rankers))
 
     async def aclose(self) -> None:
+        # asked before anything awaits: the runtime has just told the processor to stop,
+        # and it gives up its lease meanwhile, but the models it learnt are still the ones
+        # to keep
+        owned = self.owns_models
         self._stopping.set()
         await self.engine.aclose()
-        await self.persist()
+        await self.persist(owned)
 
 
 def _placements(runtime: Runtime) -> dict[str, Placement]:

@@ -254,8 +254,8 @@ def test_connections_for_a_killed_api_process_wait_for_its_successor(tmp_path):
 # --- two workers, one killed mid-batch ----------------------------------------------------
 
 
-def _worker(data: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, SEGUE_ADMIN_KEY=ADMIN_KEY, SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY)
+def _worker(data: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, SEGUE_ADMIN_KEY=ADMIN_KEY, SEGUE_PUBLISHABLE_KEY=PUBLISHABLE_KEY, **env)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segue", "worker", "--data", str(data)],
@@ -373,4 +373,69 @@ def test_two_workers_fold_interleaved_people_exactly_once_across_a_kill_9(tmp_pa
             if w.poll() is None:
                 w.terminate()
                 w.wait(20)
+        api.stop()
+
+
+def _wait_for(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.embedded("starts its own two workers on the data folder's SQLite files")
+def test_a_standby_worker_never_saves_its_item_models_over_the_active_ones(tmp_path):
+    """The item models are learnt by the worker that folds; a standby folds nothing, so
+    whatever it holds must never replace them: not in its periodic save, not when it stops.
+    Popularity then survives the active worker's death (an API process, or a worker taking
+    over, loads what was saved)."""
+    data = tmp_path / "data"
+    (tmp_path / "segue.yaml").write_text(
+        "placements:\n  pop:\n    strategy: popular\n    exploration: false\n"
+    )
+    api = SegueServer(data, args=["--no-worker", "--config", str(tmp_path / "segue.yaml")])
+    api.start()
+    logs = [tmp_path / "active.log", tmp_path / "standby.log"]
+    active = standby = None
+    try:
+        items = [{"item_id": f"sku-{i}", "title": f"Item {i}", "price": 10.0} for i in range(20)]
+        with api.admin() as a:
+            assert a.post("/v1/catalog/items", json={"items": items}).status_code == 200
+        active = _worker(data, logs[0])
+        _wait_for(lambda: _lease_holder(data) == active.pid, "no worker took the lease")
+        standby = _worker(data, logs[1], SEGUE_LOG_LEVEL="info")
+        _wait_for(lambda: "worker_started" in logs[1].read_text(), "the standby did not start")
+        views = [
+            {
+                "type": "track",
+                "anonymousId": f"viewer-{k}",
+                "event": "Product Viewed",
+                "properties": {"product_id": "sku-13" if k % 4 else f"sku-{k % 7}"},
+            }
+            for k in range(40)
+        ]
+        with api.writer() as w:
+            assert w.post("/v1/batch", json={"batch": views}).status_code == 200
+        api.wait_processed(at_least=len(views))
+
+        def top_item() -> str:
+            body = {"placement": "pop", "user": {}, "k": 3}
+            answer = fresh(api, "POST", "/v1/decide", json=body, headers=PUB)
+            assert answer.status_code == 200, answer.text
+            return str(answer.json()["items"][0]["item_id"])
+
+        # the active worker shared what it learnt, and the API process took it
+        _wait_for(lambda: top_item() == "sku-13", "popularity never reached the API process")
+        standby.send_signal(signal.SIGTERM)  # a clean stop saves what the process owns
+        assert standby.wait(30) == 0
+        active.send_signal(signal.SIGKILL)  # the active one dies: what was saved is all
+        active.wait(10)
+        api.stop()
+        api.start()  # loads the saved item models
+        assert top_item() == "sku-13"
+    finally:
+        for worker in (active, standby):
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+                worker.wait(20)
         api.stop()
