@@ -60,6 +60,7 @@ def test_single_endpoint_sets_type_and_drops_write_key():
         (b"{nope", "invalid_json", None),
         (b"[1, 2]", "invalid_request", "$"),
         (b'{"batch": {}}', "invalid_request", "$.batch"),
+        (b"{}", "invalid_request", "$.batch"),
         (b'{"batch": [], "context": 3}', "invalid_request", "$.context"),
     ],
 )

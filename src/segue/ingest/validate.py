@@ -79,10 +79,14 @@ _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def _field_of(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     text = str(exc)
+    field = None
     if " - at `" in text:
         text, _, path = text.rpartition(" - at `")
-        return text, path.rstrip("`")
-    return text, None
+        field = path.rstrip("`")
+    if text.startswith("Object missing required field `"):
+        # msgspec names the object that lacks the member; the client must fix the member
+        field = f"{field or '$'}.{text.split('`')[1]}"
+    return text, field
 
 
 def _is_json(body: bytes) -> bool:
