@@ -541,6 +541,55 @@ def test_bad_gzip_is_400_invalid_gzip(writer: httpx.Client, endpoint: str, body:
     assert_error(writer.post(endpoint, content=body, headers=GZ), 400, "invalid_gzip")
 
 
+def test_multi_member_gzip_body_is_inflated_whole(
+    writer: httpx.Client, admin: httpx.Client
+) -> None:
+    """RFC 1952 allows a gzip file of several members; zcat and gzip.decompress read them all."""
+    member = typed("track")
+    data = dumps({"batch": [member]})
+    half = len(data) // 2
+    body = gzip.compress(data[:half]) + gzip.compress(data[half:])
+    assert gzip.decompress(body) == data
+    response = writer.post("/v1/batch", content=body, headers=GZ)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True}
+    assert len(stored(admin, member["messageId"])) == 1
+
+
+TRAILING = {
+    "garbage": b"garbage",
+    "zero_padding": b"\x00" * 8,
+    "half_a_magic": b"\x1f",
+    "zlib_stream": zlib.compress(b"{}"),
+}
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/batch", "/v1/track"])
+@pytest.mark.parametrize("tail", TRAILING.values(), ids=TRAILING.keys())
+def test_bytes_after_the_gzip_body_are_400_invalid_gzip(
+    writer: httpx.Client, admin: httpx.Client, endpoint: str, tail: bytes
+) -> None:
+    payload = body_for(endpoint)
+    response = writer.post(endpoint, content=gzip.compress(dumps(payload)) + tail, headers=GZ)
+    assert_error(response, 400, "invalid_gzip")
+    message_id = payload["batch"][0]["messageId"] if endpoint in BATCH else payload["messageId"]
+    assert stored(admin, message_id) == []
+
+
+def test_bytes_after_a_deflate_body_are_400_invalid_gzip(writer: httpx.Client) -> None:
+    body = zlib.compress(dumps({"batch": [typed("track")]})) + b"trailing"
+    response = writer.post("/v1/batch", content=body, headers={"Content-Encoding": "deflate"})
+    assert_error(response, 400, "invalid_gzip")
+
+
+def test_gzip_members_that_inflate_past_the_limit_together_are_413(writer: httpx.Client) -> None:
+    """Each member alone is under the request limit; the body they make is not."""
+    part = gzip.compress(b" " * (200 * KB), compresslevel=9)
+    body = gzip.compress(b'{"batch": [') + part * 3 + gzip.compress(b"]}")
+    assert len(body) < 10 * KB
+    assert_error(writer.post("/v1/batch", content=body, headers=GZ), 413, "payload_too_large")
+
+
 def test_gzip_of_invalid_json_is_400_invalid_json(writer: httpx.Client) -> None:
     response = writer.post("/v1/batch", content=gzip.compress(b'{"batch": ['), headers=GZ)
     assert_error(response, 400, "invalid_json")

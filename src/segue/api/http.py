@@ -86,17 +86,51 @@ class Request:
         return _inflate(body, limit, gzip=encoding != "deflate")
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+#: input is fed to zlib this much at a time: zlib copies the input left over at each gzip
+#: member's end, so a body of many tiny members would cost quadratic time if fed at once
+_INFLATE_FEED = 4096
+
+
 def _inflate(body: bytes, limit: int, *, gzip: bool) -> bytes:
-    inflater = zlib.decompressobj(47 if gzip else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"body is not valid gzip: {exc}", code="invalid_gzip") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body is over the limit of {limit} bytes")
-    if not inflater.eof:
-        raise InvalidInput("gzip body is truncated", code="invalid_gzip")
-    return out
+    """Inflate a gzip (or zlib) body, every member of a multi-member gzip body (RFC 1952
+    2.2) in turn, all within one output ``limit`` so a bomb split into members is still one
+    bomb."""
+    wbits = 47 if gzip else 15
+    inflater = zlib.decompressobj(wbits)
+    view = memoryview(body)
+    fed = 0
+    pending = b""  # what the previous member left over: the start of the next one
+    parts: list[bytes] = []
+    size = 0
+    while pending or fed < len(view):
+        if pending:
+            data: bytes | memoryview = pending
+            pending = b""
+        else:
+            data = view[fed : fed + _INFLATE_FEED]
+            fed += len(data)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)
+        except zlib.error as exc:
+            raise InvalidInput(f"body is not valid gzip: {exc}", code="invalid_gzip") from None
+        size += len(part)
+        parts.append(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed request body is over the limit of {limit} bytes")
+        if not inflater.eof:
+            continue
+        pending = inflater.unused_data
+        if not pending and fed == len(view):
+            return b"".join(parts)
+        head = (pending + view[fed : fed + 2].tobytes())[:2]
+        if not gzip or head != _GZIP_MAGIC:
+            raise InvalidInput(
+                "the body has bytes after its compressed data that are not a gzip member",
+                code="invalid_gzip",
+            )
+        inflater = zlib.decompressobj(wbits)
+    raise InvalidInput("gzip body is truncated", code="invalid_gzip")
 
 
 T = TypeVar("T")
