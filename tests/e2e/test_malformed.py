@@ -480,6 +480,71 @@ def test_oversize_member_of_batch_is_rejected_by_index(
     assert stored(admin, big["messageId"]) == []
 
 
+@pytest.mark.parametrize("name", ["context", "integrations"])
+def test_batch_level_fields_count_toward_each_message_limit(
+    writer: httpx.Client, admin: httpx.Client, name: str
+) -> None:
+    """The batch's context is copied into every message: 20 small messages under a 40 KB
+    batch context are 20 messages of 40 KB each, each over the limit."""
+    members = [typed("track") for _ in range(20)]
+    response = writer.post("/v1/batch", json={name: {"pad": "a" * 40 * KB}, "batch": members})
+    error = assert_error(response, 413, "payload_too_large")
+    assert [r["index"] for r in error["rejected"]] == list(range(20))
+    assert {r["code"] for r in error["rejected"]} == {"payload_too_large"}
+    for member in members:
+        assert stored(admin, member["messageId"]) == []
+        [entry] = quarantined(admin, member["messageId"])
+        assert entry["reason"].startswith("payload_too_large: "), entry
+
+
+def test_batch_context_and_a_member_over_the_limit_together(
+    writer: httpx.Client, admin: httpx.Client
+) -> None:
+    small = typed("track")
+    big = {"type": "track", **padded("track", 15 * KB)}  # 15 KB of its own + 20 KB merged
+    own_pad = typed("track", context={"pad": "mine"})  # its own key wins: 20 KB never merged
+    body = {"context": {"pad": "b" * 20 * KB, "locale": "de-DE"}, "batch": [small, big, own_pad]}
+    response = writer.post("/v1/batch", json=body)
+    assert response.status_code == 200, response.text
+    [rejected] = response.json()["rejected"]
+    assert (rejected["index"], rejected["code"]) == (1, "payload_too_large")
+    assert stored(admin, big["messageId"]) == []
+    assert len(quarantined(admin, big["messageId"])) == 1
+    [record] = stored(admin, small["messageId"])
+    assert len(record["message"]["context"]["pad"]) == 20 * KB
+    [record] = stored(admin, own_pad["messageId"])
+    assert record["message"]["context"] == {"pad": "mine", "locale": "de-DE"}
+
+
+def test_a_batch_context_under_every_limit_can_fill_a_whole_request(
+    writer: httpx.Client, admin: httpx.Client
+) -> None:
+    """A request of 2,000 tiny messages under a 200 KB context: none is stored, each is
+    refused (a regression stored 2,000 copies of the context and the server grew by GBs)."""
+    members = [{"type": "track", "userId": "u", "event": "e"} for _ in range(2000)]
+    body = {"context": {"pad": "c" * 200 * KB}, "batch": members}
+    assert len(dumps(body)) < 500 * KB
+    before = max((r["offset"] for r in log_records(admin)), default=0)
+    error = assert_error(writer.post("/v1/batch", json=body), 413, "payload_too_large")
+    assert len(error["rejected"]) == 2000
+    assert [r for r in log_records(admin) if r["offset"] > before] == []
+
+
+@pytest.mark.parametrize("name", ["context", "integrations"])
+def test_batch_level_fields_count_toward_each_message_depth_limit(
+    writer: httpx.Client, admin: httpx.Client, name: str
+) -> None:
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    member = typed("track")
+    response = writer.post("/v1/batch", json={name: {"deep": deep}, "batch": [member]})
+    error = assert_error(response, 400, "invalid_event", field=f"$.{name}")
+    assert error["rejected"][0]["field"] == f"$.{name}"
+    assert stored(admin, member["messageId"]) == []
+    assert len(quarantined(admin, member["messageId"])) == 1
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_request_over_500kb_is_413(writer: httpx.Client, endpoint: str) -> None:
     if endpoint in BATCH:

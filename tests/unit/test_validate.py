@@ -1,3 +1,4 @@
+import functools
 from datetime import UTC, datetime
 
 import msgspec
@@ -75,6 +76,44 @@ def test_message_size_limit():
     raw = msgspec.json.encode({"type": "track", "userId": "1", "event": "A", "p": "x" * 40_000})
     with pytest.raises(PayloadTooLarge):
         prepare(raw)
+
+
+@pytest.mark.parametrize(
+    "own", [None, {"n": 1, "own": "z"}], ids=["no_own_context", "own_context_wins"]
+)
+def test_the_size_limit_holds_for_the_message_with_the_batch_context_merged_in(own):
+    """Exactly at the limit with the batch's context merged in is accepted; a byte more
+    is not (measured without encoding each message)."""
+    limits = Limits(max_message_bytes=2000)
+    context = {"pad": "x" * 500, "n": [1, 2]}
+
+    def request(fill: int) -> tuple[bytes, int]:
+        member = {"type": "track", "userId": "1", "event": "A", "properties": {"p": "y" * fill}}
+        if own is not None:
+            member["context"] = own
+        merged = {**member, "context": {**context, **(own or {})}}
+        body = msgspec.json.encode({"batch": [member], "context": context})
+        return body, len(msgspec.json.encode(merged))
+
+    body, size = request(0)
+    fill = limits.max_message_bytes - size
+    for extra, fits in ((0, True), (1, False)):
+        body, size = request(fill + extra)
+        assert size == limits.max_message_bytes + extra
+        parsed = parse_request(body, None)
+        call = functools.partial(
+            prepare_message,
+            parsed.messages[0][1],
+            parsed,
+            limits=limits,
+            received_at=NOW,
+            new_id=lambda: "generated",
+        )
+        if fits:
+            assert call()[0]["context"]["pad"] == context["pad"]
+        else:
+            with pytest.raises(PayloadTooLarge):
+                call()
 
 
 def test_numeric_message_id_becomes_text_and_non_object_is_rejected():

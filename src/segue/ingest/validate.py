@@ -49,6 +49,29 @@ class Rejected(msgspec.Struct, frozen=True):
     body: bytes
 
 
+class _Members(msgspec.Struct, frozen=True):
+    """A batch-level object as merged into a message: each member's ``"key":value,`` bytes
+    and the nesting depth of its value (an upper bound; exact when it could matter)."""
+
+    members: dict[str, tuple[int, int]]
+    #: the object's JSON size, and its deepest value
+    size: int
+    depth: int
+
+
+class _BatchAdds(msgspec.Struct, frozen=True):
+    """What the batch-level fields add to each message, measured once per request so the
+    limits hold for each merged message without encoding it (the ingest inner loop)."""
+
+    context: _Members | None
+    integrations: _Members | None
+    sent_at: int
+    #: the most any message can grow by, and whether a value could nest too deep: only
+    #: messages these do not clear are measured member by member
+    most: int
+    deep: bool
+
+
 class ParsedRequest(msgspec.Struct, frozen=True):
     """A decoded request: the write key found in the body (if any) and its raw messages."""
 
@@ -58,6 +81,7 @@ class ParsedRequest(msgspec.Struct, frozen=True):
     integrations: dict[str, Any] | None
     sent_at: str | None
     kind: str | None
+    adds: _BatchAdds | None = None
 
 
 class _Batch(msgspec.Struct, rename="camel"):
@@ -122,6 +146,7 @@ def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
                 integrations=batch.integrations,
                 sent_at=batch.sent_at,
                 kind=None,
+                adds=_batch_adds(batch.context, batch.integrations, batch.sent_at),
             )
         single = _single_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -167,6 +192,83 @@ def _depth(raw: bytes) -> int:
     return deepest
 
 
+_encode = msgspec.json.encode
+
+
+def _measure(value: dict[str, Any] | None) -> _Members | None:
+    if not value:
+        return None
+    members: dict[str, tuple[int, int]] = {}
+    for key, member in value.items():
+        encoded = _encode(member)
+        depth = encoded.count(b"{") + encoded.count(b"[")
+        if depth > MAX_DEPTH - 2:  # under the limit even if every bracket nested
+            depth = _depth(encoded)
+        members[key] = (len(_encode(key)) + len(encoded) + 2, depth)  # ':' and ','
+    return _Members(
+        members=members,
+        size=sum(size for size, _ in members.values()) + 1,  # '{' and '}' less a ','
+        depth=max(depth for _, depth in members.values()),
+    )
+
+
+def _batch_adds(
+    context: dict[str, Any] | None, integrations: dict[str, Any] | None, sent_at: str | None
+) -> _BatchAdds | None:
+    if not (context or integrations or sent_at):
+        return None
+    measured = _measure(context), _measure(integrations)
+    sent = len(_encode(sent_at)) + len(b'"sentAt":,') if sent_at else 0
+    return _BatchAdds(
+        context=measured[0],
+        integrations=measured[1],
+        sent_at=sent,
+        most=sent
+        + sum(len(name) + 4 + m.size for name, m in zip(_MERGED, measured, strict=True) if m),
+        deep=any(m.depth + 2 > MAX_DEPTH for m in measured if m),
+    )
+
+
+#: the batch-level objects merged into each message
+_MERGED = ("context", "integrations")
+
+
+def _check_merged(message: dict[str, Any], size: int, adds: _BatchAdds, limits: Limits) -> None:
+    """Apply the size and depth limits to ``message`` as the batch's fields will make it.
+
+    Args:
+        message: the message before the merge.
+        size: its JSON size.
+
+    Raises:
+        PayloadTooLarge, InvalidEvent: as :func:`prepare_message`.
+    """
+    for name, measured in zip(_MERGED, (adds.context, adds.integrations), strict=True):
+        if measured is None:
+            continue
+        own = message.get(name)
+        if isinstance(own, dict):  # the message's own members win
+            added = [at for key, at in measured.members.items() if key not in own]
+            size += sum(at[0] for at in added)
+        elif own:
+            continue  # not an object: validation rejects it at this field
+        else:
+            added = list(measured.members.values())
+            size += len(name) + 4 + measured.size  # '"name":' and ','
+        if any(depth + 2 > MAX_DEPTH for _, depth in added):  # message, then ``name``
+            raise InvalidEvent(
+                f"message is nested deeper than {MAX_DEPTH} levels with the batch's {name}",
+                field=f"$.{name}",
+            )
+    if "sentAt" not in message:
+        size += adds.sent_at
+    if size > limits.max_message_bytes:
+        raise PayloadTooLarge(
+            f"message is {size} bytes with the batch's context, integrations and sentAt, "
+            f"over the limit of {limits.max_message_bytes}"
+        )
+
+
 def prepare_message(
     raw: bytes,
     parsed: ParsedRequest,
@@ -179,7 +281,8 @@ def prepare_message(
 
     Normalising merges the batch's ``context``/``integrations`` (the message's own keys
     win), sets ``type`` for single endpoints, assigns a ``messageId`` when the sender gave
-    none and stamps ``receivedAt``.
+    none and stamps ``receivedAt``. The size and depth limits hold for the message with what
+    the batch merged into it: a batch's context is copied into every message it carries.
 
     Returns:
         the normalised message, its typed form, and the message as JSON (what the log
@@ -211,6 +314,12 @@ def prepare_message(
                 f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}",
                 field="$.type",
             )
+    adds = parsed.adds
+    if adds is None and (parsed.context or parsed.integrations or parsed.sent_at):
+        # a request parse_request did not make: measured here, once per message
+        adds = _batch_adds(parsed.context, parsed.integrations, parsed.sent_at)
+    if adds is not None and (len(raw) + adds.most > limits.max_message_bytes or adds.deep):
+        _check_merged(message, len(raw), adds, limits)
     if parsed.context:
         own = message.get("context")
         message["context"] = (
