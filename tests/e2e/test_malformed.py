@@ -749,13 +749,64 @@ def test_write_key_in_body_is_accepted(
 def test_bad_write_key_in_body_is_rejected(anon: httpx.Client, endpoint: str, key: Any) -> None:
     body = body_for(endpoint)
     body["writeKey"] = key
-    response = anon.post(endpoint, json=body)
-    if isinstance(key, int):
-        # a number where a string belongs may be reported as the type error it is
-        assert response.status_code in (400, 401), response.text
-        assert_error(response, response.status_code)
-    else:
+    assert_error(anon.post(endpoint, json=body), 401, "unauthorized")
+
+
+BAD_BODY_WITH_KEY = {
+    "batch_a_string": ({"batch": "x"}, "$.batch"),
+    "batch_missing": ({}, "$.batch"),
+    "context_a_number": ({"batch": [], "context": 5}, "$.context"),
+}
+
+
+@pytest.mark.parametrize("endpoint", BATCH)
+@pytest.mark.parametrize(
+    ("body", "field"), BAD_BODY_WITH_KEY.values(), ids=BAD_BODY_WITH_KEY.keys()
+)
+def test_valid_body_key_with_a_bad_body_gets_the_400(
+    anon: httpx.Client, endpoint: str, body: dict[str, Any], field: str
+) -> None:
+    """The key in the body authenticates the sender, who then learns what is wrong."""
+    response = anon.post(endpoint, json={"writeKey": WRITE_KEY, **body})
+    assert_error(response, 400, "invalid_request", field=field)
+    for key in ("not-a-key", 5, None):
+        response = anon.post(endpoint, json={"writeKey": key, **body})
         assert_error(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/batch", "/v1/track"])
+@pytest.mark.parametrize(
+    "key",
+    [5, None, {"key": WRITE_KEY}, [WRITE_KEY], True, "not-a-key"],
+    ids=["int", "null", "object", "list", "bool", "unknown"],
+)
+def test_body_write_key_of_any_kind_is_ignored_under_a_basic_header(
+    anon: httpx.Client, admin: httpx.Client, endpoint: str, key: Any
+) -> None:
+    body = body_for(endpoint)
+    body["writeKey"] = key
+    response = anon.post(endpoint, json=body, headers={"Authorization": basic(WRITE_KEY)})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True}
+    message_id = body["batch"][0]["messageId"] if endpoint in BATCH else body["messageId"]
+    [record] = stored(admin, message_id)
+    assert "writeKey" not in record["message"]
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/batch", "/v1/track"])
+@pytest.mark.parametrize(
+    "header", [basic(""), basic("", "password"), "Basic"], ids=["empty", "password", "bare"]
+)
+def test_empty_basic_user_is_refused_even_with_a_body_key(
+    anon: httpx.Client, admin: httpx.Client, endpoint: str, header: str
+) -> None:
+    """docs/api.md: a Basic header is the credential whenever it is present."""
+    body = body_for(endpoint)
+    body["writeKey"] = WRITE_KEY
+    response = anon.post(endpoint, json=body, headers={"Authorization": header})
+    assert_error(response, 401, "unauthorized")
+    message_id = body["batch"][0]["messageId"] if endpoint in BATCH else body["messageId"]
+    assert stored(admin, message_id) == []
 
 
 def test_basic_header_wins_over_body_write_key(anon: httpx.Client, admin: httpx.Client) -> None:

@@ -36,6 +36,7 @@ from segue.api.problems import problem
 from segue.api.profile_view import iso, profile_body
 from segue.core.model import Identifier, PossibleMatch
 from segue.errors import InvalidInput, NotFound, SegueError, Unauthorized
+from segue.ingest.validate import body_write_key
 from segue.keys import basic_user
 from segue.runtime import Runtime
 
@@ -415,16 +416,22 @@ class SegueApp:
         ingest = self.runtime.ingest
         header = request.headers.get("authorization")
         user = basic_user(header) if header else None
-        source = self.runtime.keyring.source_for(user) if user else None
+        source: str | None = None
+        if user is not None:  # a Basic header is the credential, and the body's is ignored
+            if not user:
+                raise Unauthorized("the HTTP Basic user name (the write key) is empty")
+            source = self.runtime.keyring.source_for(user)
         body = await request.body(ingest.limits.max_request_bytes)
         try:
             parsed = ingest.parse(body, _COLLECT[request.path])
         except InvalidInput:
             if source is None:
-                raise Unauthorized("a write key is required (HTTP Basic user name)") from None
+                # only a sender with a key learns what is wrong with its body; a body that
+                # cannot be read has no key that segue could check (401, docs/api.md)
+                self._body_source(body_write_key(body))
             raise
         if source is None:
-            source = self.runtime.keyring.source_for(parsed.write_key)
+            source = self._body_source(parsed.write_key)
         result = await ingest.collect(source, parsed)
         if not result.rejected:
             return Response(200, _SUCCESS)
@@ -442,6 +449,12 @@ class SegueApp:
         if request.path in ("/v1/batch", "/v1/import"):
             body_out["rejected"] = rejected
         return json_response(body_out, status)
+
+    def _body_source(self, key: object) -> str:
+        """The source whose write key the body's ``writeKey`` is; 401 when it is none."""
+        if key is not None and not isinstance(key, str):
+            raise Unauthorized("writeKey must be a string, the source's write key")
+        return self.runtime.keyring.source_for(key)
 
     # --- profiles -----------------------------------------------------------------------
     async def resolve_profile(self, request: Request) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "Limits",
     "ParsedRequest",
     "Rejected",
+    "body_write_key",
     "parse_request",
     "prepare_message",
 ]
@@ -75,7 +76,9 @@ class _BatchAdds(msgspec.Struct, frozen=True):
 class ParsedRequest(msgspec.Struct, frozen=True):
     """A decoded request: the write key found in the body (if any) and its raw messages."""
 
-    write_key: str | None
+    #: the body's ``writeKey`` as sent: any JSON value, since a Basic header makes it
+    #: irrelevant, and without one only the caller can say what a non-string means
+    write_key: object
     messages: list[tuple[int, bytes]]
     context: dict[str, Any] | None
     integrations: dict[str, Any] | None
@@ -88,12 +91,12 @@ class _Batch(msgspec.Struct, rename="camel"):
     batch: list[msgspec.Raw]
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
-    write_key: str | None = None
+    write_key: Any = None
     sent_at: str | None = None
 
 
 class _Single(msgspec.Struct, rename="camel"):
-    write_key: str | None = None
+    write_key: Any = None
 
 
 _batch_decoder = msgspec.json.Decoder(_Batch)
@@ -164,6 +167,16 @@ def parse_request(body: bytes, kind: str | None) -> ParsedRequest:
         sent_at=None,
         kind=kind,
     )
+
+
+def body_write_key(body: bytes) -> object:
+    """The top-level ``writeKey`` of a body :func:`parse_request` refused, or None when the
+    body is not a JSON object: whether the sender may learn what is wrong with its body
+    depends on it."""
+    try:
+        return _single_decoder.decode(body).write_key
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 #: deepest nesting of objects and arrays a message may have (Segment payloads use a few)
