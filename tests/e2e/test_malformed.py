@@ -41,6 +41,8 @@ SINGLE = {
     "/v1/alias": "alias",
 }
 BATCH = ("/v1/batch", "/v1/import")
+#: the short paths analytics.js (analytics-next) and the mobile SDKs post to
+SHORT = {f"/v1/{name[0]}": f"/v1/{name}" for name in ("batch", *SINGLE.values())}
 ENDPOINTS = (*BATCH, *SINGLE)
 KINDS = tuple(SINGLE.values())
 JSON = {"Content-Type": "application/json"}
@@ -232,6 +234,38 @@ def test_valid_request_is_exactly_success(writer: httpx.Client, endpoint: str) -
     response = writer.post(endpoint, json=body_for(endpoint))
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True}
+
+
+@pytest.mark.parametrize(("short", "path"), SHORT.items())
+def test_short_paths_are_handled_as_their_long_forms(
+    server: SegueServer, anon: httpx.Client, admin: httpx.Client, short: str, path: str
+) -> None:
+    kind = SINGLE.get(path, "identify")
+    auth = {"Authorization": basic(WRITE_KEY)}
+    body = body_for(path, kind)
+    response = anon.post(short, json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True}
+    message_id = body["batch"][0]["messageId"] if path in BATCH else body["messageId"]
+    [record] = stored(admin, message_id)
+    assert record["message"]["type"] == kind
+
+    # the same answers as the long path, refusals included
+    bad = body_for(path, kind, userId=["not", "a", "string"])
+    for request in (
+        {"json": bad, "headers": auth},  # a broken message (a batch adds `rejected`)
+        {"json": body_for(path, kind)},  # no key
+        {"json": body_for(path, kind), "headers": {"Authorization": basic("wrong")}},
+        {"content": b"{", "headers": auth},  # not JSON
+    ):
+        answers = [anon.post(p, **request) for p in (path, short)]
+        assert answers[0].status_code == answers[1].status_code != 200, answers[1].text
+        assert answers[0].json() == answers[1].json()
+    assert_error(anon.get(short, headers=auth), 405, "method_not_allowed")
+
+    operation = httpx.get(server.url + "/openapi.json").json()["paths"][short]["post"]
+    assert operation["security"] == [{"writeKey": []}]
+    assert path in operation["summary"]
 
 
 # --- bodies that are not JSON, or not a JSON object -----------------------------------------

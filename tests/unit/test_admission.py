@@ -219,6 +219,7 @@ def test_a_refusal_from_inside_is_counted_under_its_reason_and_frees_the_slot():
         ("/v1/batch", "collect"),
         ("/v1/track", "collect"),
         ("/v1/import", "collect"),
+        *((f"/v1/{short}", "collect") for short in "btipsga"),
         ("/v1/sources/{source}/import", "collect"),
         ("/v1/sources/{source}/webhook", "collect"),
         ("/v1/decide", "decide"),

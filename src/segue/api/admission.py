@@ -74,6 +74,7 @@ _COLLECT = frozenset(
         "/v1/screen",
         "/v1/group",
         "/v1/alias",
+        *("/v1/b", "/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/g", "/v1/a"),  # the SDKs' short paths
     }
 )
 

@@ -51,6 +51,7 @@ _PREFLIGHT = (
     (b"access-control-allow-headers", b"authorization, content-type, content-encoding, sec-gpc"),
     (b"access-control-max-age", b"86400"),
 )
+#: the collection paths and the message type each one sets (None: a batch)
 _COLLECT = {
     "/v1/batch": None,
     "/v1/import": None,
@@ -61,6 +62,13 @@ _COLLECT = {
     "/v1/group": "group",
     "/v1/alias": "alias",
 }
+#: the short paths analytics.js (analytics-next) and the mobile SDKs post to (``/v1/t``),
+#: each with the path it stands for
+_SHORT = {
+    f"/v1/{name[0]}": f"/v1/{name}"
+    for name in ("batch", "track", "identify", "page", "screen", "group", "alias")
+}
+_COLLECT |= {short: _COLLECT[path] for short, path in _SHORT.items()}
 _replay_decoder = msgspec.json.Decoder(schemas.ReplayRequest)
 _unmerge_decoder = msgspec.json.Decoder(schemas.UnmergeRequest)
 
@@ -171,7 +179,8 @@ class SegueApp:
                 request=schemas.BatchRequest if kind is None else schemas.SegmentMessage,
                 response=schemas.CollectResponse,
                 errors=write_errors,
-                summary=f"Segment-compatible {kind or 'batch'} collection",
+                summary=f"Segment-compatible {kind or 'batch'} collection"
+                + (f" (the short path for {_SHORT[path]} that SDKs use)" if path in _SHORT else ""),
             )
             for path, kind in _COLLECT.items()
         ]
@@ -446,7 +455,7 @@ class SegueApp:
         body_out: dict[str, Any] = {"code": first.code, "message": first.message}
         if first.field is not None:
             body_out["field"] = first.field
-        if request.path in ("/v1/batch", "/v1/import"):
+        if _COLLECT[request.path] is None:  # a batch path
             body_out["rejected"] = rejected
         return json_response(body_out, status)
 
