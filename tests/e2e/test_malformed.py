@@ -17,6 +17,7 @@ import functools
 import gzip
 import json
 import re
+import time
 import uuid
 import weakref
 import zlib
@@ -28,7 +29,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.e2e.server import ADMIN_KEY, WRITE_KEY, SegueServer
+from tests.e2e.server import ADMIN_KEY, PUBLISHABLE_KEY, WRITE_KEY, SegueServer
 
 pytestmark = pytest.mark.e2e
 
@@ -1114,6 +1115,76 @@ def test_replay_of_message_quarantined_from_single_endpoint(
     [record] = stored(admin, bad["messageId"])
     assert record["message"]["type"] == "track"
     assert record["message"]["event"] == "Clicked"
+
+
+def test_replay_goes_through_the_consent_screen(
+    writer: httpx.Client, admin: httpx.Client, anon: httpx.Client
+) -> None:
+    """A replayed message is screened as a collected one: without analytics consent it is
+    stored unattached, without traits, with its IP address hashed."""
+    user = f"refuser-{uuid.uuid4().hex[:8]}"
+    consent = anon.put(
+        "/v1/consent",
+        json={"user": {"user_id": user}, "purposes": {"analytics": False}},
+        headers={"Authorization": f"Bearer {PUBLISHABLE_KEY}"},
+    )
+    assert consent.status_code == 200, consent.text
+    secret = {"traits": {"email": f"{user}@example.com"}, "context": {"ip": "198.51.100.23"}}
+    collected = typed("identify", userId=user, **secret)
+    bad = typed("identify", userId=user, timestamp="soon", **secret)
+    response = writer.post("/v1/batch", json={"batch": [collected, bad]})
+    assert response.json()["rejected"][0]["index"] == 1, response.text
+    [entry] = quarantined(admin, bad["messageId"])
+    replay = admin.post(
+        f"/v1/admin/quarantine/{entry['id']}/replay",
+        json={"message": {**bad, "timestamp": "2024-05-06T07:08:09Z"}},
+    )
+    assert replay.status_code == 200, replay.text
+    [as_collected] = stored(admin, collected["messageId"])
+    [as_replayed] = stored(admin, bad["messageId"])
+    for record in (as_collected, as_replayed):
+        message = record["message"]
+        assert "traits" not in message, message
+        assert message["context"]["ip"].startswith("hmac:"), message
+        assert message["context"]["segue"]["attach"] is False, message
+    result = replay.json()
+    assert (result["replayed"], result["offset"], result["suppressed"]) == (
+        True,
+        as_replayed["offset"],
+        False,
+    )
+
+
+def test_replay_naming_an_erased_person_is_dropped(
+    server: SegueServer, writer: httpx.Client, admin: httpx.Client
+) -> None:
+    """As at collection: the message of an erased person never reaches the event log."""
+    user = f"erased-{uuid.uuid4().hex[:8]}"
+    assert writer.post("/v1/track", json=message("track", userId=user)).status_code == 200
+    server.wait_processed()
+    created = admin.post(
+        "/v1/privacy/requests", json={"type": "erasure", "user": {"user_id": user}}
+    )
+    assert created.status_code == 202, created.text
+    for _ in range(600):
+        status = admin.get(f"/v1/privacy/requests/{created.json()['request_id']}").json()
+        if status["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    assert status["status"] == "done", status
+
+    bad = typed("track", userId={"nested": "oops"})  # names nobody: not erased with the person
+    writer.post("/v1/batch", json={"batch": [typed("track"), bad]}).raise_for_status()
+    [entry] = quarantined(admin, bad["messageId"])
+    before = server.stats()["events_suppressed"]
+    replay = admin.post(
+        f"/v1/admin/quarantine/{entry['id']}/replay", json={"message": {**bad, "userId": user}}
+    )
+    assert replay.status_code == 200, replay.text
+    assert replay.json() == {"replayed": True, "offset": None, "suppressed": True}
+    assert stored(admin, bad["messageId"]) == []
+    assert quarantined(admin, bad["messageId"]) == []
+    assert server.stats()["events_suppressed"] == before + 1
 
 
 @pytest.mark.parametrize(

@@ -605,8 +605,10 @@ class SegueApp:
                 raise InvalidInput(f"body is not valid JSON: {exc}", code="invalid_json") from None
             if parsed.message is not None:
                 replacement = msgspec.json.encode(parsed.message)
-        offset = await self.runtime.ingest.replay(int(raw_id), replacement)
-        return json_response({"replayed": True, "offset": offset})
+        done = await self.runtime.ingest.replay(int(raw_id), replacement)
+        return json_response(
+            {"replayed": True, "offset": done.offset, "suppressed": done.suppressed}
+        )
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})

@@ -201,3 +201,5 @@ class ReplayRequest(msgspec.Struct, kw_only=True):
 class ReplayResponse(msgspec.Struct, kw_only=True):
     replayed: bool
     offset: int | None
+    #: the message names an erased person: dropped, as collection drops it
+    suppressed: bool

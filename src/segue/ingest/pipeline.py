@@ -30,7 +30,14 @@ from segue.ingest.validate import (
     to_record,
 )
 
-__all__ = ["CollectResult", "ImportResult", "IngestCounters", "IngestService", "RowRejected"]
+__all__ = [
+    "CollectResult",
+    "ImportResult",
+    "IngestCounters",
+    "IngestService",
+    "ReplayResult",
+    "RowRejected",
+]
 
 
 class CollectResult(msgspec.Struct, frozen=True):
@@ -40,6 +47,14 @@ class CollectResult(msgspec.Struct, frozen=True):
     duplicates: int
     rejected: list[Rejected]
     offsets: list[int | None]
+
+
+class ReplayResult(msgspec.Struct, frozen=True):
+    """What a replay did: the log offset (None: a duplicate, or dropped), and whether the
+    message named an erased person and was dropped as collection drops it."""
+
+    offset: int | None
+    suppressed: bool = False
 
 
 class RowRejected(msgspec.Struct, frozen=True):
@@ -145,6 +160,24 @@ class IngestService:
         """Hold places in the write pipeline; raises Overloaded when the log is behind."""
         return nullcontext() if self.backlog is None else self.backlog.admit(records)
 
+    def _suppressed(self, event: Event) -> bool:
+        """Whether the event names an erased person (then it is dropped, and counted)."""
+        if self.suppression is not None and self.suppression.blocks(event):
+            self.counters.suppressed += 1
+            return True
+        return False
+
+    async def _screen(
+        self,
+        source: str,
+        prepared: list[tuple[dict[str, Any], Event]],
+        bodies: list[bytes | None],
+    ) -> None:
+        """The consent step; a message it changed loses its JSON, to be encoded again."""
+        if self.screen is not None and prepared:
+            for at in await self.screen(source, prepared):
+                bodies[at] = None
+
     async def collect(self, source: str, parsed: ParsedRequest) -> CollectResult:
         """Validate, plan-check and store every message of one request.
 
@@ -177,16 +210,13 @@ class IngestService:
                 else:
                     rejected.append(bad)
                 continue
-            if self.suppression is not None and self.suppression.blocks(event):
-                self.counters.suppressed += 1
+            if self._suppressed(event):
                 continue
             prepared.append((message, event))
             bodies.append(body)
         offsets: list[int | None] = []
         with self._writing(len(prepared) + len(rejected)):
-            if self.screen is not None and prepared:
-                for at in await self.screen(source, prepared):
-                    bodies[at] = None
+            await self._screen(source, prepared, bodies)
             records = [
                 to_record(source, message, event, now, body)
                 for (message, event), body in zip(prepared, bodies, strict=True)
@@ -268,8 +298,7 @@ class IngestService:
                 except SegueError as exc:
                     problems.append((line, raw, exc))
                     continue
-                if self.suppression is not None and self.suppression.blocks(event):
-                    self.counters.suppressed += 1
+                if self._suppressed(event):
                     continue
                 records.append(to_record(source, message, event, now, body))
         problems.sort(key=lambda p: p[0])
@@ -308,11 +337,14 @@ class IngestService:
             ],
         )
 
-    async def replay(self, entry_id: int, replacement: bytes | None) -> int | None:
-        """Re-submit a quarantined message, optionally corrected, through the same checks.
+    async def replay(self, entry_id: int, replacement: bytes | None) -> ReplayResult:
+        """Re-submit a quarantined message, optionally corrected, through the steps of
+        :meth:`collect`: validation, the tracking plan, suppression and the consent screen.
 
         Returns:
-            the new log offset (None if it was a duplicate of a stored message).
+            the new log offset (None if it was a duplicate of a stored message, or if it
+            names an erased person: then it is dropped, and the entry deleted, as
+            collection drops such a message).
 
         Raises:
             NotFound: no such quarantine entry.
@@ -342,8 +374,15 @@ class IngestService:
         plan = self._plans.get(entry.source)
         if plan is not None:
             event, message, body = _planned(plan, event, message, body)
+        if self._suppressed(event):
+            await self._quarantine.remove(entry_id)
+            return ReplayResult(offset=None, suppressed=True)
         with self._writing(1):
-            offsets = await self._log.append([to_record(entry.source, message, event, now, body)])
+            bodies = [body]
+            await self._screen(entry.source, [(message, event)], bodies)
+            offsets = await self._log.append(
+                [to_record(entry.source, message, event, now, bodies[0])]
+            )
         await self._quarantine.remove(entry_id)
         self.counters.stored += sum(1 for o in offsets if o is not None)
-        return offsets[0]
+        return ReplayResult(offset=offsets[0])
