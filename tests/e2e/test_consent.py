@@ -283,6 +283,40 @@ def test_consent_in_events_is_recorded_and_enforced_without_analytics_events_sta
     assert "192.0.2.77" not in text
 
 
+def test_sec_gpc_on_collection_counts_as_context_gpc(srv):
+    """docs/privacy.md: `Sec-GPC: 1` on any request counts, the collection paths included:
+    the message is screened as one with `context.gpc` true."""
+    event = {"event": "Product Viewed", "properties": {"product_id": "sku-1"}}
+    with srv.writer() as w:
+        sent = [
+            w.post("/v1/track", json={"userId": "gpc-ctx-1", "context": {"gpc": True}, **event}),
+            w.post("/v1/track", json={"userId": "gpc-hdr-1", **event}, headers={"Sec-GPC": "1"}),
+            w.post(
+                "/v1/batch",
+                json={"batch": [{"type": "track", "userId": "gpc-hdr-2", **event}]},
+                headers={"Sec-GPC": "1"},
+            ),
+            w.post("/v1/track", json={"userId": "gpc-none-1", **event}, headers={"Sec-GPC": "0"}),
+        ]
+    assert [r.status_code for r in sent] == [200] * 4, [r.text for r in sent]
+
+    def consent(user: str) -> dict:
+        r = httpx.get(srv.url + f"/v1/consent/user_id:{user}", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    by_context = consent("gpc-ctx-1")
+    assert by_context["gpc"] is True
+    assert by_context["purposes"]["advertising"]["reason"] == "global_privacy_control"
+    for user in ("gpc-hdr-1", "gpc-hdr-2"):
+        by_header = consent(user)
+        assert by_header["gpc"] is True, by_header
+        assert by_header["purposes"] == by_context["purposes"]
+        [entry] = by_header["history"]
+        assert (entry["source"], entry["gpc"]) == ("event:default", True)
+    assert consent("gpc-none-1")["gpc"] is not True
+
+
 def test_bad_consent_requests_are_clear_4xx(srv):
     url = srv.url + "/v1/consent"
     assert httpx.put(url, json={"user": {"user_id": "x"}}).status_code == 401

@@ -94,7 +94,9 @@ def test_a_refused_request_writes_nothing_and_an_admitted_one_is_acknowledged_on
         )
         screened: list[str] = []
 
-        async def screen(source: str, prepared: list[tuple[dict[str, Any], Event]]) -> list[int]:
+        async def screen(
+            source: str, prepared: list[tuple[dict[str, Any], Event]], gpc: bool
+        ) -> list[int]:
             screened.extend(str(message["messageId"]) for message, _ in prepared)
             return []
 

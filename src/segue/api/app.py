@@ -441,7 +441,8 @@ class SegueApp:
             raise
         if source is None:
             source = self._body_source(parsed.write_key)
-        result = await ingest.collect(source, parsed)
+        gpc = request.headers.get("sec-gpc", "").strip() == "1"
+        result = await ingest.collect(source, parsed, gpc=gpc)
         if not result.rejected:
             return Response(200, _SUCCESS)
         rejected = [

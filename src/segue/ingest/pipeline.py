@@ -146,9 +146,11 @@ class IngestService:
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self.counters = IngestCounters()
         #: the consent step (privacy.screen): runs on accepted messages before they are
-        #: logged, and answers the positions of the messages it changed
+        #: logged, with whether the request said ``Sec-GPC: 1``, and answers the positions
+        #: of the messages it changed
         self.screen: (
-            Callable[[str, list[tuple[dict[str, Any], Event]]], Awaitable[Collection[int]]] | None
+            Callable[[str, list[tuple[dict[str, Any], Event]], bool], Awaitable[Collection[int]]]
+            | None
         ) = None
         #: the suppression list: messages of erased people are dropped silently (acknowledged
         #: with 200 so SDKs stop retrying; counted in ``counters.suppressed``)
@@ -172,14 +174,20 @@ class IngestService:
         source: str,
         prepared: list[tuple[dict[str, Any], Event]],
         bodies: list[bytes | None],
+        gpc: bool = False,
     ) -> None:
         """The consent step; a message it changed loses its JSON, to be encoded again."""
         if self.screen is not None and prepared:
-            for at in await self.screen(source, prepared):
+            for at in await self.screen(source, prepared, gpc):
                 bodies[at] = None
 
-    async def collect(self, source: str, parsed: ParsedRequest) -> CollectResult:
+    async def collect(
+        self, source: str, parsed: ParsedRequest, *, gpc: bool = False
+    ) -> CollectResult:
         """Validate, plan-check and store every message of one request.
+
+        Args:
+            gpc: the request carried ``Sec-GPC: 1`` (Global Privacy Control).
 
         Returns:
             the result; ``rejected`` lists messages that went to the quarantine.
@@ -216,7 +224,7 @@ class IngestService:
             bodies.append(body)
         offsets: list[int | None] = []
         with self._writing(len(prepared) + len(rejected)):
-            await self._screen(source, prepared, bodies)
+            await self._screen(source, prepared, bodies, gpc)
             records = [
                 to_record(source, message, event, now, body)
                 for (message, event), body in zip(prepared, bodies, strict=True)

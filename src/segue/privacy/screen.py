@@ -3,9 +3,10 @@ consent away from profiles.
 
 Runs on each accepted message before it is written to the event log:
 
-1. a message whose context carries consent (``context.consent``, ``context.gpc``) is a
-   consent signal: it goes to the ledger — once, not on every event that repeats it (SDKs
-   send the same ``categoryPreferences`` with every call) — before the message is stored;
+1. a message whose context carries consent (``context.consent``, ``context.gpc``), or that
+   came with ``Sec-GPC: 1``, is a consent signal: it goes to the ledger — once, not on every
+   event that repeats it (SDKs send the same ``categoryPreferences`` with every call) —
+   before the message is stored;
 2. the ``analytics`` purpose is evaluated for the message's person (ledger + the message's
    own signals + region policy). Without it, the message is still logged (the sender gets
    its 200 and nothing is lost) but marked ``context.segue.attach = false`` so no profile
@@ -55,9 +56,16 @@ class ConsentScreen:
         self.recorded = 0
 
     async def screen(
-        self, source: str, prepared: Sequence[tuple[dict[str, Any], Event]]
+        self,
+        source: str,
+        prepared: Sequence[tuple[dict[str, Any], Event]],
+        gpc: bool = False,
     ) -> list[int]:
         """Record consent signals and mark/strip messages without analytics consent.
+
+        Args:
+            gpc: the request carried ``Sec-GPC: 1``: every message counts as one with
+                ``context.gpc`` true (the browser sends the header on each of its requests).
 
         Returns:
             the positions of the messages changed (ingest encodes those again).
@@ -69,14 +77,14 @@ class ConsentScreen:
             context = message.get("context")
             context = context if isinstance(context, dict) else {}
             subjects = _subjects(event)
-            carries = isinstance(context.get("consent"), dict) or "gpc" in context
+            carries = gpc or isinstance(context.get("consent"), dict) or "gpc" in context
             if not carries and not self.consent.known(subjects):
                 # the common case, kept cheap: nothing said, nothing on record — the
                 # region's regime alone decides
                 _, regime = self.consent.policy.regime(region_of(context))
                 if regime == "opt_out":
                     continue
-            signal = from_context(context, vendor_id=self.consent.vendor_id)
+            signal = from_context(context, gpc_header=gpc, vendor_id=self.consent.vendor_id)
             state = await self.consent.state(subjects)
             if carries and subjects:
                 consent_block = context.get("consent")
