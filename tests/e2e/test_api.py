@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -272,3 +273,36 @@ def test_cors_lets_browser_sdks_collect_and_decide(server):
             headers={"Origin": "https://shop.example"},
         )
     assert r.headers["access-control-allow-origin"] == "*"
+
+
+def test_event_time_is_clamped_to_the_receive_time_as_documented(server):
+    """docs/api.md: a time more than a day after receivedAt, or before 1970, is a broken
+    device clock and receivedAt is used; a time less than a day ahead is kept."""
+    ahead = (datetime.now(UTC) + timedelta(hours=12)).isoformat(timespec="milliseconds")
+    cases = {
+        "far_future": ({"timestamp": "2999-01-01T00:00:00Z"}, None),
+        "two_days_ahead": (
+            {"timestamp": (datetime.now(UTC) + timedelta(days=2)).isoformat()},
+            None,
+        ),
+        "before_1970": ({"timestamp": "1969-07-20T20:17:00Z"}, None),
+        "skew_out_of_range": (
+            {"originalTimestamp": "9999-01-01T00:00:00Z", "sentAt": "0001-01-01T00:00:00Z"},
+            None,
+        ),
+        "half_a_day_ahead": ({"timestamp": ahead}, ahead.replace("+00:00", "Z")),
+        "naive_is_utc": ({"timestamp": "2024-01-02T03:04:05"}, "2024-01-02T03:04:05.000Z"),
+    }
+    users = {name: f"clock-{name}-{uuid.uuid4().hex[:6]}" for name in cases}
+    with server.writer() as w:
+        for name, (times, _) in cases.items():
+            r = w.post("/v1/track", json={"userId": users[name], "event": "Clock", **times})
+            assert r.status_code == 200, r.text
+    server.wait_processed()
+    with server.admin() as a:
+        for name, (times, expected) in cases.items():
+            profile = a.get(f"/v1/profiles/user_id:{users[name]}").json()
+            [event] = a.get(f"/v1/profiles/user_id:{users[name]}/events").json()["events"]
+            assert {k: event[k] for k in times} == times, "the stored message keeps its times"
+            want = expected or event["receivedAt"]
+            assert (profile["first_seen"], profile["last_seen"]) == (want, want), name
