@@ -384,12 +384,14 @@ class PrivacyRequests:
             # identifiers would give one (an experiment's unit for a visitor not known yet)
             units = rt.reporting.units_of(profile_ids, every)
             # after the keys are gone: the other processes drop the ones they cached
+            # this process's decisions first, then the note that has the others drop theirs
+            # (and delete any they wrote meanwhile): the receipt counts what the log held
+            in_memory = await rt.engine.forget(units)
+            stores["decisions"] = {
+                "decisions": await rt.decisions.erase_decisions(units),
+                "in_memory": in_memory,
+            }
             stores["caches"] = await self._forget_cached(every, profile_ids, units)
-        in_memory = await rt.engine.forget(units)
-        stores["decisions"] = {
-            "decisions": await rt.decisions.erase_decisions(units),
-            "in_memory": in_memory,
-        }
         stores["reports"] = await rt.reporting.forget(profile_ids, every)
         subjects = sorted({str(i) for i in every} | profile_ids)
         stores["consent"] = {"records": await rt.consent.erase(subjects)}
