@@ -9,9 +9,10 @@ The **unit** is the person's profile id when decide knows the person. Profile id
 (a merged-away id redirects to its survivor), so after two profiles merge every decision
 uses the survivor's id: the survivor's assignment wins, and the merged-away profile's earlier
 exposures stay counted under its own unit. A visitor decide does not know yet is assigned
-by the profile id their anonymous id will get (see :func:`segue.processor.service.
-profile_id_factory`), so the assignment carries over when the first event creates that
-profile.
+by the profile id their first event will create, derived from its highest-priority
+identifier, the user id before the anonymous id (``Reporting.visitor_unit``, see
+:func:`segue.processor.service.profile_id_factory`), so the assignment carries over when
+that event creates the profile.
 """
 
 from __future__ import annotations
