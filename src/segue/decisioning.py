@@ -377,6 +377,11 @@ class Decisioning:
             await asyncio.sleep(0)
         with self.lock:
             self.models.state = loaded.state
+            behaviour = self.runtime.processor.behaviour
+            if behaviour is not None:
+                # what the saved models learned is not known here: a batch folded again
+                # after this (a lease regained) teaches them, as it would a fresh process
+                behaviour.taught_through = 0
         self.items.invalidate()
 
     async def listen(self) -> None:

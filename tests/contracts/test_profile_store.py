@@ -281,3 +281,13 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_given_up(profile_store):
     assert profile_store.lease("profiles", "w2", 0.0, 123.0)  # given up
     assert profile_store.lease("profiles", "w1", 140.0, 124.0)
     assert profile_store.lease("other", "w2", 140.0, 124.0)  # leases are per name
+
+
+def test_looking_up_an_identifier_with_a_nul_finds_nothing(profile_store):
+    """No store links a value with a NUL (PostgreSQL's text cannot hold one): a lookup of
+    such a value is not found everywhere, not an error on one backend."""
+    first = Changeset(profiles={"p1": profile("p1", U1)}, links={U1: "p1"}, new_profiles=1)
+    profile_store.commit(first, "profiles", 1)
+    odd = Identifier("user_id", "1\x00")
+    assert profile_store.lookup([odd, U1]) == {U1: "p1"}
+    assert profile_store.lookup([odd]) == {}

@@ -239,7 +239,9 @@ class PostgresProfileStore:
         return int(row[0]) if row else 0
 
     async def lookup(self, identifiers: Iterable[Identifier]) -> dict[Identifier, str]:
-        wanted = list(identifiers)
+        # PostgreSQL's text cannot hold a NUL, so nothing is linked under such a value (the
+        # processor never links one): not found, as in every other store, not an error
+        wanted = [i for i in identifiers if "\x00" not in i.type and "\x00" not in i.value]
         if not wanted:
             return {}
         kinds, values = _columns(wanted, 2)
