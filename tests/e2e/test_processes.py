@@ -165,7 +165,7 @@ def test_an_erasure_answered_by_one_process_takes_the_decisions_every_process_ma
     cluster.wait_processed()
     body = {"placement": "home", "user": {"user_id": "ez"}, "k": 2}
     made = []  # on fresh connections: both processes make some (see the spreading tests)
-    for _ in range(30):
+    for _ in range(12):
         r = fresh(cluster, "POST", "/v1/decide", json=body, headers=PUB)
         assert r.status_code == 200
         made.append(r.json()["decision_id"])
@@ -185,7 +185,7 @@ def test_an_erasure_answered_by_one_process_takes_the_decisions_every_process_ma
     for decision_id in made:
         answers = {
             fresh(cluster, "GET", f"/v1/decisions/{decision_id}", headers=ADMIN).status_code
-            for _ in range(6)
+            for _ in range(4)
         }
         assert answers == {404}, f"{decision_id} still answered by some process"
 
