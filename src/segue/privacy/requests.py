@@ -596,7 +596,6 @@ class PrivacyRequests:
         and the index rows of a record no profile took in."""
         wanted: dict[int, list[Identifier]] = {}
         unattached: list[tuple[str, int]] = []
-        index = self.rt.processor.unattached_id
         for record in records:
             try:
                 event = _event_decoder.decode(record.body)
@@ -604,9 +603,8 @@ class PrivacyRequests:
                 continue
             wanted[record.offset] = self.rt.processor.folder.wanted(event)
             if not attachable(event):
-                for kind, value in (("user_id", event.uid), ("anonymous_id", event.aid)):
-                    if value is not None:
-                        unattached.append((index(Identifier(kind, value)), record.offset))
+                keys = self.rt.processor.unattached_keys(event)
+                unattached += [(key, record.offset) for key in keys]
         links = await self.rt.store.lookup({i for ids in wanted.values() for i in ids})
         rows: list[tuple[str, int]] = []
         survivors: dict[str, str | None] = {}

@@ -42,22 +42,27 @@ T = TypeVar("T")
 PoisonHandler = Callable[[LogRecord, Exception], Awaitable[None]]
 
 
+def _keyed_ids(key: bytes, prefix: str) -> Callable[[Identifier], str]:
+    """``prefix`` + 24 hex digits of a keyed BLAKE2b of the identifier: deterministic,
+    and not reversible to the identifier without the key."""
+    # the keyed state is set up once and copied per id: half the cost of hmac.new each time
+    keyed = hmac.new(key, digestmod=hashlib.blake2b)
+
+    def keyed_id(identifier: Identifier) -> str:
+        mac = keyed.copy()
+        mac.update(str(identifier).encode())
+        return prefix + mac.digest()[:12].hex()
+
+    return keyed_id
+
+
 def profile_id_factory(secret: bytes) -> Callable[[Identifier], str]:
     """Profile ids derived from the first identifier with a keyed hash.
 
     Deterministic, so a replay or two concurrent workers agree on the id; keyed with the
     installation's secret, so an id cannot be brute-forced back to an email address.
     """
-
-    # the keyed state is set up once and copied per id: half the cost of hmac.new each time
-    keyed = hmac.new(secret, digestmod=hashlib.blake2b)
-
-    def new_id(identifier: Identifier) -> str:
-        mac = keyed.copy()
-        mac.update(str(identifier).encode())
-        return "p_" + mac.digest()[:12].hex()
-
-    return new_id
+    return _keyed_ids(secret, "p_")
 
 
 def unattached_id_factory(secret: bytes) -> Callable[[Identifier], str]:
@@ -69,14 +74,7 @@ def unattached_id_factory(secret: bytes) -> Callable[[Identifier], str]:
     does not hold the identifier, and distinct from every profile id (``u_``, not ``p_``),
     so no profile's timeline ever shows such an event.
     """
-    keyed = hmac.new(derive_key(secret, "unattached-events"), digestmod=hashlib.blake2b)
-
-    def unattached_id(identifier: Identifier) -> str:
-        mac = keyed.copy()
-        mac.update(str(identifier).encode())
-        return "u_" + mac.digest()[:12].hex()
-
-    return unattached_id
+    return _keyed_ids(derive_key(secret, "unattached-events"), "u_")
 
 
 def _decode_all(
@@ -318,14 +316,20 @@ class Processor:
             landed.append((record, event, pid, when))
         return landed
 
-    def _index_unattached(self, ws: WorkingSet, record: LogRecord, event: Event) -> None:
-        """Index an event no profile takes in under its user and anonymous ids (see
-        :func:`unattached_id_factory`): a privacy request for the person finds it."""
+    def unattached_keys(self, event: Event) -> list[str]:
+        """The index ids an event no profile takes in is kept under: one per usable user
+        and anonymous id (see :func:`unattached_id_factory`)."""
         usable = self.folder.rules.usable
-        for kind, value in (("user_id", event.uid), ("anonymous_id", event.aid)):
-            if value is not None and usable(value):
-                row = (self.unattached_id(Identifier(kind, value)), record.offset)
-                ws.changes.timeline.append((*row, record.received_at))
+        return [
+            self.unattached_id(Identifier(kind, value))
+            for kind, value in (("user_id", event.uid), ("anonymous_id", event.aid))
+            if value is not None and usable(value)
+        ]
+
+    def _index_unattached(self, ws: WorkingSet, record: LogRecord, event: Event) -> None:
+        """Index an event no profile takes in: a privacy request for the person finds it."""
+        for key in self.unattached_keys(event):
+            ws.changes.timeline.append((key, record.offset, record.received_at))
 
     async def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
         """Undo the merge of ``merged_id`` into ``profile_id`` by re-deriving from the log.
